@@ -1,0 +1,315 @@
+"""The HDF5 feature store: key, layout, crash-safe writes, resume, checked reads.
+
+Layout of a finished cache file ``<cache_dir>/<backbone>-<size>-<pooling>-<hash>.h5``::
+
+    attrs: format_version, key (JSON), key_hash, classes (JSON),
+           library_versions (JSON), created, data_root, extraction (JSON)
+    /<split>/features       (n, *feature_shape) float32 or float16
+    /<split>/labels         (n,) int32, index into classes
+    /<split>/paths          (n,) utf-8, relative to the dataset root
+    /<split>/fingerprints   (n,) utf-8, blake2b of each image's bytes
+    /<split>/quarantine/paths, /<split>/quarantine/reasons   unreadable images
+
+While a cache is being written it lives in ``<name>.partial/``: one ``.npz``
+file per finished chunk, each written to a temporary name and renamed, so a
+run killed at any moment leaves only whole chunks, and the next run resumes
+after them. The ``.h5`` file appears (by ``os.replace``) only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import CacheError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """Content fingerprint of one file (blake2b, 128 bits)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint_all(root: Path, relpaths: list[str]) -> list[str]:
+    """Fingerprints of many files; hashing releases the GIL, so threads help."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda rel: fingerprint(root / rel), relpaths, chunksize=64))
+
+
+def key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in ("tensorflow", "keras", "numpy", "h5py"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+class PartialCache:
+    """The resumable, chunked work-in-progress of one cache file."""
+
+    def __init__(self, final: Path, key: dict):
+        self.final = final
+        self.key = key
+        self.folder = final.with_name(final.stem + ".partial")
+
+    def open(self) -> None:
+        """Create the folder, or reuse it if it was made for the same key."""
+        marker = self.folder / "key.json"
+        if marker.exists():
+            try:
+                same = json.loads(marker.read_text()) == self.key
+            except (OSError, ValueError):
+                same = False
+            if same:
+                return
+            log.warning("discarding partial cache %s made for another key", self.folder)
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(marker, json.dumps(self.key, sort_keys=True).encode())
+
+    def _chunk_path(self, split: str, index: int) -> Path:
+        return self.folder / f"{split}-{index:06d}.npz"
+
+    def done(self, split: str, n_chunks: int) -> set[int]:
+        """Chunks of a split that finished in an earlier run."""
+        return {k for k in range(n_chunks) if self._chunk_path(split, k).exists()}
+
+    def write_chunk(
+        self,
+        split: str,
+        index: int,
+        rows: np.ndarray,
+        features: np.ndarray,
+        bad_rows: list[int],
+        bad_reasons: list[str],
+    ) -> None:
+        path = self._chunk_path(split, index)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                rows=rows.astype(np.int64),
+                features=features,
+                bad_rows=np.asarray(bad_rows, dtype=np.int64),
+                bad_reasons=np.asarray(bad_reasons, dtype=str),
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def assemble(self, splits: dict[str, "SplitManifest"], n_chunks: dict[str, int],
+                 feature_shape: tuple[int, ...], dtype: str, attrs: dict) -> Path:
+        """Join the chunks into the final HDF5 file, atomically; drop the chunks."""
+        tmp = self.final.with_name(self.final.name + f".tmp-{os.getpid()}")
+        try:
+            with h5py.File(tmp, "w") as h5:
+                for split, manifest in splits.items():
+                    chunks = [self._chunk_path(split, k) for k in range(n_chunks[split])]
+                    _write_split(h5.create_group(split), manifest, chunks, feature_shape, dtype)
+                for name, value in attrs.items():
+                    h5.attrs[name] = value
+            os.replace(tmp, self.final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.discard()
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SplitManifest:
+    """The images of one split: what the key is computed from."""
+
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    fingerprints: tuple[str, ...]
+
+
+def _write_split(group, manifest: SplitManifest, chunks: list[Path],
+                 feature_shape: tuple[int, ...], dtype: str) -> None:
+    with_rows = []
+    total = 0
+    for chunk in chunks:
+        with np.load(chunk) as z:
+            rows = z["rows"]
+        with_rows.append(rows)
+        total += len(rows)
+    features = group.create_dataset(
+        "features", shape=(total, *feature_shape), dtype=dtype,
+        chunks=(min(max(total, 1), 256), *feature_shape) if total else None,
+    )
+    good: list[int] = []
+    bad_paths: list[str] = []
+    bad_reasons: list[str] = []
+    start = 0
+    for chunk, rows in zip(chunks, with_rows):
+        with np.load(chunk) as z:
+            if len(rows):
+                features[start:start + len(rows)] = z["features"].astype(dtype)
+            bad_paths += [manifest.paths[i] for i in z["bad_rows"]]
+            bad_reasons += [str(r) for r in z["bad_reasons"]]
+        good.extend(int(i) for i in rows)
+        start += len(rows)
+    group.create_dataset("labels", data=np.asarray([manifest.labels[i] for i in good], np.int32))
+    group.create_dataset("paths", data=[manifest.paths[i] for i in good], dtype=_STR)
+    group.create_dataset("fingerprints", data=[manifest.fingerprints[i] for i in good], dtype=_STR)
+    quarantine = group.create_group("quarantine")
+    quarantine.create_dataset("paths", data=bad_paths, dtype=_STR)
+    quarantine.create_dataset("reasons", data=bad_reasons, dtype=_STR)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """The arrays of one split."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+
+
+class FeatureCache:
+    """A finished, checked feature cache file (read-only).
+
+    Opening reads and checks the metadata only; :meth:`load` reads one
+    split's arrays.
+    """
+
+    def __init__(self, path: str | os.PathLike, expected_key: dict | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CacheError(
+                f"Feature cache {self.path} does not exist. Fix: run "
+                "`python run_pipeline.py extract --data DIR` first, and pass the "
+                "file it prints."
+            )
+        try:
+            h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise CacheError(
+                f"{self.path} is not a readable HDF5 file (truncated, partial or "
+                f"not HDF5: {exc}). Fix: delete it and run extract again."
+            ) from None
+        with h5:
+            self._read_metadata(h5, expected_key)
+
+    def _read_metadata(self, h5, expected_key: dict | None) -> None:
+        attrs = h5.attrs
+        if "format_version" not in attrs or "key" not in attrs:
+            raise CacheError(
+                f"{self.path} is an HDF5 file but not a feature cache written by "
+                "this tool (no format_version/key attributes). Fix: pass a file "
+                "made by `run_pipeline.py extract`."
+            )
+        version = int(attrs["format_version"])
+        if version != FORMAT_VERSION:
+            raise CacheError(
+                f"{self.path} has cache format {version}; this version reads "
+                f"format {FORMAT_VERSION}. Fix: run extract again to rebuild it."
+            )
+        self.key = json.loads(attrs["key"])
+        if key_hash(self.key) != attrs.get("key_hash"):
+            raise CacheError(f"{self.path} is damaged: its key does not match its key hash. "
+                             "Fix: delete it and run extract again.")
+        if expected_key is not None and expected_key != self.key:
+            changed = sorted(k for k in set(expected_key) | set(self.key)
+                             if expected_key.get(k) != self.key.get(k))
+            raise CacheError(f"{self.path} is stale: it was made with different "
+                             f"{', '.join(changed)}. Fix: run extract again.")
+        self.classes: list[str] = json.loads(attrs["classes"])
+        self.library_versions = json.loads(attrs["library_versions"])
+        self.extraction = json.loads(attrs.get("extraction", "{}"))
+        self.created = str(attrs.get("created", ""))
+        self.data_root = str(attrs.get("data_root", ""))
+        self.splits = [s for s in ("train", "validation", "test") if s in h5]
+        self.counts = {s: int(h5[s]["features"].shape[0]) for s in self.splits}
+        first = h5[self.splits[0]]["features"] if self.splits else None
+        self.feature_shape = tuple(first.shape[1:]) if first is not None else ()
+        self.dtype = str(first.dtype) if first is not None else ""
+        self.quarantined = [
+            {"split": s, "path": p.decode(), "reason": r.decode()}
+            for s in self.splits
+            for p, r in zip(h5[s]["quarantine/paths"][()], h5[s]["quarantine/reasons"][()])
+        ]
+        for s in self.splits:
+            n = self.counts[s]
+            if not (h5[s]["labels"].shape[0] == h5[s]["paths"].shape[0] == n):
+                raise CacheError(f"{self.path} is damaged: split {s!r} has arrays of "
+                                 "different lengths. Fix: delete it and run extract again.")
+
+    def load(self, split: str) -> SplitData:
+        if split not in self.splits:
+            raise CacheError(
+                f"Split {split!r} is not in {self.path}; it has {', '.join(self.splits)}."
+            )
+        with h5py.File(self.path, "r") as h5:
+            group = h5[split]
+            return SplitData(
+                features=group["features"][()],
+                labels=group["labels"][()],
+                paths=[p.decode() for p in group["paths"][()]],
+            )
+
+    def summary(self) -> dict:
+        """Everything ``inspect`` shows, JSON-ready."""
+        return {
+            "cache": str(self.path),
+            "key": self.key,
+            "key_hash": key_hash(self.key),
+            "classes": self.classes,
+            "splits": self.counts,
+            "feature_shape": list(self.feature_shape),
+            "dtype": self.dtype,
+            "quarantined": self.quarantined,
+            "created": self.created,
+            "data_root": self.data_root,
+            "library_versions": self.library_versions,
+            "extraction": self.extraction,
+        }
+
+
+def base_attrs(key: dict, classes: list[str], data_root: Path, extraction: dict) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "key": json.dumps(key, sort_keys=True),
+        "key_hash": key_hash(key),
+        "classes": json.dumps(classes),
+        "library_versions": json.dumps(library_versions()),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data_root": str(data_root),
+        "extraction": json.dumps(extraction),
+    }

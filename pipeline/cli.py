@@ -1,0 +1,152 @@
+"""Command line: ``python run_pipeline.py <command> ...``.
+
+User errors (:class:`PipelineError`) print one message and exit with status 2,
+without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from . import backbones
+from .config import DECODE_MODES, DTYPES, ExtractConfig
+from .data import SplitConfig
+from .errors import PipelineError
+
+log = logging.getLogger("pipeline")
+
+
+def _add_extract(sub) -> None:
+    p = sub.add_parser("extract", help="stage 1: run the backbone once, cache features in HDF5")
+    p.add_argument("--data", required=True, help="dataset folder (class folders, or train/validation[/test])")
+    p.add_argument("--backbone", default=backbones.DEFAULT_BACKBONE, help="see the `backbones` command")
+    p.add_argument("--alpha", type=float, help="width multiplier (MobileNet family)")
+    p.add_argument("--image-size", type=int, help="input side in px (default: the backbone's)")
+    p.add_argument("--pooling", default="avg", help="avg, max or none (keep the spatial map)")
+    p.add_argument("--weights", default="imagenet", help="imagenet, none (random) or a weights file")
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--chunk-size", type=int, default=512, help="images per resumable chunk")
+    p.add_argument("--decode", default="auto", choices=DECODE_MODES,
+                   help="auto: decode large JPEGs at reduced scale; full: every pixel")
+    p.add_argument("--cache-dir", default="cache")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    p.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="share sent to validation when the folder has no split folders")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share sent to test when the folder has no split folders")
+    p.add_argument("--test-from-validation", type=float, default=0.0,
+                   help="share of validation moved to test when there is no test split (e.g. 0.2)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_extract(args) -> int:
+    from .extract import extract_features
+
+    config = ExtractConfig(
+        backbone=args.backbone, alpha=args.alpha, image_size=args.image_size,
+        pooling=args.pooling, weights=args.weights, dtype=args.dtype,
+        batch_size=args.batch_size, chunk_size=args.chunk_size, decode=args.decode,
+        cache_dir=args.cache_dir, seed=args.seed,
+        split=SplitConfig(args.validation_fraction, args.test_fraction, args.test_from_validation),
+    )
+    result = extract_features(args.data, config, progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    state = "cache hit" if result.hit else f"{result.images_per_second:.0f} images/s"
+    print(f"{result.path}  ({state}, {result.seconds:.1f} s)")
+    for split, n in result.splits.items():
+        print(f"  {split:<10} {n:>7} rows  features {tuple(result.feature_shape)}")
+    for split, classes in result.missing.items():
+        print(f"  note: {split} has no images of {', '.join(classes)}")
+    if result.quarantined:
+        print(f"  quarantined {len(result.quarantined)} unreadable images:")
+        for q in result.quarantined:
+            print(f"    {q['path']} ({q['split']}): {q['reason']}")
+    return 0
+
+
+def _run_inspect(args) -> int:
+    from .cache import FeatureCache
+
+    summary = FeatureCache(args.file).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    key = summary["key"]
+    print(summary["cache"])
+    for name in ("backbone", "alpha", "weights", "image_size", "pooling", "preprocessing",
+                 "decode", "dtype"):
+        print(f"  {name:<14} {key[name]}")
+    print(f"  {'classes':<14} {', '.join(summary['classes'])}")
+    print(f"  {'feature shape':<14} {tuple(summary['feature_shape'])}")
+    for split, n in summary["splits"].items():
+        print(f"  {split:<14} {n} rows")
+    ext = summary["extraction"]
+    if ext:
+        print(f"  {'extraction':<14} {ext['images']} images in {ext['seconds']} s "
+              f"({ext['images_per_second']} images/s)")
+    print(f"  {'created':<14} {summary['created']} from {summary['data_root']}")
+    print(f"  {'versions':<14} " + ", ".join(f"{k} {v}" for k, v in summary["library_versions"].items()))
+    print(f"  {'quarantined':<14} {len(summary['quarantined'])}")
+    for q in summary["quarantined"]:
+        print(f"    {q['path']} ({q['split']}): {q['reason']}")
+    return 0
+
+
+def _run_backbones(args) -> int:
+    rows = backbones.list_backbones(args.pattern)
+    if args.json:
+        print(json.dumps([
+            {"name": b.name, "keras": f"keras.applications.{b.constructor}",
+             "default_size": b.default_size, "min_size": b.min_size,
+             "preprocessing": b.preprocessing, "alphas": list(b.alphas),
+             "default_alpha": b.default_alpha, "features_avg": list(b.feature_shape("avg")),
+             "features_none": list(b.feature_shape("none"))}
+            for b in rows], indent=2))
+        return 0
+    print(f"{'name':<20} {'keras.applications':<18} {'size':>4} {'min':>4} {'pooled':>7} "
+          f"{'spatial (none)':>15}  preprocessing  alpha")
+    for b in rows:
+        alpha = f"{b.default_alpha:g} of {'/'.join(f'{a:g}' for a in b.alphas)}" if b.alphas else "-"
+        print(f"{b.name:<20} {b.constructor:<18} {b.default_size:>4} {b.min_size:>4} "
+              f"{b.channels:>7} {str(b.feature_shape('none')):>15}  {b.preprocessing:<13}  {alpha}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_pipeline.py",
+        description="Transfer learning on cached features: extract once, compare classifiers in seconds.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_extract(sub)
+    p = sub.add_parser("inspect", help="describe a feature cache file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser("backbones", help="list the backbones, their sizes and feature shapes")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'efficientnet*'")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+COMMANDS = {"extract": _run_extract, "inspect": _run_inspect, "backbones": _run_backbones}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ chatter out
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,34 @@
+"""The exception types users see.
+
+Every error a user can cause (a wrong folder layout, an unknown name, a cache
+file that is not ours) is a :class:`PipelineError`. The command line prints its
+message and exits non-zero without a traceback; anything else is a bug and
+keeps its traceback.
+"""
+
+
+class PipelineError(Exception):
+    """Base class of user-facing errors; the message says what to do."""
+
+
+class DataLayoutError(PipelineError):
+    """The image folder does not have a layout the pipeline can read."""
+
+
+class UnknownNameError(PipelineError, KeyError):
+    """A name (backbone, pooling, split, ...) is not in its registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ConfigError(PipelineError, ValueError):
+    """A setting has a value the pipeline cannot use."""
+
+
+class CacheError(PipelineError):
+    """A feature cache file is missing, partial, stale or not ours."""
+
+
+class WeightsError(PipelineError):
+    """Backbone weights cannot be obtained or do not fit the backbone."""

@@ -1,0 +1,246 @@
+"""Stage 1: run the backbone once over every split and cache the features."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import backbones
+from .cache import (FORMAT_VERSION, FeatureCache, PartialCache, SplitManifest,
+                    base_attrs, fingerprint_all, key_hash)
+from .config import ExtractConfig
+from .data import Dataset, discover
+from .errors import CacheError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What a stage-1 run produced.
+
+    Attributes:
+        path: the finished cache file.
+        hit: True when the cache already existed and nothing was computed.
+        splits: rows per split.
+        feature_shape: shape of one feature row.
+        quarantined: unreadable images, ``{"split", "path", "reason"}`` each.
+        seconds: wall time of this call.
+        images_per_second: images decoded and run through the backbone per
+            second (0 on a cache hit).
+        resumed_images: images a killed earlier run had already done.
+    """
+
+    path: Path
+    hit: bool
+    splits: dict[str, int]
+    classes: list[str]
+    feature_shape: tuple[int, ...]
+    quarantined: list[dict]
+    seconds: float
+    images_per_second: float
+    resumed_images: int = 0
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    ignored_files: int = 0
+
+    def open(self) -> FeatureCache:
+        """The cache file, opened and checked."""
+        return FeatureCache(self.path)
+
+    def to_dict(self) -> dict:
+        return {
+            "cache": str(self.path),
+            "hit": self.hit,
+            "classes": self.classes,
+            "splits": self.splits,
+            "feature_shape": list(self.feature_shape),
+            "quarantined": self.quarantined,
+            "missing_classes": self.missing,
+            "ignored_files": self.ignored_files,
+            "resumed_images": self.resumed_images,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 1),
+        }
+
+
+def cache_key(spec: backbones.BackboneSpec, config: ExtractConfig, dataset: Dataset,
+              manifests: dict[str, SplitManifest]) -> dict:
+    """Exactly what shapes the features, and nothing else."""
+    images = {
+        split: [list(p) for p in zip(m.paths, m.labels, m.fingerprints)]
+        for split, m in manifests.items()
+    }
+    return {
+        "format_version": FORMAT_VERSION,
+        "backbone": spec.backbone.name,
+        "alpha": spec.alpha,
+        "weights": spec.weights_identity,
+        "seed": config.seed if spec.weights == "none" else None,
+        "image_size": spec.image_size,
+        "pooling": spec.pooling,
+        "preprocessing": f"keras.applications.{spec.backbone.module}.preprocess_input "
+                         f"({spec.backbone.preprocessing})",
+        "decode": config.decode,
+        "resize": "bilinear, no crop",
+        "dtype": config.dtype,
+        "classes": list(dataset.classes),
+        "images": key_hash(images),
+    }
+
+
+def cache_file_name(spec: backbones.BackboneSpec, key: dict) -> str:
+    alpha = f"_a{spec.alpha:g}" if spec.alpha is not None else ""
+    return f"{spec.backbone.name}{alpha}-{spec.image_size}-{spec.pooling}-{key_hash(key)[:16]}.h5"
+
+
+def _prepare_cache_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CacheError(
+            f"`--cache-dir` {folder} cannot be written ({exc.strerror or exc}). "
+            "Fix: pass a folder you can write with `--cache-dir`."
+        ) from None
+
+
+def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractConfig(),
+                     progress: bool | None = None) -> ExtractResult:
+    """Stage 1: features of every image of every split, cached in HDF5.
+
+    A second call with the same images and settings is a cache hit: it
+    fingerprints the images, finds the file and returns without building the
+    backbone. A call after a killed run resumes after its last whole chunk.
+
+    Args:
+        data: the dataset folder (see :func:`pipeline.data.discover`).
+        config: stage 1 settings.
+        progress: show a progress bar (None: only on a terminal).
+
+    Raises:
+        PipelineError: bad layout, settings, weights or cache folder.
+    """
+    started = time.perf_counter()
+    dataset = discover(data, config.split)
+    spec = backbones.resolve(config.backbone, config.image_size, config.pooling,
+                             config.alpha, config.weights)
+    folder = config.cache_path
+    _prepare_cache_dir(folder)
+    manifests = {}
+    for split, items in dataset.splits.items():
+        paths = [p for p, _ in items]
+        manifests[split] = SplitManifest(tuple(paths), tuple(l for _, l in items),
+                                         tuple(fingerprint_all(dataset.root, paths)))
+    key = cache_key(spec, config, dataset, manifests)
+    path = folder / cache_file_name(spec, key)
+    summary = dict(classes=list(dataset.classes), missing={k: list(v) for k, v in dataset.missing.items()},
+                   ignored_files=len(dataset.ignored))
+
+    if path.exists():
+        try:
+            cache = FeatureCache(path, expected_key=key)
+        except CacheError as exc:
+            log.warning("rebuilding the cache: %s", exc)
+        else:
+            PartialCache(path, key).discard()  # left over if killed after the rename
+            log.info("cache hit: %s", path)
+            return ExtractResult(path=path, hit=True, splits=cache.counts,
+                                 feature_shape=cache.feature_shape, quarantined=cache.quarantined,
+                                 seconds=time.perf_counter() - started, images_per_second=0.0,
+                                 **summary)
+
+    partial = PartialCache(path, key)
+    partial.open()
+    model = backbones.build(spec, seed=config.seed)
+    feature_shape = tuple(int(d) for d in model.output_shape[1:])
+    n_chunks = {s: -(-len(m.paths) // config.chunk_size) for s, m in manifests.items()}
+    resumed = sum(
+        min(config.chunk_size, len(manifests[s].paths) - k * config.chunk_size)
+        for s in manifests for k in partial.done(s, n_chunks[s])
+    )
+    if resumed:
+        log.info("resuming: %d images already extracted by an earlier run", resumed)
+    todo_total = sum(len(m.paths) for m in manifests.values()) - resumed
+    compute_started = time.perf_counter()
+    with _progress_bar(todo_total, progress) as bar:
+        for split, manifest in manifests.items():
+            _extract_split(model, dataset.root, split, manifest, partial, spec, config,
+                           n_chunks[split], bar)
+    compute_seconds = time.perf_counter() - compute_started
+    rate = todo_total / compute_seconds if compute_seconds > 0 else 0.0
+    extraction = {"seconds": round(compute_seconds, 3), "images": todo_total,
+                  "images_per_second": round(rate, 1), "resumed_images": resumed,
+                  "batch_size": config.batch_size}
+    attrs = base_attrs(key, list(dataset.classes), dataset.root, extraction)
+    partial.assemble(manifests, n_chunks, feature_shape, config.dtype, attrs)
+    cache = FeatureCache(path, expected_key=key)
+    log.info("wrote %s", path)
+    return ExtractResult(path=path, hit=False, splits=cache.counts,
+                         feature_shape=cache.feature_shape, quarantined=cache.quarantined,
+                         seconds=time.perf_counter() - started, images_per_second=rate,
+                         resumed_images=resumed, **summary)
+
+
+def _extract_split(model, root: Path, split: str, manifest: SplitManifest, partial: PartialCache,
+                   spec: backbones.BackboneSpec, config: ExtractConfig, n_chunks: int, bar) -> None:
+    import tensorflow as tf
+
+    from .decode import image_batches, why_unreadable
+
+    size = config.chunk_size
+    todo = deque(sorted(set(range(n_chunks)) - partial.done(split, n_chunks)))
+    if not todo:
+        return
+    n = len(manifest.paths)
+    indices = [i for k in todo for i in range(k * size, min((k + 1) * size, n))]
+    abs_paths = [str(root / manifest.paths[i]) for i in indices]
+    batches = image_batches(abs_paths, indices, spec.image_size, config.decode, config.batch_size)
+
+    @tf.function(reduce_retracing=True)
+    def forward(images):
+        return model(images, training=False)
+
+    rows: dict[int, list[np.ndarray]] = {}
+    feats: dict[int, list[np.ndarray]] = {}
+
+    def flush(k: int) -> None:
+        got = np.concatenate(rows.pop(k)) if k in rows else np.zeros(0, np.int64)
+        out = np.concatenate(feats.pop(k)) if k in feats else np.zeros((0,), np.float32)
+        expected = range(k * size, min((k + 1) * size, n))
+        bad = sorted(set(expected) - set(got.tolist()))
+        reasons = [why_unreadable(str(root / manifest.paths[i]), spec.image_size, config.decode)
+                   for i in bad]
+        for i, reason in zip(bad, reasons):
+            log.warning("quarantined %s: %s", manifest.paths[i], reason)
+        partial.write_chunk(split, k, got, out.astype(config.dtype), bad, reasons)
+        bar.update(len(bad))
+
+    for idx, images in batches:
+        out = forward(images).numpy()
+        idx = idx.numpy()
+        chunk_of = idx // size
+        for k in np.unique(chunk_of):
+            mask = chunk_of == k
+            rows.setdefault(int(k), []).append(idx[mask])
+            feats.setdefault(int(k), []).append(out[mask])
+        bar.update(len(idx))
+        last = int(idx[-1])
+        while todo and min((todo[0] + 1) * size, n) - 1 <= last:
+            flush(todo.popleft())
+    while todo:
+        flush(todo.popleft())
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc="extract", disable=None if enabled is None else not enabled,
+                smoothing=0.1, dynamic_ncols=True)
