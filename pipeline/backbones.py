@@ -174,7 +174,7 @@ def resolve(
     elif weights == "imagenet" and alpha not in backbone.alphas:
         raise ConfigError(
             f"`--alpha` for {name} with ImageNet weights must be one of "
-            f"{', '.join(map(str, backbone.alphas))}. Got {alpha}."
+            f"{', '.join(f'{a:g}' for a in backbone.alphas)}. Got {alpha:g}."
         )
     size = backbone.default_size if image_size is None else int(image_size)
     if size < backbone.min_size:

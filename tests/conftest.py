@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny generated image folders, and the real data in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLOURS = {"cats": (200, 60, 40), "dogs": (40, 60, 200), "owls": (60, 200, 40)}
+
+
+def write_image(path: Path, colour=(128, 128, 128), size=(24, 32), seed: int = 0, fmt=None) -> Path:
+    """A small noisy image of one colour (learnable by colour)."""
+    rng = np.random.default_rng(seed)
+    pixels = (rng.normal(0, 25, (size[0], size[1], 3)) + colour).clip(0, 255).astype("uint8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def make_dataset(root: Path, splits=("train", "validation"), per_class=6,
+                 classes=("cats", "dogs")) -> Path:
+    """``root/<split>/<class>/<class>N.jpg`` (or ``root/<class>/...`` with splits=())."""
+    for split in splits or ("",):
+        for cls in classes:
+            for i in range(per_class):
+                write_image(root / split / cls / f"{cls}{i}.jpg", COLOURS[cls], seed=hash((split, cls, i)) % 2**32)
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` (real photos and weights), from PIPELINE_SHARED_DIR."""
+    value = os.environ.get("PIPELINE_SHARED_DIR")
+    if not value or not (Path(value) / "data" / "cats_and_dogs_filtered").is_dir():
+        pytest.skip("real-data test: set PIPELINE_SHARED_DIR to the shared folder holding "
+                    "data/cats_and_dogs_filtered (.ci/run does)")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def imagenet_mobilenet(shared_dir) -> None:
+    """The real MobileNet 0.25 weights must be in the Keras cache ($KERAS_HOME/models)."""
+    from pipeline.backbones import keras_models_dir
+
+    if not (keras_models_dir() / "mobilenet_2_5_224_tf_no_top.h5").is_file():
+        pytest.skip(f"real-data test: copy {shared_dir}/weights/*.h5 into $KERAS_HOME/models "
+                    "(.ci/run does)")

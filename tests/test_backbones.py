@@ -1,0 +1,96 @@
+"""The backbone registry, parametrised so a new entry is tested for free."""
+
+import numpy as np
+import pytest
+
+from pipeline import backbones
+from pipeline.errors import ConfigError, UnknownNameError, WeightsError
+
+ENTRIES = [pytest.param(b, id=b.name, marks=[pytest.mark.slow] if b.slow else [])
+           for b in backbones.list_backbones()]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_entry_builds_with_its_table_shapes(entry):
+    spatial = backbones.build(backbones.resolve(entry.name, pooling="none", weights="none"))
+    assert spatial.output_shape[1:] == entry.feature_shape("none")
+    size = max(entry.min_size, 32)
+    pooled = backbones.build(backbones.resolve(entry.name, image_size=size, weights="none"))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    features = pooled.predict(pixels, verbose=0)
+    assert features.shape == (2, *entry.feature_shape("avg"))
+    assert np.isfinite(features).all()
+
+
+def test_list_with_pattern():
+    names = [b.name for b in backbones.list_backbones("efficientnet*")]
+    assert names == ["efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+                     "efficientnet_b3", "efficientnet_v2_b0"]
+    assert len(backbones.BACKBONES) >= 19
+
+
+def test_defaults_are_mobilenet_quarter_at_224():
+    spec = backbones.resolve()
+    assert (spec.backbone.name, spec.alpha, spec.image_size, spec.pooling, spec.weights) == (
+        "mobilenet", 0.25, 224, "avg", "imagenet")
+
+
+def test_unknown_backbone_lists_the_valid_ones():
+    with pytest.raises(UnknownNameError) as err:
+        backbones.resolve("vgg61")
+    assert str(err.value).startswith("`--backbone` must be one of mobilenet, mobilenet_v2,")
+    assert "Got 'vgg61'." in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(pooling="mean"), UnknownNameError, "`--pooling` must be one of avg, max, none. Got 'mean'."),
+    (dict(name="vgg16", alpha=0.5), ConfigError, "vgg16 has no width multiplier"),
+    (dict(alpha=0.3), ConfigError, "must be one of 0.25, 0.5, 0.75, 1. Got 0.3."),
+    (dict(name="inception_v3", image_size=64), ConfigError, "must be at least 75 px. Got 64."),
+    (dict(weights="/no/such/file.h5"), WeightsError, "which is not a file"),
+])
+def test_bad_settings_get_one_clear_message(kwargs, error, message):
+    with pytest.raises(error) as err:
+        backbones.resolve(**kwargs)
+    assert message in str(err.value)
+
+
+def test_random_weights_accept_any_alpha():
+    assert backbones.resolve(alpha=0.3, weights="none").alpha == 0.3
+
+
+def test_weights_file_that_does_not_fit(tmp_path):
+    other = backbones.build(backbones.resolve("mobilenet", alpha=0.5, image_size=32, weights="none"))
+    path = tmp_path / "mobilenet_half.weights.h5"
+    other.layers[-1].save_weights(path)
+    spec = backbones.resolve("mobilenet", alpha=0.25, image_size=32, weights=str(path))
+    assert spec.weights_identity.startswith("sha256:")
+    with pytest.raises(WeightsError, match=r"does not fit mobilenet \(alpha 0.25, 32 px\)"):
+        backbones.build(spec)
+
+
+def test_weights_file_that_fits_is_loaded(tmp_path):
+    spec = backbones.resolve("mobilenet", image_size=32, weights="none")
+    source = backbones.build(spec, seed=1)
+    path = tmp_path / "quarter.weights.h5"
+    source.layers[-1].save_weights(path)
+    loaded = backbones.build(backbones.resolve("mobilenet", image_size=32, weights=str(path)))
+    pixels = np.full((1, 32, 32, 3), 100.0, "float32")
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), source.predict(pixels, verbose=0), rtol=1e-5)
+
+
+def test_imagenet_weights_missing_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    import keras.src.utils.file_utils as file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.applications.mobilenet.file_utils.get_file", offline)
+    with pytest.raises(WeightsError) as err:
+        backbones.build(backbones.resolve("mobilenet", image_size=224))
+    text = str(err.value)
+    assert "Could not obtain the ImageNet weights of mobilenet (alpha 0.25, 224 px)" in text
+    assert str(tmp_path / "models") in text
+    assert "`--weights PATH`" in text and "`--weights none`" in text

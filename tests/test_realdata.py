@@ -1,0 +1,38 @@
+"""Stage 1 on the real cats_and_dogs_filtered photos with the real ImageNet weights."""
+
+import numpy as np
+import pytest
+
+from pipeline import ExtractConfig, extract_features
+
+pytestmark = [pytest.mark.slow, pytest.mark.realdata]
+
+
+@pytest.fixture(scope="session")
+def real_cache(shared_dir, imagenet_mobilenet, tmp_path_factory):
+    config = ExtractConfig(backbone="mobilenet", alpha=0.25, image_size=224,
+                           cache_dir=str(tmp_path_factory.mktemp("real-cache")))
+    return extract_features(shared_dir / "data" / "cats_and_dogs_filtered", config)
+
+
+def test_real_features_have_the_expected_rows_and_labels(real_cache):
+    assert real_cache.splits == {"train": 2000, "validation": 1000}
+    assert real_cache.feature_shape == (256,)
+    assert real_cache.quarantined == []
+    cache = real_cache.open()
+    assert cache.classes == ["cats", "dogs"]
+    for split, n in (("train", 1000), ("validation", 500)):
+        data = cache.load(split)
+        folders = [p.split("/")[1] for p in data.paths]
+        assert [cache.classes[label] for label in data.labels] == folders
+        assert np.bincount(data.labels).tolist() == [n, n]
+        assert np.isfinite(data.features).all() and data.features.std() > 0
+
+
+def test_real_features_are_imagenet_features(real_cache):
+    """A nearest-class-mean probe separates cats from dogs; random weights would not."""
+    cache = real_cache.open()
+    train, val = cache.load("train"), cache.load("validation")
+    means = np.stack([train.features[train.labels == c].mean(0) for c in (0, 1)])
+    predicted = np.argmin(((val.features[:, None, :] - means) ** 2).sum(-1), axis=1)
+    assert (predicted == val.labels).mean() > 0.85
