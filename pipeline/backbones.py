@@ -237,6 +237,21 @@ def build(spec: BackboneSpec, seed: int = 0):
     return keras.Model(inputs, outputs, name=f"{b.name}_features")
 
 
+def compiled_forward(model):
+    """``model(pixels, training=False)`` as one graph, traced once for any batch size.
+
+    It is traced here, before any image is decoded, so the first batch does
+    not wait seconds for it.
+    """
+    import tensorflow as tf
+
+    size = model.input_shape[1]
+    signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
+    forward = tf.function(lambda pixels: model(pixels, training=False), input_signature=signature)
+    forward.get_concrete_function()
+    return forward
+
+
 def _weights_error(spec: BackboneSpec, exc: Exception) -> WeightsError:
     b = spec.backbone
     what = f"{b.name}" + (f" (alpha {spec.alpha}, {spec.image_size} px)" if b.alphas else "")

@@ -160,6 +160,7 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
     partial = PartialCache(path, key)
     partial.open()
     model = backbones.build(spec, seed=config.seed)
+    forward = backbones.compiled_forward(model)
     feature_shape = tuple(int(d) for d in model.output_shape[1:])
     n_chunks = {s: -(-len(m.paths) // config.chunk_size) for s, m in manifests.items()}
     resumed = sum(
@@ -172,7 +173,7 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
     compute_started = time.perf_counter()
     with _progress_bar(todo_total, progress) as bar:
         for split, manifest in manifests.items():
-            _extract_split(model, dataset.root, split, manifest, partial, spec, config,
+            _extract_split(forward, dataset.root, split, manifest, partial, spec, config,
                            n_chunks[split], bar)
     compute_seconds = time.perf_counter() - compute_started
     rate = todo_total / compute_seconds if compute_seconds > 0 else 0.0
@@ -189,10 +190,8 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
                          resumed_images=resumed, **summary)
 
 
-def _extract_split(model, root: Path, split: str, manifest: SplitManifest, partial: PartialCache,
+def _extract_split(forward, root: Path, split: str, manifest: SplitManifest, partial: PartialCache,
                    spec: backbones.BackboneSpec, config: ExtractConfig, n_chunks: int, bar) -> None:
-    import tensorflow as tf
-
     from .decode import image_batches, why_unreadable
 
     size = config.chunk_size
@@ -203,10 +202,6 @@ def _extract_split(model, root: Path, split: str, manifest: SplitManifest, parti
     indices = [i for k in todo for i in range(k * size, min((k + 1) * size, n))]
     abs_paths = [str(root / manifest.paths[i]) for i in indices]
     batches = image_batches(abs_paths, indices, spec.image_size, config.decode, config.batch_size)
-
-    @tf.function(reduce_retracing=True)
-    def forward(images):
-        return model(images, training=False)
 
     rows: dict[int, list[np.ndarray]] = {}
     feats: dict[int, list[np.ndarray]] = {}

@@ -1,0 +1,162 @@
+"""Stage 1 throughput: extraction against the backbone's forward pass alone.
+
+In one run, on the same backbone and batch size:
+
+1. the forward pass alone on in-memory, already decoded tensors (images/s),
+   measured right before and right after each extraction and averaged;
+2. the full extraction of the dataset (read, decode, resize, forward, chunk
+   writes, HDF5 assembly) into a fresh cache, and its ratio to (1); three
+   rounds, each ratio printed, and their median (these machines are noisy:
+   the forward pass alone swings by +-20 % within a minute);
+3. the peak resident memory of a whole extraction of 1000 and of 3000 images,
+   each in its own process;
+4. the wall time of a cache-hit rerun through the command line;
+5. large photos (the same images re-encoded with a 2000 px long side):
+   extraction with ``--decode full`` and ``--decode auto``.
+
+Usage (the real data and weights are in ../shared; see its README):
+
+    KERAS_HOME=... python benchmarks/bench_extract.py --data ../shared/data/cats_and_dogs_filtered
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import ExtractConfig, extract_features  # noqa: E402
+from pipeline import backbones  # noqa: E402
+from pipeline.data import discover  # noqa: E402
+
+PEAK_RSS = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+sys.path.insert(0, {root!r})
+from pipeline import ExtractConfig, extract_features
+extract_features({data!r}, ExtractConfig(cache_dir={cache!r}, batch_size={batch}), progress=False)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024)
+"""
+
+
+def forward_alone(model, data: Path, batch: int, n: int) -> float:
+    import tensorflow as tf
+
+    from pipeline.decode import load_image
+
+    size = model.input_shape[1]
+    paths = [str(data / p) for p, _ in discover(data).splits["train"][:n]]
+    pixels = tf.stack([load_image(tf.constant(p), size) for p in paths])
+
+    forward = backbones.compiled_forward(model)
+    forward(pixels[:batch]).numpy()
+    started = time.perf_counter()
+    for _ in range(2):
+        for i in range(0, n, batch):
+            forward(pixels[i:i + batch]).numpy()
+    return 2 * n / (time.perf_counter() - started)
+
+
+def subset(data: Path, n: int, into: Path) -> Path:
+    """A dataset of the first n images (by split order), as symbolic links."""
+    ds = discover(data)
+    items = [p for split in ds.splits.values() for p, _ in split]
+    step = max(1, len(items) // n)
+    for rel in items[::step][:n]:
+        target = into / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(data / rel)
+    return into
+
+
+def peak_rss_mb(data: Path, batch: int, tmp: Path) -> int:
+    code = PEAK_RSS.format(root=str(ROOT), data=str(data), cache=str(tmp / "rss-cache"), batch=batch)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def large_copies(data: Path, n: int, into: Path, side: int = 2000) -> Path:
+    import tensorflow as tf
+
+    ds = discover(data)
+    for rel, _ in ds.splits["train"][:: max(1, len(ds.splits["train"]) // n)][:n]:
+        image = tf.io.decode_jpeg(tf.io.read_file(str(data / rel)))
+        h, w = image.shape[:2]
+        scale = side / max(h, w)
+        big = tf.cast(tf.image.resize(image, (round(h * scale), round(w * scale))), tf.uint8)
+        target = into / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(tf.io.encode_jpeg(big, quality=90).numpy())
+    return into
+
+
+def main() -> None:
+    shared = os.environ.get("PIPELINE_SHARED_DIR", str(ROOT.parent / "shared"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path(shared) / "data" / "cats_and_dogs_filtered")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--forward-images", type=int, default=320)
+    parser.add_argument("--large-images", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    batch = args.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = backbones.build(backbones.resolve())
+        loop_ratios, e2e_ratios = [], []
+        for round_ in range(args.rounds):
+            config = ExtractConfig(cache_dir=str(tmp / f"cache{round_}"), batch_size=batch)
+            before = forward_alone(model, args.data, batch, args.forward_images)
+            result = extract_features(args.data, config, progress=False)
+            after = forward_alone(model, args.data, batch, args.forward_images)
+            forward = (before + after) / 2
+            n = sum(result.splits.values())
+            loop_ratios.append(result.images_per_second / forward)
+            e2e_ratios.append(n / result.seconds / forward)
+            print(f"round {round_ + 1}: forward alone {forward:6.1f} images/s (before {before:.1f}, "
+                  f"after {after:.1f}); extraction loop {result.images_per_second:6.1f} images/s, "
+                  f"end to end {n / result.seconds:6.1f} images/s ({result.seconds:.1f} s); "
+                  f"ratios {loop_ratios[-1]:.2f} / {e2e_ratios[-1]:.2f}", flush=True)
+        print(f"backbone: mobilenet alpha 0.25 @224, batch {batch}, {n} images, {os.cpu_count()} cores")
+        print(f"median ratio, extraction loop / forward alone:  {statistics.median(loop_ratios):.2f} "
+              "(read, decode, resize, forward, chunk writes)")
+        print(f"median ratio, end to end / forward alone:       {statistics.median(e2e_ratios):.2f} "
+              "(also fingerprints, model build, HDF5 assembly)")
+
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data",
+                        str(args.data), "--cache-dir", str(tmp / "cache0"), "--json"],
+                       check=True, capture_output=True)
+        print(f"cache-hit rerun (CLI):    {time.perf_counter() - started:7.2f} s")
+
+        for count in (1000, 3000):
+            small = subset(args.data, count, tmp / f"subset{count}")
+            print(f"peak RSS, {count:>4} images:   {peak_rss_mb(small, batch, tmp / str(count)):7d} MB")
+
+        big = large_copies(args.data, args.large_images, tmp / "large")
+        size_kb = sum(p.stat().st_size for p in big.rglob("*.jpg")) / args.large_images / 1024
+        rates = {}
+        for mode in ("full", "auto"):
+            cfg = ExtractConfig(cache_dir=str(tmp / f"large-{mode}"), batch_size=batch, decode=mode)
+            rates[mode] = extract_features(big, cfg, progress=False).images_per_second
+        print(f"large photos (2000 px, {size_kb:.0f} KB avg, {args.large_images} images):")
+        print(f"  --decode full:          {rates['full']:7.1f} images/s")
+        print(f"  --decode auto:          {rates['auto']:7.1f} images/s "
+              f"({rates['auto'] / rates['full']:.2f}x)")
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
+
+
+if __name__ == "__main__":
+    main()
