@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backbones import DEFAULT_BACKBONE
@@ -69,6 +69,3 @@ class ExtractConfig:
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser()
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -1,7 +1,6 @@
 """Stage 1: the cache key, quarantine, resume and crash safety."""
 
 import shutil
-from dataclasses import replace
 
 import h5py
 import numpy as np
