@@ -51,16 +51,18 @@ print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(
 """
 
 
-def forward_alone(model, data: Path, batch: int, n: int) -> float:
+def decoded_pixels(data: Path, size: int, n: int):
+    """n training images, decoded and resized once, held in memory."""
     import tensorflow as tf
 
     from pipeline.decode import load_image
 
-    size = model.input_shape[1]
     paths = [str(data / p) for p, _ in discover(data).splits["train"][:n]]
-    pixels = tf.stack([load_image(tf.constant(p), size) for p in paths])
+    return tf.stack([load_image(tf.constant(p), size) for p in paths])
 
-    forward = backbones.compiled_forward(model)
+
+def forward_alone(forward, pixels, batch: int) -> float:
+    n = int(pixels.shape[0])
     forward(pixels[:batch]).numpy()
     started = time.perf_counter()
     for _ in range(2):
@@ -115,12 +117,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = backbones.build(backbones.resolve())
+        forward_fn = backbones.compiled_forward(model)
+        pixels = decoded_pixels(args.data, model.input_shape[1], args.forward_images)
         loop_ratios, e2e_ratios = [], []
         for round_ in range(args.rounds):
             config = ExtractConfig(cache_dir=str(tmp / f"cache{round_}"), batch_size=batch)
-            before = forward_alone(model, args.data, batch, args.forward_images)
+            before = forward_alone(forward_fn, pixels, batch)
             result = extract_features(args.data, config, progress=False)
-            after = forward_alone(model, args.data, batch, args.forward_images)
+            after = forward_alone(forward_fn, pixels, batch)
             forward = (before + after) / 2
             n = sum(result.splits.values())
             loop_ratios.append(result.images_per_second / forward)

@@ -163,9 +163,10 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
     forward = backbones.compiled_forward(model)
     feature_shape = tuple(int(d) for d in model.output_shape[1:])
     n_chunks = {s: -(-len(m.paths) // config.chunk_size) for s, m in manifests.items()}
+    done = {s: partial.done(s, n_chunks[s]) for s in manifests}
     resumed = sum(
         min(config.chunk_size, len(manifests[s].paths) - k * config.chunk_size)
-        for s in manifests for k in partial.done(s, n_chunks[s])
+        for s in manifests for k in done[s]
     )
     if resumed:
         log.info("resuming: %d images already extracted by an earlier run", resumed)
@@ -173,8 +174,8 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
     compute_started = time.perf_counter()
     with _progress_bar(todo_total, progress) as bar:
         for split, manifest in manifests.items():
-            _extract_split(forward, dataset.root, split, manifest, partial, spec, config,
-                           n_chunks[split], bar)
+            todo = sorted(set(range(n_chunks[split])) - done[split])
+            _extract_split(forward, dataset.root, split, manifest, partial, spec, config, todo, bar)
     compute_seconds = time.perf_counter() - compute_started
     rate = todo_total / compute_seconds if compute_seconds > 0 else 0.0
     extraction = {"seconds": round(compute_seconds, 3), "images": todo_total,
@@ -191,11 +192,11 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
 
 
 def _extract_split(forward, root: Path, split: str, manifest: SplitManifest, partial: PartialCache,
-                   spec: backbones.BackboneSpec, config: ExtractConfig, n_chunks: int, bar) -> None:
+                   spec: backbones.BackboneSpec, config: ExtractConfig, chunks: list[int], bar) -> None:
     from .decode import image_batches, why_unreadable
 
     size = config.chunk_size
-    todo = deque(sorted(set(range(n_chunks)) - partial.done(split, n_chunks)))
+    todo = deque(chunks)
     if not todo:
         return
     n = len(manifest.paths)
