@@ -60,9 +60,9 @@ def key_hash(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names=("tensorflow", "keras", "numpy", "h5py")) -> dict[str, str]:
     versions = {"python": sys.version.split()[0]}
-    for name in ("tensorflow", "keras", "numpy", "h5py"):
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -211,6 +211,13 @@ class FeatureCache:
 
     def __init__(self, path: str | os.PathLike, expected_key: dict | None = None):
         self.path = Path(path)
+        partial = self.path.with_name(self.path.stem + ".partial")
+        if self.path.suffix == ".partial" or (not self.path.exists() and partial.is_dir()):
+            raise CacheError(
+                f"Feature cache {self.path.with_suffix('.h5')} is partial: its extraction "
+                "was interrupted before every chunk was written. Fix: run the same "
+                "`python run_pipeline.py extract ...` command again; it resumes where it stopped."
+            )
         if not self.path.is_file():
             raise CacheError(
                 f"Feature cache {self.path} does not exist. Fix: run "

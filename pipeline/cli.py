@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import backbones
-from .config import DECODE_MODES, DTYPES, ExtractConfig
+from .config import DECODE_MODES, DTYPES, REFITS, SCORINGS, CompareConfig, ExtractConfig
 from .data import SplitConfig
 from .errors import PipelineError
 
@@ -120,6 +120,68 @@ def _run_backbones(args) -> int:
     return 0
 
 
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="stage 2: compare classifiers on a feature cache")
+    p.add_argument("--features", required=True, help="a cache file written by `extract`")
+    p.add_argument("--classifiers", default=",".join(CompareConfig.classifiers),
+                   help="comma-separated registry names (see the `classifiers` command)")
+    p.add_argument("--param", action="append", default=[], metavar="CLF.NAME=V[,V...]",
+                   help="one value fixes a parameter, several are searched; repeatable "
+                        "(e.g. logreg.C=0.01,0.1 dense.epochs=30)")
+    p.add_argument("--scoring", default="accuracy", choices=SCORINGS,
+                   help="validation metric that selects and ranks")
+    p.add_argument("--refit", default="train", choices=REFITS,
+                   help="fit the final models on train, or on train+validation before the test")
+    p.add_argument("--class-weight", choices=("balanced",), help="weight classes by inverse frequency")
+    p.add_argument("--spatial", default="flatten", choices=("flatten", "avg", "max"),
+                   help="how spatial features (pooling none) become vectors")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=-1, help="worker processes (-1: one per core)")
+    p.add_argument("--out", help="run folder (default: runs/<cache name>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_compare(args) -> int:
+    from .classifiers import parse_param
+    from .compare import compare
+
+    params: dict[str, dict[str, list]] = {}
+    for text in args.param:
+        name, param, values = parse_param(text)
+        params.setdefault(name, {})[param] = values
+    config = CompareConfig(
+        classifiers=tuple(n.strip() for n in args.classifiers.split(",") if n.strip()),
+        params=params, scoring=args.scoring, refit=args.refit, class_weight=args.class_weight,
+        spatial=args.spatial, seed=args.seed, n_jobs=args.jobs, out=args.out,
+        overwrite=args.overwrite,
+    )
+    result = compare(args.features, config)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(result.markdown)
+    print(f"best: {result.best}; run folder: {result.run_dir} ({result.seconds:.1f} s)")
+    return 0
+
+
+def _run_classifiers(args) -> int:
+    from .classifiers import CLASSIFIERS
+
+    rows = [{"name": c.name, "summary": c.summary, "searched": c.grid,
+             "class_weight": c.class_weight is not None, "saved_as": ".keras" if c.keras else "joblib"}
+            for c in CLASSIFIERS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        searched = "; ".join(f"{k} in {v}" for k, v in row["searched"].items()) or "-"
+        print(f"{row['name']:<11} {row['summary']}")
+        print(f"{'':<11} searched on validation: {searched}; saved as {row['saved_as']}"
+              f"{'' if row['class_weight'] else '; no class weights'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_pipeline.py",
@@ -134,10 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backbones", help="list the backbones, their sizes and feature shapes")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'efficientnet*'")
     p.add_argument("--json", action="store_true")
+    _add_compare(sub)
+    p = sub.add_parser("classifiers", help="list the classifiers and the parameters each searches")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
-COMMANDS = {"extract": _run_extract, "inspect": _run_inspect, "backbones": _run_backbones}
+COMMANDS = {"extract": _run_extract, "inspect": _run_inspect, "backbones": _run_backbones,
+            "compare": _run_compare, "classifiers": _run_classifiers}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,3 +69,59 @@ class ExtractConfig:
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser()
+
+
+SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
+REFITS = ("train", "train+validation")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Stage 2 settings.
+
+    Args:
+        classifiers: registry names (see ``pipeline.CLASSIFIERS``).
+        params: classifier -> {parameter short name: values}; one value fixes
+            the parameter, several are searched on validation.
+        scoring: the validation metric hyper-parameters and the leaderboard
+            are ranked by (a scikit-learn scorer name).
+        refit: "train" keeps the models selected on train; "train+validation"
+            refits each on both with its chosen settings before the test.
+        class_weight: None or "balanced".
+        spatial: how spatial features (``pooling="none"``) become vectors:
+            "flatten", "avg" or "max".
+        seed: seeds every model.
+        n_jobs: processes for the scikit-learn models (-1: one per core).
+        out: the run folder (None: ``runs/<cache name>-<time>``).
+        overwrite: replace an existing, non-empty run folder.
+    """
+
+    classifiers: tuple[str, ...] = ("logreg", "dense", "linear_svm", "knn", "hist_gbdt")
+    params: dict = field(default_factory=dict)
+    scoring: str = "accuracy"
+    refit: str = "train"
+    class_weight: str | None = None
+    spatial: str = "flatten"
+    seed: int = 0
+    n_jobs: int = -1
+    out: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.classifiers:
+            raise ConfigError("`--classifiers` must name at least one classifier. Got none.")
+        if self.scoring not in SCORINGS:
+            raise ConfigError(f"`--scoring` must be one of {', '.join(SCORINGS)}. Got {self.scoring!r}.")
+        if self.refit not in REFITS:
+            raise ConfigError(f"`--refit` must be one of {', '.join(REFITS)}. Got {self.refit!r}.")
+        if self.class_weight not in (None, "balanced"):
+            raise ConfigError(f"`--class-weight` must be balanced (or absent). Got {self.class_weight!r}.")
+        unused = sorted(set(self.params) - set(self.classifiers))
+        if unused:
+            raise ConfigError(
+                f"`--param` sets {', '.join(unused)}, which `--classifiers` does not include "
+                f"({', '.join(self.classifiers)}). Fix: add it to --classifiers or drop the --param."
+            )
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}

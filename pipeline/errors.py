@@ -32,3 +32,7 @@ class CacheError(PipelineError):
 
 class WeightsError(PipelineError):
     """Backbone weights cannot be obtained or do not fit the backbone."""
+
+
+class RunError(PipelineError):
+    """A run folder is missing, incomplete, or a model in it was changed."""

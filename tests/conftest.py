@@ -56,3 +56,46 @@ def imagenet_mobilenet(shared_dir) -> None:
     if not (keras_models_dir() / "mobilenet_2_5_224_tf_no_top.h5").is_file():
         pytest.skip(f"real-data test: copy {shared_dir}/weights/*.h5 into $KERAS_HOME/models "
                     "(.ci/run does)")
+
+
+def blobs(n_per_class: int, n_classes: int = 2, dim: int = 16, seed: int = 0,
+          separation: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters with fixed class centres: an easy problem for any classifier."""
+    centres = np.random.default_rng(1234).normal(0, separation, (n_classes, dim))
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    features = centres[labels] + rng.normal(0, 1, (len(labels), dim))
+    return features.astype("float32"), labels.astype("int32")
+
+
+def write_feature_cache(path: Path, splits: dict, classes=("cats", "dogs")) -> Path:
+    """A feature cache file in the stage-1 format, from ``{split: (features, labels)}``."""
+    import h5py
+
+    from pipeline.cache import base_attrs
+
+    key = {"format_version": 1, "backbone": "synthetic", "alpha": None, "weights": "none",
+           "image_size": 32, "pooling": "avg", "preprocessing": "none", "decode": "full",
+           "dtype": "float32", "classes": list(classes), "splits": {s: len(v[1]) for s, v in splits.items()}}
+    text = h5py.string_dtype("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as h5:
+        for split, (features, labels) in splits.items():
+            group = h5.create_group(split)
+            group["features"] = features
+            group["labels"] = np.asarray(labels, np.int32)
+            names = [f"{split}/{classes[c]}/{i}.jpg" for i, c in enumerate(labels)]
+            group.create_dataset("paths", data=names, dtype=text)
+            group.create_dataset("fingerprints", data=["0" * 32] * len(names), dtype=text)
+            group.create_dataset("quarantine/paths", data=[], dtype=text)
+            group.create_dataset("quarantine/reasons", data=[], dtype=text)
+        for name, value in base_attrs(key, list(classes), path.parent, {}).items():
+            h5.attrs[name] = value
+    return path
+
+
+@pytest.fixture
+def feature_cache(tmp_path) -> Path:
+    """Train, validation and test splits of an easy 2-class problem."""
+    return write_feature_cache(tmp_path / "features.h5", {
+        "train": blobs(40, seed=1), "validation": blobs(20, seed=2), "test": blobs(20, seed=3)})

@@ -66,3 +66,31 @@ def test_no_traceback_from_a_real_process(tmp_path):
     assert proc.returncode == 2
     assert "error: `--data` must be a folder of class folders" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_compare_and_classifiers_commands(tmp_path, feature_cache, capsys):
+    out = tmp_path / "run"
+    args = ["compare", "--features", str(feature_cache), "--classifiers", "logreg,knn",
+            "--param", "logreg.C=0.1,1", "--param", "knn.n_neighbors=3", "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["run"] == str(out) and result["has_test"] is True
+    rows = {r["classifier"]: r for r in result["leaderboard"]}
+    assert rows["logreg"]["params"]["C"] in (0.1, 1) and rows["knn"]["params"] == {}
+    assert main([*args, "--overwrite"]) == 0
+    text = capsys.readouterr().out
+    assert "| 1 | " in text and f"run folder: {out}" in text
+    assert main(["classifiers", "--json"]) == 0
+    registry = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert registry["logreg"]["searched"] == {"C": [0.001, 0.01, 0.1, 1.0, 10.0]}
+    assert registry["dense"]["saved_as"] == ".keras"
+
+
+def test_compare_user_errors_exit_2_without_traceback(tmp_path, feature_cache):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "run_pipeline.py"), "compare", "--features", str(feature_cache),
+         "--classifiers", "logreg,forest", "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "error: `--classifiers` must name entries of logreg, dense" in run.stderr
+    assert "Got 'forest'" in run.stderr and "Traceback" not in run.stderr

@@ -36,3 +36,16 @@ def test_real_features_are_imagenet_features(real_cache):
     means = np.stack([train.features[train.labels == c].mean(0) for c in (0, 1)])
     predicted = np.argmin(((val.features[:, None, :] - means) ** 2).sum(-1), axis=1)
     assert (predicted == val.labels).mean() > 0.85
+
+
+def test_classifiers_on_real_features_reach_the_known_accuracy(real_cache, tmp_path):
+    """Logistic regression alone reaches about 0.957 on these features."""
+    from pipeline import CompareConfig, compare
+
+    result = compare(real_cache.path, CompareConfig(out=str(tmp_path / "run")))
+    rows = {r["classifier"]: r["validation"]["accuracy"] for r in result.leaderboard}
+    assert set(rows) == {"logreg", "dense", "linear_svm", "knn", "hist_gbdt"}
+    assert result.leaderboard[0]["validation"]["accuracy"] >= 0.95
+    assert rows["logreg"] >= 0.95
+    assert rows["dense"] >= 0.94
+    assert not result.has_test

@@ -1,0 +1,307 @@
+"""Stage 2: select every classifier on validation, evaluate the test split once.
+
+Hyper-parameters are searched with scikit-learn's ``GridSearchCV`` over a
+``PredefinedSplit`` whose only fold is (fit on train, score on validation).
+The test split is read from the cache only after every classifier is chosen
+and fitted, and each final model is evaluated on it exactly once.
+scikit-learn models run in parallel worker processes (one BLAS thread each,
+so the cores are not oversubscribed); the Keras head trains in this process
+afterwards, using all cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed, parallel_config
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+from . import report
+from .cache import FeatureCache, SplitData, key_hash, library_versions
+from .classifiers import Classifier, configure, get_classifier
+from .config import CompareConfig
+from .errors import ConfigError
+from .runs import RunWriter, check_writable, default_run_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """What a stage-2 run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        leaderboard: one dict per classifier, best on validation first.
+        markdown: the leaderboard as a Markdown table.
+        has_test: whether the cache had a test split.
+        seconds: wall time of the whole comparison.
+    """
+
+    run_dir: Path
+    leaderboard: list[dict]
+    markdown: str
+    has_test: bool
+    seconds: float
+
+    @property
+    def best(self) -> str:
+        return self.leaderboard[0]["classifier"]
+
+    def to_dict(self) -> dict:
+        return {"run": str(self.run_dir), "best": self.best, "has_test": self.has_test,
+                "seconds": round(self.seconds, 3), "leaderboard": self.leaderboard}
+
+
+@dataclass
+class _Selected:
+    name: str
+    model: object
+    params: dict
+    candidates: list[dict]
+    search_seconds: float
+    fit_seconds: float
+    predict_seconds: float = 0.0
+
+
+def _check_split(cache: FeatureCache, data: SplitData, split: str) -> None:
+    bad = ~np.isfinite(data.features.reshape(len(data.features), -1)).all(axis=1)
+    if bad.any():
+        examples = ", ".join(np.asarray(data.paths)[bad][:3])
+        raise ConfigError(
+            f"{cache.path}: {int(bad.sum())} of {len(bad)} {split} feature rows contain NaN "
+            f"or inf (e.g. {examples}). Classifiers cannot use them. Fix: extract again with "
+            "`--dtype float32`, and check that the backbone weights are the intended ones."
+        )
+    present = np.unique(data.labels)
+    if split != "test" and len(present) < 2:
+        only = cache.classes[int(present[0])] if len(present) else "none"
+        raise ConfigError(
+            f"{cache.path}: the {split} split has a single class ({only}), so classifiers "
+            f"cannot be {'trained' if split == 'train' else 'selected'} on it. Fix: add images "
+            f"of the other classes ({', '.join(c for c in cache.classes if c != only)}) to "
+            f"{split}, or extract with different split fractions."
+        )
+
+
+def _short(params: dict) -> dict:
+    return {k.rsplit("__", 1)[-1]: v for k, v in params.items()}
+
+
+def _select(name: str, estimator, grid: dict, train: SplitData, validation: SplitData,
+            scoring: str, fit_params: dict) -> _Selected:
+    """Choose ``grid`` on validation, then fit the chosen settings on train."""
+    start = time.perf_counter()
+    candidates, chosen = [], {}
+    if grid:
+        X = np.concatenate([train.features, validation.features])
+        y = np.concatenate([train.labels, validation.labels])
+        fold = np.r_[np.full(len(train.labels), -1), np.zeros(len(validation.labels), int)]
+        search = GridSearchCV(estimator, grid, scoring=scoring, cv=PredefinedSplit(fold),
+                              refit=False, n_jobs=1, error_score="raise")
+        search.fit(X, y, **fit_params)
+        chosen = _short(search.best_params_)
+        for params, value in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
+            candidates.append({"classifier": name, "params": report.format_params(_short(params)),
+                               f"validation_{scoring}": round(float(value), 4)})
+        estimator = clone(estimator).set_params(**search.best_params_)
+    search_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    model = clone(estimator).fit(train.features, train.labels, **fit_params)
+    return _Selected(name, model, chosen, candidates, search_seconds, time.perf_counter() - start)
+
+
+def _refit(selected: _Selected, train: SplitData, validation: SplitData) -> _Selected:
+    """The chosen settings, fitted on train + validation."""
+    model = clone(selected.model)
+    if hasattr(selected.model, "refit_params"):
+        model.set_params(**selected.model.refit_params())
+    start = time.perf_counter()
+    model.fit(np.concatenate([train.features, validation.features]),
+              np.concatenate([train.labels, validation.labels]))
+    return _Selected(selected.name, model, selected.params, selected.candidates,
+                     selected.search_seconds, time.perf_counter() - start)
+
+
+def _n_jobs(config: CompareConfig, tasks: int, keras_busy: bool) -> int:
+    cores = os.cpu_count() or 1
+    wanted = cores if config.n_jobs < 0 else max(1, config.n_jobs)
+    if keras_busy and config.n_jobs < 0:
+        wanted = cores - 1  # leave a core to the Keras head training alongside
+    return max(1, min(wanted, tasks))
+
+
+def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
+                in_process) -> dict[str, _Selected]:
+    """Run scikit-learn jobs in worker processes while ``in_process()`` runs here.
+
+    The Keras head spends seconds importing TensorFlow and training; the
+    scikit-learn models fit meanwhile in loky workers, each limited to one
+    BLAS thread so workers plus TensorFlow do not oversubscribe the cores.
+    """
+    def pool() -> list[_Selected]:
+        if not jobs:
+            return []
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            n_jobs = _n_jobs(config, len(jobs), keras_busy)
+            return Parallel(n_jobs=n_jobs)(delayed(f)(*a) for f, a in jobs)
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        background = executor.submit(pool)
+        done = in_process()
+        done.update({s.name: s for s in background.result()})
+    return done
+
+
+def compare(features: str | os.PathLike, config: CompareConfig | None = None) -> CompareResult:
+    """Stage 2: compare classifiers on a feature cache and write a run folder.
+
+    Args:
+        features: a finished feature cache file (from ``extract_features``).
+        config: stage-2 settings.
+
+    Returns:
+        The leaderboard and the run folder it was written to.
+
+    Raises:
+        PipelineError: bad settings, or a cache that cannot be used.
+    """
+    config = config or CompareConfig()
+    started = time.perf_counter()
+    specs: list[Classifier] = [get_classifier(n) for n in config.classifiers]
+    configured = {c.name: configure(c, config.seed, config.params.get(c.name, {}),
+                                    config.class_weight, config.spatial) for c in specs}
+    cache = FeatureCache(features)
+    out = Path(config.out) if config.out else default_run_dir(cache.path)
+    check_writable(out, config.overwrite)
+    for split in ("train", "validation"):
+        if split not in cache.splits:
+            raise ConfigError(
+                f"{cache.path} has no {split} split (it has {', '.join(cache.splits)}); "
+                "classifiers are fitted on train and selected on validation. Fix: extract "
+                "with `--validation-fraction` above 0."
+            )
+    train, validation = cache.load("train"), cache.load("validation")
+    for split, data in (("train", train), ("validation", validation)):
+        _check_split(cache, data, split)
+    log.info("comparing %s on %d train / %d validation rows of %s",
+             ", ".join(config.classifiers), len(train.labels), len(validation.labels), cache.path.name)
+
+    # Selection, on train and validation only.
+    keras_specs = [c for c in specs if c.keras]
+    jobs = [(_select, (c.name, *configured[c.name], train, validation, config.scoring, {}))
+            for c in specs if not c.keras]
+    jobs.sort(key=lambda job: job[1][0] != "hist_gbdt")  # the slowest first
+    selected = _overlapped(
+        jobs, config, bool(keras_specs),
+        lambda: {c.name: _select(c.name, *configured[c.name], train, validation, config.scoring,
+                                 {"validation_data": (validation.features, validation.labels)})
+                 for c in keras_specs})
+
+    n_classes = len(cache.classes)
+    rows, predictions = {}, {}
+    for name, s in selected.items():
+        start = time.perf_counter()
+        proba = s.model.predict_proba(validation.features)
+        predict_seconds = time.perf_counter() - start
+        rows[name], predicted = report.score(validation.labels, proba, s.model.classes_, n_classes)
+        predictions[name] = {"validation": predicted}
+        log.info("%-10s validation accuracy %.4f  %s", name, rows[name]["accuracy"],
+                 report.format_params(s.params))
+        s.predict_seconds = predict_seconds
+
+    if config.refit == "train+validation":
+        jobs = [(_refit, (selected[c.name], train, validation)) for c in specs if not c.keras]
+        refitted = _overlapped(jobs, config, bool(keras_specs), lambda: {
+            c.name: _refit(selected[c.name], train, validation) for c in keras_specs})
+        for name, s in refitted.items():
+            s.predict_seconds = selected[name].predict_seconds
+        final = refitted
+    else:
+        final = selected
+
+    # The test split, read now for the first time, evaluated once per model.
+    has_test = "test" in cache.splits and cache.counts["test"] > 0
+    test_scores = {}
+    if has_test:
+        test = cache.load("test")
+        _check_split(cache, test, "test")
+        for name, s in final.items():
+            test_scores[name], predictions[name]["test"] = report.score(
+                test.labels, s.model.predict_proba(test.features), s.model.classes_, n_classes)
+
+    ranked = sorted(final, key=lambda n: -_rank_value(rows[n], config.scoring))
+    leaderboard = [{
+        "rank": i + 1, "classifier": name, "params": final[name].params,
+        "validation": rows[name], "test": test_scores.get(name),
+        "search_seconds": round(final[name].search_seconds, 3),
+        "fit_seconds": round(final[name].fit_seconds, 3),
+        "predict_seconds": round(final[name].predict_seconds, 4),
+    } for i, name in enumerate(ranked)]
+
+    run = RunWriter(out)
+    try:
+        table = _write_run(run, cache, config, specs, final, leaderboard, predictions,
+                           validation, test if has_test else None)
+        run_dir = run.commit(_manifest(cache, config, specs), config.overwrite)
+    except BaseException:
+        run.discard()
+        raise
+    seconds = time.perf_counter() - started
+    log.info("wrote %s in %.1f s", run_dir, seconds)
+    return CompareResult(run_dir, leaderboard, table, has_test, seconds)
+
+
+def _rank_value(row: dict, scoring: str) -> float:
+    if scoring == "neg_log_loss":
+        return -row["log_loss"]
+    return row[{"f1_macro": "macro_f1"}.get(scoring, scoring)]
+
+
+def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs, final,
+               leaderboard, predictions, validation: SplitData, test: SplitData | None) -> str:
+    split, data = ("test", test) if test is not None else ("validation", validation)
+    per_class_rows = []
+    for row in leaderboard:
+        name = row["classifier"]
+        for s, d in (("validation", validation), ("test", test)):
+            if d is None:
+                continue
+            per_class_rows += [{"classifier": name, "split": s, **r}
+                               for r in report.per_class(d.labels, predictions[name][s], cache.classes)]
+        report.plot_confusion(run.path(f"plots/confusion_{name}.png"), data.labels,
+                              predictions[name][split], cache.classes, f"{name} on {split}")
+    candidates = [c for s in final.values() for c in s.candidates]
+    table = report.write_tables(run, leaderboard, per_class_rows, candidates, test is not None,
+                                config.scoring)
+    report.plot_comparison(run.path("plots/comparison.png"), leaderboard, test is not None)
+    for c in specs:
+        model = final[c.name].model
+        if c.keras:
+            run.write_json("dense_history.json", model.history_)
+            report.plot_history(run.path("plots/dense_history.png"), model.history_)
+        run.save_model(c.name, model, c.keras,
+                       model.get_params() if c.keras else final[c.name].params)
+    run.write_json("config.json", config.to_dict())
+    return table
+
+
+def _manifest(cache: FeatureCache, config: CompareConfig, specs) -> dict:
+    return {
+        "stage": "compare",
+        "cache": {"path": str(cache.path.resolve()), "key_hash": key_hash(cache.key),
+                  "key": {k: v for k, v in cache.key.items() if k != "images"}},
+        "classes": cache.classes,
+        "splits": cache.counts,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "library_versions": library_versions(
+            ("tensorflow", "keras", "numpy", "h5py", "scikit-learn", "joblib", "matplotlib")),
+    }

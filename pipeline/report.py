@@ -1,0 +1,174 @@
+"""Metrics, the leaderboard (Markdown, CSV, JSON) and the plots of a run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+from sklearn import metrics as skm
+
+from .runs import RunWriter
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc")
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, model_classes,
+          n_classes: int) -> tuple[dict, np.ndarray]:
+    """The leaderboard's metrics for one model on one split, and its predictions.
+
+    ``proba`` has one column per class the model was trained on
+    (``model_classes``); they are placed in the dataset's full class order.
+    """
+    full = np.zeros((len(proba), n_classes))
+    full[:, np.asarray(model_classes, dtype=int)] = proba
+    full /= full.sum(axis=1, keepdims=True)  # float32 heads sum to 1 only within 1e-7
+    predicted = np.argmax(full, axis=1)
+    labels = np.arange(n_classes)
+    result = {
+        "accuracy": skm.accuracy_score(y_true, predicted),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, predicted),
+        "macro_f1": skm.f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0),
+        "log_loss": skm.log_loss(y_true, full, labels=labels),
+        "roc_auc": None,
+    }
+    if n_classes == 2 and len(np.unique(y_true)) == 2:
+        result["roc_auc"] = skm.roc_auc_score(y_true, full[:, 1])
+    return {k: (None if v is None else round(float(v), 4)) for k, v in result.items()}, predicted
+
+
+def per_class(y_true, y_pred, classes: list[str]) -> list[dict]:
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=np.arange(len(classes)), zero_division=0)
+    return [{"class": c, "precision": round(float(p), 4), "recall": round(float(r), 4),
+             "f1": round(float(f), 4), "support": int(s)}
+            for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if not math.isnan(value) else "nan"
+    return str(value)
+
+
+def format_params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+def flat_rows(rows: list[dict]) -> list[dict]:
+    """One flat dict per classifier: the CSV columns."""
+    flat = []
+    for row in rows:
+        item = {"rank": row["rank"], "classifier": row["classifier"]}
+        for split in ("validation", "test"):
+            for name in METRICS:
+                item[f"{split}_{name}"] = (row[split] or {}).get(name)
+        item.update({"search_seconds": row["search_seconds"], "fit_seconds": row["fit_seconds"],
+                     "predict_seconds": row["predict_seconds"], "params": format_params(row["params"])})
+        flat.append(item)
+    return flat
+
+
+def markdown(rows: list[dict], has_test: bool, scoring: str) -> str:
+    """The leaderboard as a Markdown table, best on validation first."""
+    splits = ("validation", "test") if has_test else ("validation",)
+    head = ["#", "classifier"]
+    for split in splits:
+        head += [f"{split[:4]} acc", f"{split[:4]} bal acc", f"{split[:4]} macro-F1",
+                 f"{split[:4]} log loss", f"{split[:4]} ROC-AUC"]
+    head += ["fit s", "predict s", "chosen"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [str(row["rank"]), row["classifier"]]
+        for split in splits:
+            cells += [_cell(row[split][m]) for m in METRICS]
+        cells += [f"{row['fit_seconds']:.2f}", f"{row['predict_seconds']:.3f}", format_params(row["params"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = f"Ranked by validation {scoring}."
+    if not has_test:
+        note += " The cache has no test split: validation figures only."
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def to_csv(records: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else [])
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+def write_tables(run: RunWriter, rows: list[dict], per_class_rows: list[dict],
+                 candidates: list[dict], has_test: bool, scoring: str) -> str:
+    table = markdown(rows, has_test, scoring)
+    run.write_text("leaderboard.md", table)
+    run.write_text("leaderboard.csv", to_csv(flat_rows(rows)))
+    run.write_text("leaderboard.json", json.dumps(rows, indent=2) + "\n")
+    run.write_text("per_class.csv", to_csv(per_class_rows))
+    run.write_text("search.csv", to_csv(candidates))
+    return table
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(path, y_true, y_pred, classes: list[str], title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2.2 + 0.5 * len(classes), 1.8 + 0.5 * len(classes)))
+    skm.ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=np.arange(len(classes)), display_labels=classes,
+        ax=ax, colorbar=False, cmap="Blues")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_history(path, history: dict, title: str = "dense head") -> None:
+    """Accuracy and loss per epoch, train and validation (as the seeds plot them)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.plot(epochs, history[metric], label=f"training {metric}")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], label=f"validation {metric}")
+        ax.set_ylabel(metric)
+        ax.legend()
+    axes[0].set_title(f"{title}: training and validation")
+    axes[1].set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_comparison(path, rows: list[dict], has_test: bool) -> None:
+    plt = _pyplot()
+    names = [r["classifier"] for r in rows]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(names), 3.6))
+    splits = ("validation", "test") if has_test else ("validation",)
+    width = 0.8 / len(splits)
+    for k, split in enumerate(splits):
+        values = [r[split]["accuracy"] for r in rows]
+        bars = ax.bar(x + (k - (len(splits) - 1) / 2) * width, values, width, label=split)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    low = min(r[s]["accuracy"] for r in rows for s in splits)
+    ax.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="lower right")
+    ax.set_title("classifiers on the same cached features")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

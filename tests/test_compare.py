@@ -1,0 +1,154 @@
+"""Stage 2: fair selection, the run folder, trusted models, and bad input."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import blobs, write_feature_cache
+
+from pipeline import CompareConfig, compare
+from pipeline.errors import CacheError, ConfigError, RunError
+from pipeline.runs import load_model
+
+SKLEARN = ("logreg", "linear_svm", "knn", "hist_gbdt")
+DENSE = {"dense": {"epochs": [10], "units": [8, 32]}}
+
+
+def _config(tmp_path, name="run", **kwargs):
+    kwargs.setdefault("classifiers", SKLEARN)
+    return CompareConfig(out=str(tmp_path / "runs" / name), n_jobs=2, **kwargs)
+
+
+def test_compare_writes_a_readable_run_folder(tmp_path, feature_cache):
+    config = _config(tmp_path, classifiers=(*SKLEARN, "dense"), params=DENSE)
+    result = compare(feature_cache, config)
+    run = result.run_dir
+    assert result.has_test and result.best == result.leaderboard[0]["classifier"]
+    assert [r["classifier"] for r in result.leaderboard] != [] and len(result.leaderboard) == 5
+    scores = [r["validation"]["accuracy"] for r in result.leaderboard]
+    assert scores == sorted(scores, reverse=True)
+    for row in result.leaderboard:
+        assert row["validation"]["accuracy"] >= 0.9 and row["test"]["accuracy"] >= 0.9
+        assert 0.9 <= row["test"]["roc_auc"] <= 1.0 and row["test"]["log_loss"] >= 0
+    by_name = {r["classifier"]: r for r in result.leaderboard}
+    assert set(by_name["logreg"]["params"]) == {"C"}
+    assert by_name["dense"]["params"]["units"] in (8, 32)
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "per_class.csv",
+                 "search.csv", "config.json", "dense_history.json", "manifest.json",
+                 "plots/comparison.png", "plots/dense_history.png",
+                 *(f"plots/confusion_{n}.png" for n in by_name)):
+        assert (run / name).is_file(), name
+    assert (run / "plots/comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 1 | " + result.best + " |" in (run / "leaderboard.md").read_text()
+    assert len((run / "search.csv").read_text().splitlines()) == 1 + 5 + 4 + 3 + 2 + 2
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["classes"] == ["cats", "dogs"] and manifest["seed"] == 0
+    assert manifest["cache"]["key_hash"] and "scikit-learn" in manifest["library_versions"]
+    assert set(manifest["models"]) == set(by_name)
+    X, _ = blobs(20, seed=3)
+    for name in by_name:
+        model = load_model(run, name)
+        assert model.predict_proba(X).shape == (40, 2)
+
+
+def test_a_changed_model_file_is_refused(tmp_path, feature_cache):
+    run = compare(feature_cache, _config(tmp_path, classifiers=("logreg",))).run_dir
+    with open(run / "models" / "logreg.joblib", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(RunError, match=r"does not match the checksum in .*manifest\.json.*will not be loaded"):
+        load_model(run, "logreg")
+    with pytest.raises(RunError, match=r"has no model 'knn'; it has logreg"):
+        load_model(run, "knn")
+
+
+def test_the_test_split_never_influences_selection(tmp_path, feature_cache):
+    """Flipping every test label changes test figures only, never a choice."""
+    classifiers = (*SKLEARN, "dense")
+    honest = compare(feature_cache, _config(tmp_path, "a", classifiers=classifiers, params=DENSE))
+    with h5py.File(feature_cache, "r+") as h5:
+        h5["test/labels"][...] = 1 - h5["test/labels"][()]
+    flipped = compare(feature_cache, _config(tmp_path, "b", classifiers=classifiers, params=DENSE))
+    a = {r["classifier"]: r for r in honest.leaderboard}
+    b = {r["classifier"]: r for r in flipped.leaderboard}
+    for name in classifiers:
+        assert a[name]["params"] == b[name]["params"], name
+        assert a[name]["validation"] == b[name]["validation"], name
+        assert b[name]["test"]["accuracy"] == pytest.approx(1 - a[name]["test"]["accuracy"])
+
+
+def test_without_a_test_split_the_report_shows_validation_only(tmp_path):
+    cache = write_feature_cache(tmp_path / "f.h5", {"train": blobs(30), "validation": blobs(15, seed=2)})
+    result = compare(cache, _config(tmp_path, classifiers=("logreg", "knn")))
+    assert not result.has_test and all(r["test"] is None for r in result.leaderboard)
+    table = (result.run_dir / "leaderboard.md").read_text()
+    assert "The cache has no test split: validation figures only." in table
+    assert "test acc" not in table
+
+
+def test_refit_on_train_and_validation_keeps_the_chosen_settings(tmp_path, feature_cache):
+    result = compare(feature_cache, _config(tmp_path, classifiers=("logreg", "dense"),
+                                            params={"dense": {"epochs": [40]}},
+                                            refit="train+validation", class_weight="balanced"))
+    dense = load_model(result.run_dir, "dense")
+    history = json.loads((result.run_dir / "dense_history.json").read_text())
+    assert "val_loss" not in history  # refitted without validation data ...
+    assert 1 <= len(history["loss"]) <= 40  # ... for the epochs chosen on it
+    logreg = load_model(result.run_dir, "logreg")
+    assert logreg.get_params()["clf__class_weight"] == "balanced"
+    assert dense.classes_.tolist() == [0, 1]
+
+
+def test_an_earlier_run_is_kept_unless_overwrite_is_asked(tmp_path, feature_cache):
+    config = _config(tmp_path, classifiers=("knn",))
+    run = compare(feature_cache, config).run_dir
+    before = (run / "manifest.json").read_text()
+    with pytest.raises(ConfigError, match=r"already exists and is not empty\. Fix: pass another `--out`, "
+                                          r"or `--overwrite` to replace it"):
+        compare(feature_cache, config)
+    assert (run / "manifest.json").read_text() == before
+    again = compare(feature_cache, _config(tmp_path, classifiers=("logreg",), overwrite=True))
+    assert json.loads((again.run_dir / "manifest.json").read_text())["models"].keys() == {"logreg"}
+    assert not list(run.parent.glob("*.tmp-*"))
+
+
+def test_a_partial_cache_says_how_to_resume(tmp_path):
+    (tmp_path / "m-224-avg-0123.partial").mkdir()
+    with pytest.raises(CacheError, match=r"m-224-avg-0123\.h5 is partial: its extraction was interrupted"
+                                         r".*run the same `python run_pipeline\.py extract \.\.\.` command again"):
+        compare(tmp_path / "m-224-avg-0123.h5", _config(tmp_path))
+
+
+def test_a_file_that_is_not_a_feature_cache_is_refused(tmp_path):
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["x"] = np.zeros(3)
+    with pytest.raises(CacheError, match=r"not a feature cache written by this tool"):
+        compare(tmp_path / "other.h5", _config(tmp_path))
+
+
+def test_nan_features_are_refused_with_the_rows_named(tmp_path):
+    X, y = blobs(10)
+    X[3, 0] = np.nan
+    cache = write_feature_cache(tmp_path / "f.h5", {"train": (X, y), "validation": blobs(5, seed=2)})
+    with pytest.raises(ConfigError, match=r"1 of 20 train feature rows contain NaN or inf \(e\.g\. train/cats/3\.jpg\)"
+                                          r".*Fix: extract again with `--dtype float32`"):
+        compare(cache, _config(tmp_path))
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_a_split_with_a_single_class_is_refused(tmp_path, split):
+    one = (blobs(10)[0][:10], np.zeros(10, np.int32))
+    splits = {"train": blobs(10), "validation": blobs(5, seed=2), split: one}
+    cache = write_feature_cache(tmp_path / "f.h5", splits)
+    with pytest.raises(ConfigError, match=rf"the {split} split has a single class \(cats\).*"
+                                          r"Fix: add images of the other classes \(dogs\)"):
+        compare(cache, _config(tmp_path))
+
+
+def test_settings_are_checked_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match=r"`--param` sets dense, which `--classifiers` does not include"):
+        CompareConfig(classifiers=("logreg",), params={"dense": {"units": [8]}})
+    with pytest.raises(ConfigError, match=r"`--scoring` must be one of accuracy, .*Got 'auc'"):
+        CompareConfig(scoring="auc")
+    with pytest.raises(ConfigError, match=r"Classifier 'knn' has no parameter 'C'"):
+        compare(tmp_path / "missing.h5", _config(tmp_path, classifiers=("knn",), params={"knn": {"C": [1]}}))
