@@ -115,7 +115,10 @@ def _select(name: str, estimator, grid: dict, train: SplitData, validation: Spli
     search_seconds = time.perf_counter() - start
     start = time.perf_counter()
     model = clone(estimator).fit(train.features, train.labels, **fit_params)
-    return _Selected(name, model, chosen, candidates, search_seconds, time.perf_counter() - start)
+    fit_seconds = time.perf_counter() - start
+    if hasattr(model, "refit_params"):  # e.g. the epochs early stopping chose
+        chosen.update(model.refit_params())
+    return _Selected(name, model, chosen, candidates, search_seconds, fit_seconds)
 
 
 def _refit(selected: _Selected, train: SplitData, validation: SplitData) -> _Selected:
@@ -128,6 +131,12 @@ def _refit(selected: _Selected, train: SplitData, validation: SplitData) -> _Sel
               np.concatenate([train.labels, validation.labels]))
     return _Selected(selected.name, model, selected.params, selected.candidates,
                      selected.search_seconds, time.perf_counter() - start)
+
+
+def _import_keras(keras_specs) -> None:
+    """Import TensorFlow up front, so a head's fit seconds are its training only."""
+    if keras_specs:
+        import keras  # noqa: F401
 
 
 def _n_jobs(config: CompareConfig, tasks: int, keras_busy: bool) -> int:
@@ -201,7 +210,7 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
     jobs.sort(key=lambda job: job[1][0] != "hist_gbdt")  # the slowest first
     selected = _overlapped(
         jobs, config, bool(keras_specs),
-        lambda: {c.name: _select(c.name, *configured[c.name], train, validation, config.scoring,
+        lambda: _import_keras(keras_specs) or {c.name: _select(c.name, *configured[c.name], train, validation, config.scoring,
                                  {"validation_data": (validation.features, validation.labels)})
                  for c in keras_specs})
 
@@ -237,7 +246,9 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
             test_scores[name], predictions[name]["test"] = report.score(
                 test.labels, s.model.predict_proba(test.features), s.model.classes_, n_classes)
 
-    ranked = sorted(final, key=lambda n: -_rank_value(rows[n], config.scoring))
+    # Best validation score first; ties go to the better-calibrated model.
+    ranked = sorted(final, key=lambda n: (-_rank_value(rows[n], config.scoring),
+                                          rows[n]["log_loss"], n))
     leaderboard = [{
         "rank": i + 1, "classifier": name, "params": final[name].params,
         "validation": rows[name], "test": test_scores.get(name),
@@ -286,7 +297,7 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs
         model = final[c.name].model
         if c.keras:
             run.write_json("dense_history.json", model.history_)
-            report.plot_history(run.path("plots/dense_history.png"), model.history_)
+            report.plot_history(run.path("plots/dense_history.png"), model.history_, model.best_epoch_)
         run.save_model(c.name, model, c.keras,
                        model.get_params() if c.keras else final[c.name].params)
     run.write_json("config.json", config.to_dict())

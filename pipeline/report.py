@@ -78,8 +78,9 @@ def markdown(rows: list[dict], has_test: bool, scoring: str) -> str:
     splits = ("validation", "test") if has_test else ("validation",)
     head = ["#", "classifier"]
     for split in splits:
-        head += [f"{split[:4]} acc", f"{split[:4]} bal acc", f"{split[:4]} macro-F1",
-                 f"{split[:4]} log loss", f"{split[:4]} ROC-AUC"]
+        short = {"validation": "val"}.get(split, split)
+        head += [f"{short} acc", f"{short} bal acc", f"{short} macro-F1",
+                 f"{short} log loss", f"{short} ROC-AUC"]
     head += ["fit s", "predict s", "chosen"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -134,8 +135,9 @@ def plot_confusion(path, y_true, y_pred, classes: list[str], title: str) -> None
     plt.close(fig)
 
 
-def plot_history(path, history: dict, title: str = "dense head") -> None:
-    """Accuracy and loss per epoch, train and validation (as the seeds plot them)."""
+def plot_history(path, history: dict, best_epoch: int | None = None,
+                 title: str = "dense head") -> None:
+    """Accuracy and loss per epoch, train and validation, the kept epoch marked."""
     plt = _pyplot()
     fig, axes = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
     epochs = np.arange(1, len(history["loss"]) + 1)
@@ -143,6 +145,8 @@ def plot_history(path, history: dict, title: str = "dense head") -> None:
         ax.plot(epochs, history[metric], label=f"training {metric}")
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], label=f"validation {metric}")
+        if best_epoch and "val_loss" in history:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"kept: epoch {best_epoch}")
         ax.set_ylabel(metric)
         ax.legend()
     axes[0].set_title(f"{title}: training and validation")
