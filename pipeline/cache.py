@@ -43,11 +43,8 @@ _STR = h5py.string_dtype("utf-8")
 
 def fingerprint(path: str | os.PathLike) -> str:
     """Content fingerprint of one file (blake2b, 128 bits)."""
-    digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def fingerprint_all(root: Path, relpaths: list[str]) -> list[str]:
