@@ -201,11 +201,8 @@ def preprocess_fn(spec: BackboneSpec):
     return getattr(keras.applications, spec.backbone.module).preprocess_input
 
 
-def build(spec: BackboneSpec, seed: int = 0):
-    """Build the Keras model: raw 0-255 pixels in, features out.
-
-    The backbone's own preprocessing is the model's first step, so whoever
-    feeds the model (extraction, fine-tuning, prediction) cannot forget it.
+def build_base(spec: BackboneSpec, seed: int = 0):
+    """The ``keras.applications`` model itself, with its pooling, no top.
 
     Raises:
         WeightsError: the ImageNet weights cannot be obtained, or a weights
@@ -226,15 +223,37 @@ def build(spec: BackboneSpec, seed: int = 0):
         keras.utils.set_random_seed(seed)
     constructor = getattr(keras.applications, b.constructor)
     try:
-        base = constructor(**kwargs)
+        return constructor(**kwargs)
     except Exception as exc:  # urllib, h5py and keras raise many types here
         raise _weights_error(spec, exc) from exc
-    preprocess = preprocess_fn(spec)
+
+
+def build(spec: BackboneSpec, seed: int = 0, base=None, preprocess=None, train_bn: bool = False):
+    """Build the Keras model: raw 0-255 pixels in, features out.
+
+    The backbone's own preprocessing is the model's first step, so whoever
+    feeds the model (extraction, fine-tuning, prediction) cannot forget it.
+
+    Args:
+        base: an already built :func:`build_base` model to wrap (stage 3
+            wraps the one it fine-tunes).
+        preprocess: replaces the backbone's own ``preprocess_input``; only
+            for checking that a wrong one is caught.
+        train_bn: let BatchNormalization layers run in training mode when
+            trained (stage 3's ``--train-bn``); by default they never do.
+
+    Raises:
+        WeightsError: see :func:`build_base`.
+    """
+    import keras
+
+    base = build_base(spec, seed) if base is None else base
+    preprocess = preprocess_fn(spec) if preprocess is None else preprocess
     inputs = keras.Input((spec.image_size, spec.image_size, 3), name="pixels")
     # training=False keeps BatchNorm in inference mode (keras-io's advice for
     # feature extraction and fine-tuning alike).
-    outputs = base(preprocess(inputs), training=False)
-    return keras.Model(inputs, outputs, name=f"{b.name}_features")
+    outputs = base(preprocess(inputs), training=None if train_bn else False)
+    return keras.Model(inputs, outputs, name=f"{spec.backbone.name}_features")
 
 
 def compiled_forward(model):

@@ -246,16 +246,13 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
             test_scores[name], predictions[name]["test"] = report.score(
                 test.labels, s.model.predict_proba(test.features), s.model.classes_, n_classes)
 
-    # Best validation score first; ties go to the better-calibrated model.
-    ranked = sorted(final, key=lambda n: (-_rank_value(rows[n], config.scoring),
-                                          rows[n]["log_loss"], n))
-    leaderboard = [{
-        "rank": i + 1, "classifier": name, "params": final[name].params,
+    leaderboard = report.rank([{
+        "classifier": name, "params": final[name].params,
         "validation": rows[name], "test": test_scores.get(name),
         "search_seconds": round(final[name].search_seconds, 3),
         "fit_seconds": round(final[name].fit_seconds, 3),
         "predict_seconds": round(final[name].predict_seconds, 4),
-    } for i, name in enumerate(ranked)]
+    } for name in final], config.scoring)
 
     run = RunWriter(out)
     try:
@@ -268,12 +265,6 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
     seconds = time.perf_counter() - started
     log.info("wrote %s in %.1f s", run_dir, seconds)
     return CompareResult(run_dir, leaderboard, table, has_test, seconds)
-
-
-def _rank_value(row: dict, scoring: str) -> float:
-    if scoring == "neg_log_loss":
-        return -row["log_loss"]
-    return row[{"f1_macro": "macro_f1"}.get(scoring, scoring)]
 
 
 def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs, final,

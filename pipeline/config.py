@@ -125,3 +125,62 @@ class CompareConfig:
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Stage 3 settings.
+
+    Args:
+        unfreeze_from: the first base layer to train, by index or name (as
+            the TensorFlow tutorial's ``fine_tune_at = 100`` or Deep Learning
+            with Python's ``block5_conv1``).
+        unfreeze_top: train the top N layers of the base instead (default 20
+            when neither is given).
+        epochs: fine-tuning epochs (the most; early stopping may end sooner).
+        frozen_epochs: epochs with the base frozen and augmentation on, before
+            fine-tuning (the tutorial's feature-extraction phase).
+        learning_rate: fine-tuning rate (None: a tenth of the head's).
+        optimizer: "adam", "rmsprop" or "sgd" (None: the head's).
+        augment: comma-separated augmentation, e.g. "flip,rotate=0.2,zoom=0.2";
+            "none" for no augmentation. Active only in training.
+        train_bn: train BatchNormalization layers, in training mode.
+        batch_size: images per step.
+        patience: early-stopping patience on the validation loss.
+        tensorboard: write TensorBoard logs in the run folder.
+        data: the image folder, when it moved since extraction.
+        weights: the weights file, when stage 1 used one.
+        handoff_samples: validation images the hand-off check compares.
+        seed: seeds shuffling, augmentation and dropout.
+    """
+
+    unfreeze_from: str | int | None = None
+    unfreeze_top: int | None = None
+    epochs: int = 10
+    frozen_epochs: int = 0
+    learning_rate: float | None = None
+    optimizer: str | None = None
+    augment: str = "flip,rotate=0.2,zoom=0.2"
+    train_bn: bool = False
+    batch_size: int = 32
+    patience: int = 3
+    tensorboard: bool = False
+    data: str | None = None
+    weights: str | None = None
+    handoff_samples: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.unfreeze_from is not None and self.unfreeze_top is not None:
+            raise ConfigError("Give `--unfreeze-from` or `--unfreeze-top`, not both. "
+                              f"Got {self.unfreeze_from!r} and {self.unfreeze_top!r}.")
+        for name in ("epochs", "batch_size", "handoff_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"`--{name.replace('_', '-')}` must be a positive integer. Got {value!r}.")
+        if self.frozen_epochs < 0 or (self.unfreeze_top is not None and self.unfreeze_top < 0):
+            raise ConfigError("`--frozen-epochs` and `--unfreeze-top` must not be negative. "
+                              f"Got {self.frozen_epochs!r}, {self.unfreeze_top!r}.")
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}

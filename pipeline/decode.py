@@ -71,6 +71,18 @@ def image_batches(
     return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def labelled_batches(paths: Sequence[str], labels: Sequence[int], size: int, mode: str,
+                     batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """Batches of ``(images, labels)`` for training; reshuffled every epoch when seeded."""
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(list(paths)), tf.constant(list(labels), tf.int32)))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda p, label: (load_image(p, size, mode), label),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def why_unreadable(path: str, size: int, mode: str = "auto") -> str:
     """The decoder's reason for rejecting one image (eager, slow path)."""
     try:

@@ -96,8 +96,14 @@ class DenseHead(ClassifierMixin, BaseEstimator):
                                          name="head_output"))
         return layers
 
-    def compile(self, model, n_classes: int, learning_rate: float | None = None) -> None:
-        """Compile ``model`` with this head's optimizer and loss."""
+    def compile(self, model, n_classes: int, learning_rate: float | None = None,
+                steps_per_execution: int = 32) -> None:
+        """Compile ``model`` with this head's optimizer and loss.
+
+        Several steps per call by default: these heads are tiny, and per-step
+        Python overhead would otherwise dominate on a CPU. Image pipelines of
+        unknown length (stage 3) use 1.
+        """
         import keras
 
         rate = self.learning_rate if learning_rate is None else learning_rate
@@ -107,10 +113,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
             "sgd": lambda: keras.optimizers.SGD(rate, momentum=self.momentum),
         }[self.optimizer]()
         loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
-        # Several steps per call: these models are tiny, and per-step Python
-        # overhead would otherwise dominate on a CPU.
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"],
-                      steps_per_execution=32)
+                      steps_per_execution=steps_per_execution)
 
     def fit(self, X, y, validation_data=None):
         import keras

@@ -47,6 +47,40 @@ def per_class(y_true, y_pred, classes: list[str]) -> list[dict]:
             for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
 
 
+def rank_key(row: dict, scoring: str) -> tuple:
+    """Sort key: best validation score first; ties go to the lower log loss."""
+    metrics = row["validation"]
+    value = -metrics["log_loss"] if scoring == "neg_log_loss" else \
+        metrics[{"f1_macro": "macro_f1"}.get(scoring, scoring)]
+    return (-value, metrics["log_loss"], row["classifier"])
+
+
+def rank(rows: list[dict], scoring: str) -> list[dict]:
+    ordered = sorted(rows, key=lambda r: rank_key(r, scoring))
+    return [{"rank": i + 1, **{k: v for k, v in r.items() if k != "rank"}} for i, r in enumerate(ordered)]
+
+
+def add_leaderboard_row(run, row: dict) -> list[dict]:
+    """Add (or replace) one row in a finished run's leaderboard files."""
+    from pathlib import Path
+
+    from .runs import read_manifest
+
+    run = Path(run)
+    scoring = read_manifest(run)["config"]["scoring"]
+    rows = [r for r in json.loads((run / "leaderboard.json").read_text())
+            if r["classifier"] != row["classifier"]]
+    rows = rank(rows + [row], scoring)
+    has_test = any(r["test"] for r in rows)
+    for name, text in (("leaderboard.md", markdown(rows, has_test, scoring)),
+                       ("leaderboard.csv", to_csv(flat_rows(rows))),
+                       ("leaderboard.json", json.dumps(rows, indent=2) + "\n")):
+        tmp = run / (name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(run / name)
+    return rows
+
+
 def _cell(value) -> str:
     if value is None:
         return "-"
@@ -136,8 +170,12 @@ def plot_confusion(path, y_true, y_pred, classes: list[str], title: str) -> None
 
 
 def plot_history(path, history: dict, best_epoch: int | None = None,
-                 title: str = "dense head") -> None:
-    """Accuracy and loss per epoch, train and validation, the kept epoch marked."""
+                 title: str = "dense head", fine_tune_start: int = 0) -> None:
+    """Accuracy and loss per epoch, train and validation, the kept epoch marked.
+
+    ``fine_tune_start`` (epochs before fine-tuning began) draws the line
+    where stage 3 unfroze the base, as the TensorFlow tutorial plots it.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
     epochs = np.arange(1, len(history["loss"]) + 1)
@@ -147,6 +185,8 @@ def plot_history(path, history: dict, best_epoch: int | None = None,
             ax.plot(epochs, history[f"val_{metric}"], label=f"validation {metric}")
         if best_epoch and "val_loss" in history:
             ax.axvline(best_epoch, color="grey", linestyle=":", label=f"kept: epoch {best_epoch}")
+        if fine_tune_start:
+            ax.axvline(fine_tune_start + 0.5, color="green", label="start fine-tuning")
         ax.set_ylabel(metric)
         ax.legend()
     axes[0].set_title(f"{title}: training and validation")

@@ -97,6 +97,21 @@ def read_manifest(run: str | os.PathLike) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _write_manifest(run: Path, manifest: dict) -> None:
+    tmp = run / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, run / MANIFEST)
+
+
+def add_model(run: str | os.PathLike, name: str, path: Path, params: dict) -> None:
+    """Record a whole Keras model (pixels in) saved into a finished run."""
+    run = Path(run)
+    manifest = read_manifest(run)
+    manifest["models"][name] = {"file": str(Path(path).relative_to(run)), "format": "keras-model",
+                                "sha256": sha256(path), "params": params}
+    _write_manifest(run, manifest)
+
+
 def load_model(run: str | os.PathLike, name: str):
     """A model saved by a run, after checking its sha256 against the manifest."""
     from .dense import DenseHead
@@ -115,4 +130,8 @@ def load_model(run: str | os.PathLike, name: str):
         )
     if entry["format"] == "keras":
         return DenseHead.load(path, entry["params"], entry["classes"])
+    if entry["format"] == "keras-model":
+        import keras
+
+        return keras.models.load_model(path)
     return joblib.load(path)

@@ -1,0 +1,451 @@
+"""Stage 3: rebuild the network end to end, warm-started from the stage-2 head.
+
+    pixels -> augmentation (training only) -> the backbone's preprocess_input
+           -> backbone (training=False) with stage 1's pooling -> the dense head
+
+The head is the stage-2 ``dense.keras`` model itself, so it starts with its
+trained weights. Before any training, the rebuilt model in inference mode must
+reproduce the head's predictions on cached validation features (the hand-off
+check); it catches a rebuild that differs from extraction in preprocessing,
+size, pooling or weights before hours are spent training it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import backbones
+from .cache import FeatureCache, fingerprint_all, key_hash
+from .config import FinetuneConfig
+from .errors import ConfigError, RunError, WeightsError
+from .runs import load_model, read_manifest
+
+log = logging.getLogger(__name__)
+
+AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "contrast")
+# Probabilities from the rebuilt model and from the head on cached features
+# differ only by float32 rounding in a different batch/graph (about 1e-6 on
+# CPU); float16 caches add the rounding of the stored features (about 1e-3).
+HANDOFF_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
+
+
+@dataclass(frozen=True)
+class Source:
+    """What stage 1 and 2 left, re-opened and checked for stage 3."""
+
+    run: Path
+    manifest: dict
+    cache: FeatureCache
+    spec: backbones.BackboneSpec
+    root: Path
+    head: object  # the fitted DenseHead
+
+
+def open_source(run: str | os.PathLike, data: str | None = None, weights: str | None = None,
+                check_images: bool = True) -> Source:
+    """The run's cache, backbone spec, image folder and dense head, all checked.
+
+    Raises:
+        RunError: no dense head, or the cache changed since the run.
+        DataLayoutError/RunError: the images are not the ones extracted.
+    """
+    run = Path(run)
+    manifest = read_manifest(run)
+    if "dense" not in manifest["models"]:
+        raise RunError(
+            f"Run {run} has no dense head (it has {', '.join(manifest['models'])}); stage 3 "
+            "starts from it. Fix: run compare with `--classifiers ...,dense`."
+        )
+    cache = FeatureCache(manifest["cache"]["path"])
+    if key_hash(cache.key) != manifest["cache"]["key_hash"]:
+        raise RunError(f"{cache.path} was rebuilt with other images or settings after run {run} "
+                       "was made. Fix: run compare again on it.")
+    spec = _spec(cache.key, weights)
+    root = Path(data or cache.data_root)
+    if check_images:
+        _check_images(cache, root)
+    return Source(run, manifest, cache, spec, root, load_model(run, "dense"))
+
+
+def _spec(key: dict, weights: str | None) -> backbones.BackboneSpec:
+    recorded = key["weights"]
+    if recorded in ("imagenet", "none"):
+        return backbones.resolve(key["backbone"], key["image_size"], key["pooling"], key["alpha"], recorded)
+    if weights is None:
+        raise WeightsError(f"Stage 1 used a weights file ({recorded}). Fix: pass it again with `--weights PATH`.")
+    spec = backbones.resolve(key["backbone"], key["image_size"], key["pooling"], key["alpha"], weights)
+    if spec.weights_identity != recorded:
+        raise WeightsError(f"`--weights` {weights} is not the file stage 1 used ({recorded}).")
+    return spec
+
+
+def _check_images(cache: FeatureCache, root: Path) -> None:
+    """The images on disk must be the ones whose features were cached."""
+    import h5py
+
+    changed, missing, total = [], [], 0
+    with h5py.File(cache.path, "r") as h5:
+        for split in cache.splits:
+            paths = [p.decode() for p in h5[split]["paths"][()]]
+            expected = [f.decode() for f in h5[split]["fingerprints"][()]]
+            total += len(paths)
+            present = [p for p in paths if (root / p).is_file()]
+            missing += sorted(set(paths) - set(present))
+            found = dict(zip(present, fingerprint_all(root, present)))
+            changed += [p for p, f in zip(paths, expected) if p in found and found[p] != f]
+    if missing or changed:
+        raise RunError(
+            f"The images under {root} are not the ones the cache was made from: "
+            f"{len(missing)} of {total} are missing and {len(changed)} changed "
+            f"(e.g. {', '.join((missing + changed)[:3])}). Fix: pass the original folder with "
+            "`--data DIR`, or extract and compare again on these images."
+        )
+
+
+def augmentation(text: str, seed: int = 0):
+    """Keras preprocessing layers from ``"flip,rotate=0.2,zoom=0.2,..."`` (training only)."""
+    import keras
+
+    layers = []
+    for item in [t.strip() for t in text.split(",") if t.strip() and t.strip() != "none"]:
+        name, _, value = item.partition("=")
+        if name not in AUGMENTATIONS:
+            raise ConfigError(f"`--augment` takes {', '.join(AUGMENTATIONS)} (e.g. "
+                              f"flip,rotate=0.2,zoom=0.2) or none. Got {name!r}.")
+        try:
+            amount = float(value) if value else 0.1
+        except ValueError:
+            raise ConfigError(f"`--augment {name}=` must be a number. Got {value!r}.") from None
+        layers.append({
+            "flip": lambda: keras.layers.RandomFlip(value or "horizontal", seed=seed),
+            "rotate": lambda: keras.layers.RandomRotation(amount, seed=seed),
+            "zoom": lambda: keras.layers.RandomZoom(amount, seed=seed),
+            "translate": lambda: keras.layers.RandomTranslation(amount, amount, seed=seed),
+            "contrast": lambda: keras.layers.RandomContrast(amount, seed=seed),
+        }[name]())
+    return keras.Sequential(layers, name="augmentation")
+
+
+def rebuild(source: Source, config: FinetuneConfig, preprocess=None):
+    """``(model, core, base)``: the trainable model, its no-augmentation core, the base.
+
+    ``core`` maps pixels to probabilities exactly as stage 1 + the stage-2
+    head do; ``model`` puts augmentation in front of it.
+    """
+    import keras
+
+    seed = source.cache.key.get("seed") or 0
+    base = backbones.build_base(source.spec, seed)
+    features = backbones.build(source.spec, base=base, preprocess=preprocess, train_bn=config.train_bn)
+    head = source.head.model_
+    pixels = keras.Input(features.input_shape[1:], name="pixels")
+    core = keras.Model(pixels, head(features(pixels)), name="core")
+    augmented = keras.Input(features.input_shape[1:], name="pixels")
+    model = keras.Model(augmented, core(augmentation(config.augment, config.seed)(augmented)),
+                        name="finetuned")
+    return model, core, base, features
+
+
+def handoff_check(source: Source, core, features, n: int, preprocess_used=None) -> dict:
+    """The rebuilt model must reproduce the head on cached features; say what differs if not."""
+    from .decode import load_image
+
+    import tensorflow as tf
+
+    validation = source.cache.load("validation")
+    rows = np.linspace(0, len(validation.labels) - 1, min(n, len(validation.labels))).astype(int)
+    size, mode = source.spec.image_size, source.cache.key["decode"]
+    pixels = tf.stack([load_image(str(source.root / validation.paths[i]), size, mode) for i in rows])
+    expected = source.head.predict_proba(validation.features[rows])
+    got = core.predict(pixels, verbose=0)
+    if got.shape[1] == 1:
+        got = np.hstack([1 - got, got])
+    tolerance = HANDOFF_TOLERANCE[source.cache.dtype]
+    worst = float(np.abs(got - expected).max())
+    # Features too: a confident head can hide a wrong rebuild behind saturated
+    # probabilities.
+    cached = validation.features[rows].astype("float32")
+    rebuilt = features.predict(pixels, verbose=0)
+    same_features = rebuilt.shape == cached.shape and _close(rebuilt, cached)
+    if worst <= tolerance and same_features:
+        return {"images": len(rows), "max_abs_difference": worst, "tolerance": tolerance,
+                "max_feature_difference": float(np.abs(rebuilt - cached).max())}
+    part = _diagnose(source, cached, rebuilt, pixels)
+    raise RunError(
+        f"Hand-off check failed: on {len(rows)} validation images the rebuilt model's "
+        f"probabilities differ from the stage-2 head's by up to {worst:.3g} (tolerance "
+        f"{tolerance:g}){'' if same_features else ' and its features differ from the cache'}. "
+        f"What differs: {part} Nothing was trained."
+    )
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to float rounding (float16 caches round at about 1e-3 of the scale)."""
+    return bool(np.abs(a - b).max() <= 2e-3 * max(1.0, float(np.abs(b).max())))
+
+
+def _diagnose(source: Source, cached: np.ndarray, rebuilt: np.ndarray, pixels) -> str:
+    key = source.cache.key
+    if rebuilt.shape[1:] != cached.shape[1:]:
+        return (f"pooling or size: the rebuilt base gives features of shape {rebuilt.shape[1:]}, "
+                f"the cache has {cached.shape[1:]} ({key['pooling']} pooling at {key['image_size']} px).")
+    if _close(rebuilt, cached):
+        return "the head: the features match the cache, so the head's weights are not the stage-2 head's."
+    canonical = backbones.build(source.spec, base=backbones.build_base(source.spec, key.get("seed") or 0))
+    if _close(canonical.predict(pixels, verbose=0), cached):
+        return (f"preprocessing: stage 1 used {key['preprocessing']}, and the backbone "
+                "reproduces the cached features with it, but not with the rebuilt model's.")
+    return (f"weights or decoding: the backbone ({key['backbone']}, weights {key['weights']}) "
+            "does not reproduce the cached features from these images. Fix: pass the "
+            "weights stage 1 used (`--weights`), or extract again.")
+
+
+def unfreeze(base, config: FinetuneConfig) -> int:
+    """Make the chosen top of the base trainable (BatchNorm stays frozen); returns the first index."""
+    import keras
+
+    layers = base.layers
+    if config.unfreeze_from is not None:
+        start = _layer_index(base, config.unfreeze_from)
+    else:
+        top = 20 if config.unfreeze_top is None else config.unfreeze_top
+        start = max(0, len(layers) - top)
+    base.trainable = True
+    for i, layer in enumerate(layers):
+        frozen_bn = isinstance(layer, keras.layers.BatchNormalization) and not config.train_bn
+        layer.trainable = i >= start and not frozen_bn
+    return start
+
+
+def _layer_index(base, where: str | int) -> int:
+    names = [layer.name for layer in base.layers]
+    text = str(where)
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < len(names):
+            raise ConfigError(f"`--unfreeze-from` {index} is beyond the base: {base.name} has "
+                              f"{len(names)} layers (0-{len(names) - 1}).")
+        return index
+    if text not in names:
+        near = difflib.get_close_matches(text, names, n=5, cutoff=0.5)
+        raise ConfigError(
+            f"`--unfreeze-from` {text!r} is not a layer of {base.name}. "
+            + (f"Nearest names: {', '.join(near)}. " if near else "")
+            + "Fix: use a layer name or index from `model.summary()`."
+        )
+    return names.index(text)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a stage-3 run produced.
+
+    Attributes:
+        model_path: the fine-tuned ``.keras`` model in the run folder.
+        before: validation accuracy of the rebuilt model before training
+            (the stage-2 head's, through the images).
+        after: validation accuracy of the kept model.
+        row: the leaderboard row added as ``finetuned``.
+        handoff: the hand-off check's figures.
+        epochs: epochs run (both phases); fine_tune_from: the first
+            fine-tuning epoch (after the frozen phase).
+        seconds_per_epoch: mean wall time of a training epoch.
+    """
+
+    model_path: Path
+    before: float
+    after: float
+    row: dict
+    handoff: dict
+    epochs: int
+    fine_tune_from: int
+    first_trainable_layer: int
+    seconds_per_epoch: float
+
+    def to_dict(self) -> dict:
+        return {"model": str(self.model_path), "validation_accuracy_before": self.before,
+                "validation_accuracy_after": self.after, "epochs": self.epochs,
+                "fine_tune_from_epoch": self.fine_tune_from,
+                "first_trainable_layer": self.first_trainable_layer,
+                "seconds_per_epoch": round(self.seconds_per_epoch, 2),
+                "handoff": self.handoff, "leaderboard_row": self.row}
+
+
+def _datasets(source: Source, config: FinetuneConfig) -> dict:
+    from .decode import labelled_batches
+
+    size, mode = source.spec.image_size, source.cache.key["decode"]
+    out = {}
+    for split in source.cache.splits:
+        data = source.cache.load(split)
+        paths = [str(source.root / p) for p in data.paths]
+        out[split] = (labelled_batches(paths, data.labels, size, mode, config.batch_size,
+                                       shuffle_seed=config.seed if split == "train" else None),
+                      data.labels)
+    return out
+
+
+def _probabilities(model, dataset) -> np.ndarray:
+    p = model.predict(dataset, verbose=0)
+    return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
+
+
+class _EpochTimer:
+    """Wall time of each training epoch (a Keras callback, built lazily)."""
+
+    def __new__(cls):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._start)
+
+        return Timer()
+
+
+def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
+             callbacks: tuple = (), preprocess=None) -> FinetuneResult:
+    """Stage 3: fine-tune the top of the base, starting from the stage-2 head.
+
+    Args:
+        run: a run folder written by ``compare`` with a ``dense`` head.
+        config: stage-3 settings.
+        callbacks: extra Keras callbacks for both phases.
+        preprocess: replaces the backbone's preprocessing (only to show the
+            hand-off check catching a wrong one).
+
+    Raises:
+        PipelineError: a run without a dense head, changed images, a wrong
+            layer, or a failed hand-off check.
+    """
+    import keras
+
+    from . import report
+    from .dense import DenseHead
+    from .runs import add_model
+
+    config = config or FinetuneConfig()
+    source = open_source(run, config.data, config.weights)
+    n_classes = len(source.cache.classes)
+    if [int(c) for c in source.head.classes_] != list(range(n_classes)):
+        raise RunError(f"The dense head of {source.run} was trained on classes "
+                       f"{list(source.head.classes_)}, not all of {source.cache.classes}.")
+    model, core, base, features = rebuild(source, config, preprocess)
+    handoff = handoff_check(source, core, features, config.handoff_samples)
+    log.info("hand-off check passed on %d images (max difference %.2g)", handoff["images"],
+             handoff["max_abs_difference"])
+
+    work = source.run / "finetune"
+    work.mkdir(exist_ok=True)
+    data = _datasets(source, config)
+    train, validation = data["train"][0], data["validation"]
+    before = float(np.mean(np.argmax(_probabilities(core, validation[0]), 1) == validation[1]))
+    head = source.head
+    rate = config.learning_rate or head.learning_rate / 10
+    trainer = head if config.optimizer is None else DenseHead(
+        **{**head.get_params(), "optimizer": config.optimizer})
+    trainer._check_params()
+    timer = _EpochTimer()
+    csv_path = work / "history.csv"
+    best_path = work / "best.weights.h5"
+    start_path = work / "start.weights.h5"
+    if not start_path.exists():
+        model.save_weights(start_path)
+
+    def common(phase: str, threshold: float) -> list:
+        cbs = [keras.callbacks.BackupAndRestore(str(work / f"backup-{phase}")),
+               keras.callbacks.CSVLogger(str(csv_path), append=True),
+               keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
+                                               save_best_only=True, save_weights_only=True,
+                                               initial_value_threshold=threshold),
+               timer, *callbacks]
+        if config.tensorboard:
+            cbs.append(keras.callbacks.TensorBoard(str(work / "tensorboard" / phase)))
+        return cbs
+
+    frozen_marker = work / "frozen.done"
+    if config.frozen_epochs and not frozen_marker.exists():
+        base.trainable = False  # the tutorial's feature-extraction phase, augmentation on
+        head.compile(model, n_classes, steps_per_execution=1)
+        model.fit(train, validation_data=validation[0], epochs=config.frozen_epochs,
+                  callbacks=common("frozen", max(before, _best(csv_path))), verbose=0)
+        model.save_weights(work / "frozen.weights.h5")
+        frozen_marker.write_text(str(config.frozen_epochs))
+    elif frozen_marker.exists():
+        model.load_weights(work / "frozen.weights.h5")
+    done = int(frozen_marker.read_text()) if frozen_marker.exists() else 0
+
+    first = unfreeze(base, config)
+    # Recompile: what is trainable is fixed when the model is compiled.
+    trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                            patience=config.patience)
+    model.fit(train, validation_data=validation[0], initial_epoch=done,
+              epochs=done + config.epochs, callbacks=[*common("finetune", max(before, _best(csv_path))), stopper],
+              verbose=0)
+
+    # Keep the best epoch on validation; if none beat the start, keep the start.
+    model.load_weights(best_path if best_path.exists() else start_path)
+    after = float(np.mean(np.argmax(_probabilities(core, validation[0]), 1) == validation[1]))
+    history = _read_history(csv_path)
+    row = {"classifier": "finetuned", "params": {
+        "first_trainable_layer": first, "learning_rate": rate, "epochs": len(history["epoch"]),
+        "augment": config.augment}}
+    row["validation"], _ = report.score(validation[1], _probabilities(core, validation[0]),
+                                        range(n_classes), n_classes)
+    row["test"] = None
+    if "test" in data:  # looked at once, after training
+        row["test"], _ = report.score(data["test"][1], _probabilities(core, data["test"][0]),
+                                      range(n_classes), n_classes)
+    seconds = float(np.mean(timer.seconds)) if timer.seconds else 0.0
+    row.update(search_seconds=0.0, fit_seconds=round(sum(timer.seconds), 3), predict_seconds=0.0)
+
+    report.plot_history(source.run / "plots" / "finetune_history.png", history,
+                        fine_tune_start=done, title="fine-tuning")
+    (work / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
+    (work / "handoff.json").write_text(json.dumps(handoff, indent=2))
+    model_path = source.run / "models" / "finetuned.keras"
+    model.save(model_path)
+    add_model(source.run, "finetuned", model_path, {"first_trainable_layer": first, **config.to_dict()})
+    report.add_leaderboard_row(source.run, row)
+    for leftover in (start_path, best_path, work / "frozen.weights.h5", frozen_marker):
+        leftover.unlink(missing_ok=True)
+    log.info("fine-tuned: validation accuracy %.4f -> %.4f", before, after)
+    return FinetuneResult(model_path, before, after, row, handoff, len(history["epoch"]), done,
+                          first, seconds)
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    """The CSV history, one row per epoch (a resumed epoch logged twice keeps its last row)."""
+    import csv
+
+    by_epoch: dict[int, dict] = {}
+    if path.exists():
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                by_epoch[int(row["epoch"])] = row
+    epochs = sorted(by_epoch)
+    columns = [c for c in (by_epoch[epochs[0]] if epochs else {}) if c != "epoch"]
+    history = {c: [float(by_epoch[e][c]) for e in epochs] for c in columns}
+    history["epoch"] = epochs
+    return history
+
+
+def _best(csv_path: Path) -> float:
+    values = _read_history(csv_path).get("val_accuracy", [])
+    return max(values) if values else 0.0

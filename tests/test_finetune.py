@@ -1,0 +1,151 @@
+"""Stage 3 on tiny images with random weights: hand-off, freezing, resume, outputs."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_dataset
+
+from pipeline import CompareConfig, ExtractConfig, compare, extract_features
+from pipeline.config import FinetuneConfig
+from pipeline.errors import ConfigError, RunError
+from pipeline.finetune import finetune, open_source, rebuild, unfreeze
+
+def _stage2(root, backbone: str):
+    """A run folder whose dense head was trained on tiny-image features."""
+    data = make_dataset(root / "data", splits=("train", "validation", "test"), per_class=8)
+    config = ExtractConfig(backbone=backbone, weights="none", image_size=32, cache_dir=str(root / "cache"))
+    cache = extract_features(data, config, progress=False)
+    compare(cache.path, CompareConfig(classifiers=("logreg", "dense"), out=str(root / "run"),
+                                      params={"dense": {"epochs": [20], "units": [16]}}))
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def stage2_run(tmp_path_factory):
+    # VGG16: with random weights its features still vary from image to image,
+    # where MobileNet's vanish (about 1e-18), so a wrong rebuild shows.
+    return _stage2(tmp_path_factory.mktemp("vgg"), "vgg16")
+
+
+@pytest.fixture(scope="module")
+def mobilenet_run(tmp_path_factory):
+    """MobileNet has BatchNormalization layers; VGG16 has none."""
+    return _stage2(tmp_path_factory.mktemp("mobilenet"), "mobilenet")
+
+
+@pytest.fixture
+def run(stage2_run, tmp_path):
+    """A fresh copy of the stage-2 run for each test that writes into it."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(stage2_run, copy)
+    return copy
+
+
+def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run):
+    result = finetune(run, FinetuneConfig(epochs=2, frozen_epochs=1, unfreeze_top=5,
+                                          augment="flip,rotate=0.1", handoff_samples=8))
+    assert result.handoff["max_abs_difference"] <= result.handoff["tolerance"] == 1e-4
+    assert result.epochs == 3 and result.fine_tune_from == 1
+    assert result.after >= result.before
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["models"]["finetuned"]["file"] == "models/finetuned.keras"
+    board = json.loads((run / "leaderboard.json").read_text())
+    assert [r["rank"] for r in board] == [1, 2, 3]
+    assert "finetuned" in {r["classifier"] for r in board}
+    assert "| finetuned |" in (run / "leaderboard.md").read_text()
+    assert (run / "plots" / "finetune_history.png").is_file()
+    history = (run / "finetune" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3
+    assert not list((run / "finetune").glob("backup-*"))
+
+
+def test_a_wrong_preprocessing_fails_the_hand_off_and_says_so(run):
+    def tf_mode(x):  # MobileNet's [-1, 1] scaling, not VGG16's BGR mean subtraction
+        return x / 127.5 - 1.0
+
+    with pytest.raises(RunError, match=r"Hand-off check failed: .* What differs: preprocessing: stage 1 "
+                                       r"used keras\.applications\.vgg16\.preprocess_input \(caffe\).*"
+                                       r"Nothing was trained"):
+        finetune(run, FinetuneConfig(epochs=1, handoff_samples=4), preprocess=tf_mode)
+    assert "finetuned" not in json.loads((run / "manifest.json").read_text())["models"]
+
+
+def test_frozen_layers_are_frozen_and_batchnorm_statistics_do_not_move(mobilenet_run):
+    import keras
+
+    source = open_source(mobilenet_run)
+    config = FinetuneConfig(unfreeze_top=10)
+    model, core, base, _ = rebuild(source, config)
+    head_weights = len(source.head.model_.trainable_weights)
+    base.trainable = False
+    assert len(model.trainable_weights) == head_weights
+    first = unfreeze(base, config)
+    assert first == len(base.layers) - 10
+    expected = sum(len(l.trainable_weights) for l in base.layers[first:]
+                   if not isinstance(l, keras.layers.BatchNormalization))
+    assert len(model.trainable_weights) == head_weights + expected > head_weights
+    norms = [l for l in base.layers if isinstance(l, keras.layers.BatchNormalization)]
+    before = [v.numpy().copy() for l in norms for v in (l.moving_mean, l.moving_variance)]
+    source.head.compile(model, 2, learning_rate=0.1)
+    pixels = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    model.fit(pixels, np.array([0, 1] * 4), epochs=2, verbose=0)
+    after = [v.numpy() for l in norms for v in (l.moving_mean, l.moving_variance)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_an_interrupted_fine_tune_resumes_from_its_last_epoch(run):
+    import keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("killed")
+
+    class Seen(keras.callbacks.Callback):
+        epochs = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    config = FinetuneConfig(epochs=4, patience=10, handoff_samples=4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(run, config, callbacks=(Crash(),))
+    assert list((run / "finetune").glob("backup-finetune"))
+    result = finetune(run, config, callbacks=(Seen(),))
+    assert Seen.epochs == [2, 3]  # epochs 0 and 1 were not run again
+    assert result.epochs == 4
+
+
+def test_layer_names_and_indices_are_checked(stage2_run):
+    source = open_source(stage2_run)
+    _, _, base, _ = rebuild(source, FinetuneConfig())
+    with pytest.raises(ConfigError, match=r"`--unfreeze-from` 'block5_covn1' is not a layer of vgg16\. "
+                                          r"Nearest names: block5_conv1"):
+        unfreeze(base, FinetuneConfig(unfreeze_from="block5_covn1"))
+    with pytest.raises(ConfigError, match=rf"`--unfreeze-from` 999 is beyond the base: vgg16 has {len(base.layers)} layers"):
+        unfreeze(base, FinetuneConfig(unfreeze_from=999))
+    first = unfreeze(base, FinetuneConfig(unfreeze_from="block5_conv1"))
+    names = [layer.name for layer in base.layers]
+    assert first == names.index("block5_conv1")
+    assert [l.name for l in base.layers if l.trainable_weights] == ["block5_conv1", "block5_conv2", "block5_conv3"]
+
+
+def test_a_run_without_a_dense_head_is_refused(tmp_path, feature_cache):
+    result = compare(feature_cache, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "r")))
+    with pytest.raises(RunError, match=r"has no dense head \(it has logreg\).*`--classifiers \.\.\.,dense`"):
+        finetune(result.run_dir)
+
+
+def test_images_that_changed_since_extraction_are_refused(run):
+    source_root = open_source(run, check_images=False).root
+    victim = sorted((source_root / "train" / "cats").iterdir())[0]
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    try:
+        with pytest.raises(RunError, match=r"are not the ones the cache was made from: 0 of 48 are missing "
+                                           r"and 1 changed .*Fix: pass the original folder with `--data DIR`"):
+            finetune(run, FinetuneConfig(epochs=1))
+    finally:
+        victim.write_bytes(victim.read_bytes()[:-1])
