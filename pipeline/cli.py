@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from . import backbones
-from .config import DECODE_MODES, DTYPES, REFITS, SCORINGS, CompareConfig, ExtractConfig
+from .config import (DECODE_MODES, DTYPES, REFITS, SCORINGS, CompareConfig, ExtractConfig,
+                     FinetuneConfig)
 from .data import SplitConfig
 from .errors import PipelineError
 
@@ -182,6 +184,79 @@ def _run_classifiers(args) -> int:
     return 0
 
 
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="stage 3: fine-tune end to end from a run's dense head")
+    p.add_argument("--run", required=True, help="a run folder written by `compare` with a dense head")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--unfreeze-from", help="first base layer to train: an index or a name")
+    where.add_argument("--unfreeze-top", type=int, help="train the top N base layers (default 20)")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (early stopping may end sooner)")
+    p.add_argument("--frozen-epochs", type=int, default=0,
+                   help="epochs with the base frozen and augmentation on, first")
+    p.add_argument("--learning-rate", type=float, help="default: a tenth of the head's")
+    p.add_argument("--optimizer", choices=("adam", "rmsprop", "sgd"), help="default: the head's")
+    p.add_argument("--augment", default="flip,rotate=0.2,zoom=0.2",
+                   help="flip[=horizontal|vertical|horizontal_and_vertical],rotate=F,zoom=F,translate=F,contrast=F or none")
+    p.add_argument("--train-bn", action="store_true", help="train BatchNormalization layers too")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=3, help="early stopping on validation accuracy")
+    p.add_argument("--tensorboard", action="store_true", help="TensorBoard logs in <run>/finetune/tensorboard")
+    p.add_argument("--data", help="the image folder, if it moved since extraction")
+    p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_finetune(args) -> int:
+    from .finetune import finetune
+
+    config = FinetuneConfig(
+        unfreeze_from=args.unfreeze_from, unfreeze_top=args.unfreeze_top, epochs=args.epochs,
+        frozen_epochs=args.frozen_epochs, learning_rate=args.learning_rate,
+        optimizer=args.optimizer, augment=args.augment, train_bn=args.train_bn,
+        batch_size=args.batch_size, patience=args.patience, tensorboard=args.tensorboard,
+        data=args.data, weights=args.weights, seed=args.seed,
+    )
+    result = finetune(args.run, config)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"{result.model_path}: validation accuracy {result.before:.4f} -> {result.after:.4f} "
+          f"in {result.epochs} epochs ({result.seconds_per_epoch:.1f} s each)")
+    print(f"hand-off check: max difference {result.handoff['max_abs_difference']:.2g} "
+          f"on {result.handoff['images']} images")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify images or folders with a model of a run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--model", default="best", help="best, finetuned, dense, logreg, ...")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders")
+    p.add_argument("--out", help="write CSV (.csv) or JSON (.json) here instead of printing CSV")
+    p.add_argument("--export", metavar="DIR", help="also save the model as .keras and SavedModel")
+    p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_predict(args) -> int:
+    from .predict import export, predict
+
+    result = predict(args.run, args.paths, args.model, args.batch_size, args.weights)
+    text = json.dumps(result.to_dict(), indent=2) if args.json else result.to_csv()
+    if args.out:
+        as_json = args.out.lower().endswith(".json")
+        Path(args.out).write_text(json.dumps(result.to_dict(), indent=2) if as_json else result.to_csv())
+        print(f"{len(result.rows)} predictions ({len(result.unreadable)} unreadable) -> {args.out}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    if args.export:
+        for kind, path in export(args.run, result.model, args.export, args.weights).items():
+            print(f"exported {kind}: {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_pipeline.py",
@@ -197,13 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'efficientnet*'")
     p.add_argument("--json", action="store_true")
     _add_compare(sub)
+    _add_finetune(sub)
+    _add_predict(sub)
     p = sub.add_parser("classifiers", help="list the classifiers and the parameters each searches")
     p.add_argument("--json", action="store_true")
     return parser
 
 
 COMMANDS = {"extract": _run_extract, "inspect": _run_inspect, "backbones": _run_backbones,
-            "compare": _run_compare, "classifiers": _run_classifiers}
+            "compare": _run_compare, "classifiers": _run_classifiers, "finetune": _run_finetune,
+            "predict": _run_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

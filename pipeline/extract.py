@@ -16,7 +16,7 @@ from .cache import (FORMAT_VERSION, FeatureCache, PartialCache, SplitManifest,
                     base_attrs, fingerprint_all, key_hash)
 from .config import ExtractConfig
 from .data import Dataset, discover
-from .errors import CacheError
+from .errors import CacheError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,27 @@ def cache_key(spec: backbones.BackboneSpec, config: ExtractConfig, dataset: Data
         "classes": list(dataset.classes),
         "images": key_hash(images),
     }
+
+
+def spec_from_key(key: dict, weights: str | None = None) -> backbones.BackboneSpec:
+    """The backbone a cache was made with, to rebuild it (stage 3, predict).
+
+    Args:
+        weights: the weights file, when stage 1 used one (the key holds only
+            its sha256).
+
+    Raises:
+        WeightsError: a weights file is needed, or is not the one recorded.
+    """
+    recorded = key["weights"]
+    given = recorded if recorded in ("imagenet", "none") else weights
+    if given is None:
+        raise WeightsError(f"Stage 1 used a weights file ({recorded}). Fix: pass it again "
+                           "with `--weights PATH`.")
+    spec = backbones.resolve(key["backbone"], key["image_size"], key["pooling"], key["alpha"], given)
+    if spec.weights_identity != recorded:
+        raise WeightsError(f"`--weights` {weights} is not the file stage 1 used ({recorded}).")
+    return spec
 
 
 def cache_file_name(spec: backbones.BackboneSpec, key: dict) -> str:

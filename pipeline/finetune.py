@@ -25,7 +25,9 @@ import numpy as np
 from . import backbones
 from .cache import FeatureCache, fingerprint_all, key_hash
 from .config import FinetuneConfig
-from .errors import ConfigError, RunError, WeightsError
+from .errors import ConfigError, RunError
+from .extract import spec_from_key
+from .report import full_proba
 from .runs import load_model, read_manifest
 
 log = logging.getLogger(__name__)
@@ -68,23 +70,11 @@ def open_source(run: str | os.PathLike, data: str | None = None, weights: str | 
     if key_hash(cache.key) != manifest["cache"]["key_hash"]:
         raise RunError(f"{cache.path} was rebuilt with other images or settings after run {run} "
                        "was made. Fix: run compare again on it.")
-    spec = _spec(cache.key, weights)
+    spec = spec_from_key(cache.key, weights)
     root = Path(data or cache.data_root)
     if check_images:
         _check_images(cache, root)
     return Source(run, manifest, cache, spec, root, load_model(run, "dense"))
-
-
-def _spec(key: dict, weights: str | None) -> backbones.BackboneSpec:
-    recorded = key["weights"]
-    if recorded in ("imagenet", "none"):
-        return backbones.resolve(key["backbone"], key["image_size"], key["pooling"], key["alpha"], recorded)
-    if weights is None:
-        raise WeightsError(f"Stage 1 used a weights file ({recorded}). Fix: pass it again with `--weights PATH`.")
-    spec = backbones.resolve(key["backbone"], key["image_size"], key["pooling"], key["alpha"], weights)
-    if spec.weights_identity != recorded:
-        raise WeightsError(f"`--weights` {weights} is not the file stage 1 used ({recorded}).")
-    return spec
 
 
 def _check_images(cache: FeatureCache, root: Path) -> None:
@@ -165,9 +155,8 @@ def handoff_check(source: Source, core, features, n: int, preprocess_used=None) 
     size, mode = source.spec.image_size, source.cache.key["decode"]
     pixels = tf.stack([load_image(str(source.root / validation.paths[i]), size, mode) for i in rows])
     expected = source.head.predict_proba(validation.features[rows])
-    got = core.predict(pixels, verbose=0)
-    if got.shape[1] == 1:
-        got = np.hstack([1 - got, got])
+    n_classes = len(source.cache.classes)
+    got = full_proba(core.predict(pixels, verbose=0), range(n_classes), n_classes)
     tolerance = HANDOFF_TOLERANCE[source.cache.dtype]
     worst = float(np.abs(got - expected).max())
     # Features too: a confident head can hide a wrong rebuild behind saturated
@@ -293,9 +282,8 @@ def _datasets(source: Source, config: FinetuneConfig) -> dict:
     return out
 
 
-def _probabilities(model, dataset) -> np.ndarray:
-    p = model.predict(dataset, verbose=0)
-    return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
+def _probabilities(model, dataset, n_classes: int) -> np.ndarray:
+    return full_proba(model.predict(dataset, verbose=0), range(n_classes), n_classes)
 
 
 class _EpochTimer:
@@ -352,9 +340,13 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
 
     work = source.run / "finetune"
     work.mkdir(exist_ok=True)
+    frozen_marker = work / "frozen.done"
+    if not (frozen_marker.exists() or any(work.glob("backup-*"))):
+        for stale in ("history.csv", "start.weights.h5", "best.weights.h5"):  # an earlier, finished run
+            (work / stale).unlink(missing_ok=True)
     data = _datasets(source, config)
     train, validation = data["train"][0], data["validation"]
-    before = float(np.mean(np.argmax(_probabilities(core, validation[0]), 1) == validation[1]))
+    before = float(np.mean(np.argmax(_probabilities(core, validation[0], n_classes), 1) == validation[1]))
     head = source.head
     rate = config.learning_rate or head.learning_rate / 10
     trainer = head if config.optimizer is None else DenseHead(
@@ -378,7 +370,6 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
             cbs.append(keras.callbacks.TensorBoard(str(work / "tensorboard" / phase)))
         return cbs
 
-    frozen_marker = work / "frozen.done"
     if config.frozen_epochs and not frozen_marker.exists():
         base.trainable = False  # the tutorial's feature-extraction phase, augmentation on
         head.compile(model, n_classes, steps_per_execution=1)
@@ -401,16 +392,16 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
 
     # Keep the best epoch on validation; if none beat the start, keep the start.
     model.load_weights(best_path if best_path.exists() else start_path)
-    after = float(np.mean(np.argmax(_probabilities(core, validation[0]), 1) == validation[1]))
+    kept = _probabilities(core, validation[0], n_classes)
+    after = float(np.mean(np.argmax(kept, 1) == validation[1]))
     history = _read_history(csv_path)
     row = {"classifier": "finetuned", "params": {
         "first_trainable_layer": first, "learning_rate": rate, "epochs": len(history["epoch"]),
         "augment": config.augment}}
-    row["validation"], _ = report.score(validation[1], _probabilities(core, validation[0]),
-                                        range(n_classes), n_classes)
+    row["validation"], _ = report.score(validation[1], kept, range(n_classes), n_classes)
     row["test"] = None
     if "test" in data:  # looked at once, after training
-        row["test"], _ = report.score(data["test"][1], _probabilities(core, data["test"][0]),
+        row["test"], _ = report.score(data["test"][1], _probabilities(core, data["test"][0], n_classes),
                                       range(n_classes), n_classes)
     seconds = float(np.mean(timer.seconds)) if timer.seconds else 0.0
     row.update(search_seconds=0.0, fit_seconds=round(sum(timer.seconds), 3), predict_seconds=0.0)

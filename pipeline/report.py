@@ -15,6 +15,16 @@ from .runs import RunWriter
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc")
 
 
+def full_proba(proba: np.ndarray, model_classes, n_classes: int) -> np.ndarray:
+    """Probabilities over all classes, from the columns of the classes a model knows."""
+    proba = np.asarray(proba, dtype="float64")
+    if proba.shape[1] == 1:  # a single sigmoid unit
+        proba = np.hstack([1 - proba, proba])
+    full = np.zeros((len(proba), n_classes))
+    full[:, np.asarray(model_classes, dtype=int)] = proba
+    return full / full.sum(axis=1, keepdims=True)  # float32 heads sum to 1 only within 1e-7
+
+
 def score(y_true: np.ndarray, proba: np.ndarray, model_classes,
           n_classes: int) -> tuple[dict, np.ndarray]:
     """The leaderboard's metrics for one model on one split, and its predictions.
@@ -22,9 +32,7 @@ def score(y_true: np.ndarray, proba: np.ndarray, model_classes,
     ``proba`` has one column per class the model was trained on
     (``model_classes``); they are placed in the dataset's full class order.
     """
-    full = np.zeros((len(proba), n_classes))
-    full[:, np.asarray(model_classes, dtype=int)] = proba
-    full /= full.sum(axis=1, keepdims=True)  # float32 heads sum to 1 only within 1e-7
+    full = full_proba(proba, model_classes, n_classes)
     predicted = np.argmax(full, axis=1)
     labels = np.arange(n_classes)
     result = {

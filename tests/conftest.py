@@ -99,3 +99,38 @@ def feature_cache(tmp_path) -> Path:
     """Train, validation and test splits of an easy 2-class problem."""
     return write_feature_cache(tmp_path / "features.h5", {
         "train": blobs(40, seed=1), "validation": blobs(20, seed=2), "test": blobs(20, seed=3)})
+
+
+def _stage2(root, backbone: str):
+    """A run folder whose dense head was trained on tiny-image features."""
+    from pipeline import CompareConfig, ExtractConfig, compare, extract_features
+
+    data = make_dataset(root / "data", splits=("train", "validation", "test"), per_class=8)
+    config = ExtractConfig(backbone=backbone, weights="none", image_size=32, cache_dir=str(root / "cache"))
+    cache = extract_features(data, config, progress=False)
+    compare(cache.path, CompareConfig(classifiers=("logreg", "dense"), out=str(root / "run"),
+                                      params={"dense": {"epochs": [20], "units": [16]}}))
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def stage2_run(tmp_path_factory):
+    # VGG16: with random weights its features still vary from image to image,
+    # where MobileNet's vanish (about 1e-18), so a wrong rebuild shows.
+    return _stage2(tmp_path_factory.mktemp("vgg"), "vgg16")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_run(tmp_path_factory):
+    """MobileNet has BatchNormalization layers; VGG16 has none."""
+    return _stage2(tmp_path_factory.mktemp("mobilenet"), "mobilenet")
+
+
+@pytest.fixture
+def run(stage2_run, tmp_path):
+    """A fresh copy of the stage-2 run for each test that writes into it."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(stage2_run, copy)
+    return copy

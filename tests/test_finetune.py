@@ -4,44 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_dataset
 
-from pipeline import CompareConfig, ExtractConfig, compare, extract_features
+from pipeline import CompareConfig, compare
 from pipeline.config import FinetuneConfig
 from pipeline.errors import ConfigError, RunError
 from pipeline.finetune import finetune, open_source, rebuild, unfreeze
-
-def _stage2(root, backbone: str):
-    """A run folder whose dense head was trained on tiny-image features."""
-    data = make_dataset(root / "data", splits=("train", "validation", "test"), per_class=8)
-    config = ExtractConfig(backbone=backbone, weights="none", image_size=32, cache_dir=str(root / "cache"))
-    cache = extract_features(data, config, progress=False)
-    compare(cache.path, CompareConfig(classifiers=("logreg", "dense"), out=str(root / "run"),
-                                      params={"dense": {"epochs": [20], "units": [16]}}))
-    return root / "run"
-
-
-@pytest.fixture(scope="module")
-def stage2_run(tmp_path_factory):
-    # VGG16: with random weights its features still vary from image to image,
-    # where MobileNet's vanish (about 1e-18), so a wrong rebuild shows.
-    return _stage2(tmp_path_factory.mktemp("vgg"), "vgg16")
-
-
-@pytest.fixture(scope="module")
-def mobilenet_run(tmp_path_factory):
-    """MobileNet has BatchNormalization layers; VGG16 has none."""
-    return _stage2(tmp_path_factory.mktemp("mobilenet"), "mobilenet")
-
-
-@pytest.fixture
-def run(stage2_run, tmp_path):
-    """A fresh copy of the stage-2 run for each test that writes into it."""
-    import shutil
-
-    copy = tmp_path / "run"
-    shutil.copytree(stage2_run, copy)
-    return copy
+from pipeline.predict import predict
 
 
 def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run):
@@ -60,6 +28,9 @@ def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run):
     history = (run / "finetune" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3
     assert not list((run / "finetune").glob("backup-*"))
+    images = str(open_source(run, check_images=False).root / "test")
+    predicted = predict(run, [images], model="finetuned")
+    assert len(predicted.rows) == 16 and predicted.model == "finetuned"
 
 
 def test_a_wrong_preprocessing_fails_the_hand_off_and_says_so(run):

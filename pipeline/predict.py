@@ -1,0 +1,149 @@
+"""Classify new images with any model of a run; export Keras models for serving.
+
+A stage-2 classifier is composed with the stage-1 backbone recorded in the
+run's cache key (size, preprocessing, pooling, decoding), so the user never
+re-states them; the fine-tuned model takes pixels directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import backbones
+from .data import is_image_name
+from .errors import ConfigError, RunError
+from .extract import spec_from_key
+from .report import full_proba
+from .runs import load_model, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Predictions, one row per readable image, and the images that were not."""
+
+    model: str
+    classes: list[str]
+    rows: list[dict]
+    unreadable: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "classes": self.classes, "predictions": self.rows,
+                "unreadable": self.unreadable}
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["path", "class", *(f"p_{c}" for c in self.classes), "error"])
+        for row in self.rows:
+            writer.writerow([row["path"], row["class"],
+                             *(f"{row['probabilities'][c]:.6f}" for c in self.classes), ""])
+        for bad in self.unreadable:
+            writer.writerow([bad["path"], "", *([""] * len(self.classes)), bad["reason"]])
+        return out.getvalue()
+
+
+def expand(inputs: list[str]) -> list[str]:
+    """Image files as given, and every image below each folder, in sorted order."""
+    paths = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise ConfigError(f"{item} is neither an image file nor a folder. Fix: check the path.")
+    if not paths:
+        raise ConfigError(f"No images found in {', '.join(inputs)}.")
+    return paths
+
+
+def model_name(run: Path, manifest: dict, model: str) -> str:
+    """``best`` is the top of the leaderboard; any other name must be a saved model."""
+    if model == "best":
+        return json.loads((run / "leaderboard.json").read_text())[0]["classifier"]
+    if model not in manifest["models"]:
+        raise RunError(f"`--model` must be best or one of {', '.join(manifest['models'])}. "
+                       f"Got {model!r}.")
+    return model
+
+
+def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
+            batch_size: int = 32, weights: str | None = None) -> PredictResult:
+    """Class probabilities of images (files or folders) from one model of a run.
+
+    Unreadable images are listed in ``unreadable`` with the decoder's reason;
+    they never stop the others.
+    """
+    from .decode import image_batches, why_unreadable
+
+    run = Path(run)
+    manifest = read_manifest(run)
+    name = model_name(run, manifest, model)
+    entry = manifest["models"][name]
+    key = manifest["cache"]["key"]
+    spec = spec_from_key(key, weights)
+    paths = expand(inputs)
+    classes = manifest["classes"]
+    loaded = load_model(run, name)
+    if entry["format"] == "keras-model":
+        forward, known = loaded, range(len(classes))
+    else:
+        forward = backbones.compiled_forward(backbones.build(spec, seed=key.get("seed") or 0))
+        known = loaded.classes_
+    seen, probabilities = [], []
+    for idx, images in image_batches(paths, range(len(paths)), spec.image_size, key["decode"], batch_size):
+        out = np.asarray(forward(images, training=False) if entry["format"] == "keras-model"
+                         else loaded.predict_proba(forward(images).numpy()))
+        probabilities.append(full_proba(out, known, len(classes)))
+        seen += idx.numpy().tolist()
+    rows = []
+    for i, p in zip(seen, np.concatenate(probabilities) if probabilities else []):
+        rows.append({"path": paths[i], "class": classes[int(np.argmax(p))],
+                     "probabilities": {c: float(v) for c, v in zip(classes, p)}})
+    unreadable = [{"path": paths[i], "reason": why_unreadable(paths[i], spec.image_size, key["decode"])}
+                  for i in sorted(set(range(len(paths))) - set(seen))]
+    for bad in unreadable:
+        log.warning("unreadable %s: %s", bad["path"], bad["reason"])
+    return PredictResult(name, classes, rows, unreadable)
+
+
+def export(run: str | os.PathLike, model: str, out: str | os.PathLike,
+           weights: str | None = None) -> dict[str, str]:
+    """Save a pixels-in, probabilities-out Keras model, and a SavedModel for serving.
+
+    The dense head is composed with the backbone and its preprocessing; the
+    fine-tuned model already is one. scikit-learn models cannot be exported
+    as Keras models.
+    """
+    import keras
+
+    run, out = Path(run), Path(out)
+    manifest = read_manifest(run)
+    name = model_name(run, manifest, model)
+    entry = manifest["models"][name]
+    if entry["format"] == "joblib":
+        raise ConfigError(f"`--export` needs a Keras model (dense or finetuned); {name} is a "
+                          "scikit-learn model. Fix: export `--model dense`, or load the joblib "
+                          "file with pipeline.runs.load_model in Python.")
+    loaded = load_model(run, name)
+    if entry["format"] == "keras":
+        key = manifest["cache"]["key"]
+        features = backbones.build(spec_from_key(key, weights), seed=key.get("seed") or 0)
+        pixels = keras.Input(features.input_shape[1:], name="pixels")
+        loaded = keras.Model(pixels, loaded.model_(features(pixels)), name=f"{name}_end_to_end")
+    out.mkdir(parents=True, exist_ok=True)
+    keras_path, saved_model = out / f"{name}.keras", out / f"{name}_savedmodel"
+    loaded.save(keras_path)
+    loaded.export(str(saved_model), verbose=False)
+    return {"keras": str(keras_path), "saved_model": str(saved_model)}
