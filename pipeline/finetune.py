@@ -13,6 +13,7 @@ size, pooling or weights before hours are spent training it.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import logging
 import os
@@ -110,12 +111,17 @@ def augmentation(text: str, seed: int = 0):
         if name not in AUGMENTATIONS:
             raise ConfigError(f"`--augment` takes {', '.join(AUGMENTATIONS)} (e.g. "
                               f"flip,rotate=0.2,zoom=0.2) or none. Got {name!r}.")
+        if name == "flip":
+            modes = ("horizontal", "vertical", "horizontal_and_vertical")
+            if value and value not in modes:
+                raise ConfigError(f"`--augment flip=` must be one of {', '.join(modes)}. Got {value!r}.")
+            layers.append(keras.layers.RandomFlip(value or "horizontal", seed=seed))
+            continue
         try:
             amount = float(value) if value else 0.1
         except ValueError:
             raise ConfigError(f"`--augment {name}=` must be a number. Got {value!r}.") from None
         layers.append({
-            "flip": lambda: keras.layers.RandomFlip(value or "horizontal", seed=seed),
             "rotate": lambda: keras.layers.RandomRotation(amount, seed=seed),
             "zoom": lambda: keras.layers.RandomZoom(amount, seed=seed),
             "translate": lambda: keras.layers.RandomTranslation(amount, amount, seed=seed),
@@ -306,6 +312,17 @@ class _EpochTimer:
         return Timer()
 
 
+def _strategy():
+    """All GPUs of this machine through MirroredStrategy; else the default strategy."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        log.info("training on %d GPUs (MirroredStrategy)", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
              callbacks: tuple = (), preprocess=None) -> FinetuneResult:
     """Stage 3: fine-tune the top of the base, starting from the stage-2 head.
@@ -321,13 +338,20 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
         PipelineError: a run without a dense head, changed images, a wrong
             layer, or a failed hand-off check.
     """
+    with _strategy().scope():  # variables are created, loaded and trained inside it
+        return _finetune(run, config or FinetuneConfig(), callbacks, preprocess)
+
+
+def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> FinetuneResult:
     import keras
 
     from . import report
     from .dense import DenseHead
     from .runs import add_model
 
-    config = config or FinetuneConfig()
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("`--tensorboard` needs the tensorboard package, which is not installed. "
+                          "Fix: pip install -e \".[tensorboard]\", or drop --tensorboard.")
     source = open_source(run, config.data, config.weights)
     n_classes = len(source.cache.classes)
     if [int(c) for c in source.head.classes_] != list(range(n_classes)):
@@ -373,7 +397,7 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
     if config.frozen_epochs and not frozen_marker.exists():
         base.trainable = False  # the tutorial's feature-extraction phase, augmentation on
         head.compile(model, n_classes, steps_per_execution=1)
-        model.fit(train, validation_data=validation[0], epochs=config.frozen_epochs,
+        model.fit(train, validation_data=validation[0], epochs=config.frozen_epochs, shuffle=False,
                   callbacks=common("frozen", max(before, _best(csv_path))), verbose=0)
         model.save_weights(work / "frozen.weights.h5")
         frozen_marker.write_text(str(config.frozen_epochs))
@@ -386,7 +410,7 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
     trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1)
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                             patience=config.patience)
-    model.fit(train, validation_data=validation[0], initial_epoch=done,
+    model.fit(train, validation_data=validation[0], initial_epoch=done, shuffle=False,
               epochs=done + config.epochs, callbacks=[*common("finetune", max(before, _best(csv_path))), stopper],
               verbose=0)
 

@@ -13,8 +13,8 @@ from pipeline.predict import predict
 
 
 def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run):
-    result = finetune(run, FinetuneConfig(epochs=2, frozen_epochs=1, unfreeze_top=5,
-                                          augment="flip,rotate=0.1", handoff_samples=8))
+    result = finetune(run, FinetuneConfig(epochs=2, frozen_epochs=1, unfreeze_top=5, tensorboard=True,
+                                          augment="flip,rotate=0.1,contrast=0.1", handoff_samples=8))
     assert result.handoff["max_abs_difference"] <= result.handoff["tolerance"] == 1e-4
     assert result.epochs == 3 and result.fine_tune_from == 1
     assert result.after >= result.before
@@ -28,6 +28,7 @@ def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run):
     history = (run / "finetune" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3
     assert not list((run / "finetune").glob("backup-*"))
+    assert list((run / "finetune" / "tensorboard").rglob("events.out.tfevents.*"))
     images = str(open_source(run, check_images=False).root / "test")
     predicted = predict(run, [images], model="finetuned")
     assert len(predicted.rows) == 16 and predicted.model == "finetuned"
@@ -88,6 +89,22 @@ def test_an_interrupted_fine_tune_resumes_from_its_last_epoch(run):
     result = finetune(run, config, callbacks=(Seen(),))
     assert Seen.epochs == [2, 3]  # epochs 0 and 1 were not run again
     assert result.epochs == 4
+
+
+def test_augmentation_text_is_checked():
+    from pipeline.finetune import augmentation
+
+    assert [type(l).__name__ for l in augmentation("flip,rotate=0.2,zoom=0.1,translate,contrast=0.3").layers] == \
+        ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast"]
+    assert augmentation("none").layers == []
+    assert augmentation("flip=vertical").layers[0].mode == "vertical"
+    with pytest.raises(ConfigError, match=r"`--augment flip=` must be one of horizontal, vertical, "
+                                          r"horizontal_and_vertical\. Got 'sideways'"):
+        augmentation("flip=sideways")
+    with pytest.raises(ConfigError, match=r"`--augment` takes flip, rotate, zoom, translate, contrast .* Got 'shear'"):
+        augmentation("flip,shear=0.2")
+    with pytest.raises(ConfigError, match=r"`--augment zoom=` must be a number\. Got 'big'"):
+        augmentation("zoom=big")
 
 
 def test_layer_names_and_indices_are_checked(stage2_run):

@@ -38,14 +38,37 @@ def test_real_features_are_imagenet_features(real_cache):
     assert (predicted == val.labels).mean() > 0.85
 
 
-def test_classifiers_on_real_features_reach_the_known_accuracy(real_cache, tmp_path):
-    """Logistic regression alone reaches about 0.957 on these features."""
+@pytest.fixture(scope="session")
+def real_run(real_cache, tmp_path_factory):
     from pipeline import CompareConfig, compare
 
-    result = compare(real_cache.path, CompareConfig(out=str(tmp_path / "run")))
+    return compare(real_cache.path, CompareConfig(out=str(tmp_path_factory.mktemp("real-run") / "run")))
+
+
+def test_classifiers_on_real_features_reach_the_known_accuracy(real_run):
+    """Logistic regression alone reaches about 0.957 on these features."""
+    result = real_run
     rows = {r["classifier"]: r["validation"]["accuracy"] for r in result.leaderboard}
     assert set(rows) == {"logreg", "dense", "linear_svm", "knn", "hist_gbdt"}
     assert result.leaderboard[0]["validation"]["accuracy"] >= 0.95
     assert rows["logreg"] >= 0.95
     assert rows["dense"] >= 0.94
     assert not result.has_test
+
+
+def test_fine_tuning_real_photos_starts_from_the_head_and_keeps_its_accuracy(real_run, shared_dir):
+    from pipeline.config import FinetuneConfig
+    from pipeline.finetune import finetune
+    from pipeline.predict import predict
+
+    result = finetune(real_run.run_dir, FinetuneConfig(epochs=1, unfreeze_top=5, handoff_samples=16))
+    assert result.handoff["max_abs_difference"] <= 1e-4  # real ImageNet weights, rebuilt
+    dense = next(r for r in real_run.leaderboard if r["classifier"] == "dense")
+    assert result.before == pytest.approx(dense["validation"]["accuracy"], abs=0.002)
+    assert result.after >= result.before >= 0.94
+    folder = shared_dir / "data" / "cats_and_dogs_filtered" / "validation" / "dogs"
+    photos = sorted(str(p) for p in folder.iterdir())[:8]
+    for model in ("finetuned", "logreg"):
+        predicted = predict(real_run.run_dir, photos, model=model)
+        assert [r["path"] for r in predicted.rows] == photos
+        assert sum(r["class"] == "dogs" for r in predicted.rows) >= 6
