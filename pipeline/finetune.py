@@ -1,18 +1,14 @@
-"""Stage 3: rebuild the network end to end, warm-started from the stage-2 head.
+"""Stage 3: fine-tune the top of the base, warm-started from the stage-2 head.
 
-    pixels -> augmentation (training only) -> the backbone's preprocess_input
-           -> backbone (training=False) with stage 1's pooling -> the dense head
-
-The head is the stage-2 ``dense.keras`` model itself, so it starts with its
-trained weights. Before any training, the rebuilt model in inference mode must
-reproduce the head's predictions on cached validation features (the hand-off
-check); it catches a rebuild that differs from extraction in preprocessing,
-size, pooling or weights before hours are spent training it.
+The model and its hand-off check are built in :mod:`pipeline.rebuild`; this
+module trains it in the TensorFlow tutorial's two phases (base frozen with
+augmentation on, then the top of the base unfrozen at a low learning rate),
+with Keras callbacks for early stopping, the best checkpoint, a CSV history,
+TensorBoard and resuming, and adds the result to the run.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import json
 import logging
@@ -23,220 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones
-from .cache import FeatureCache, fingerprint_all, key_hash
 from .config import FinetuneConfig
 from .errors import ConfigError, RunError
-from .extract import spec_from_key
+from .rebuild import Source, handoff_check, open_source, rebuild, unfreeze
 from .report import full_proba
-from .runs import load_model, read_manifest
 
 log = logging.getLogger(__name__)
-
-AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "contrast")
-# Probabilities from the rebuilt model and from the head on cached features
-# differ only by float32 rounding in a different batch/graph (about 1e-6 on
-# CPU); float16 caches add the rounding of the stored features (about 1e-3).
-HANDOFF_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
-
-
-@dataclass(frozen=True)
-class Source:
-    """What stage 1 and 2 left, re-opened and checked for stage 3."""
-
-    run: Path
-    manifest: dict
-    cache: FeatureCache
-    spec: backbones.BackboneSpec
-    root: Path
-    head: object  # the fitted DenseHead
-
-
-def open_source(run: str | os.PathLike, data: str | None = None, weights: str | None = None,
-                check_images: bool = True) -> Source:
-    """The run's cache, backbone spec, image folder and dense head, all checked.
-
-    Raises:
-        RunError: no dense head, or the cache changed since the run.
-        DataLayoutError/RunError: the images are not the ones extracted.
-    """
-    run = Path(run)
-    manifest = read_manifest(run)
-    if "dense" not in manifest["models"]:
-        raise RunError(
-            f"Run {run} has no dense head (it has {', '.join(manifest['models'])}); stage 3 "
-            "starts from it. Fix: run compare with `--classifiers ...,dense`."
-        )
-    cache = FeatureCache(manifest["cache"]["path"])
-    if key_hash(cache.key) != manifest["cache"]["key_hash"]:
-        raise RunError(f"{cache.path} was rebuilt with other images or settings after run {run} "
-                       "was made. Fix: run compare again on it.")
-    spec = spec_from_key(cache.key, weights)
-    root = Path(data or cache.data_root)
-    if check_images:
-        _check_images(cache, root)
-    return Source(run, manifest, cache, spec, root, load_model(run, "dense"))
-
-
-def _check_images(cache: FeatureCache, root: Path) -> None:
-    """The images on disk must be the ones whose features were cached."""
-    import h5py
-
-    changed, missing, total = [], [], 0
-    with h5py.File(cache.path, "r") as h5:
-        for split in cache.splits:
-            paths = [p.decode() for p in h5[split]["paths"][()]]
-            expected = [f.decode() for f in h5[split]["fingerprints"][()]]
-            total += len(paths)
-            present = [p for p in paths if (root / p).is_file()]
-            missing += sorted(set(paths) - set(present))
-            found = dict(zip(present, fingerprint_all(root, present)))
-            changed += [p for p, f in zip(paths, expected) if p in found and found[p] != f]
-    if missing or changed:
-        raise RunError(
-            f"The images under {root} are not the ones the cache was made from: "
-            f"{len(missing)} of {total} are missing and {len(changed)} changed "
-            f"(e.g. {', '.join((missing + changed)[:3])}). Fix: pass the original folder with "
-            "`--data DIR`, or extract and compare again on these images."
-        )
-
-
-def augmentation(text: str, seed: int = 0):
-    """Keras preprocessing layers from ``"flip,rotate=0.2,zoom=0.2,..."`` (training only)."""
-    import keras
-
-    layers = []
-    for item in [t.strip() for t in text.split(",") if t.strip() and t.strip() != "none"]:
-        name, _, value = item.partition("=")
-        if name not in AUGMENTATIONS:
-            raise ConfigError(f"`--augment` takes {', '.join(AUGMENTATIONS)} (e.g. "
-                              f"flip,rotate=0.2,zoom=0.2) or none. Got {name!r}.")
-        if name == "flip":
-            modes = ("horizontal", "vertical", "horizontal_and_vertical")
-            if value and value not in modes:
-                raise ConfigError(f"`--augment flip=` must be one of {', '.join(modes)}. Got {value!r}.")
-            layers.append(keras.layers.RandomFlip(value or "horizontal", seed=seed))
-            continue
-        try:
-            amount = float(value) if value else 0.1
-        except ValueError:
-            raise ConfigError(f"`--augment {name}=` must be a number. Got {value!r}.") from None
-        layers.append({
-            "rotate": lambda: keras.layers.RandomRotation(amount, seed=seed),
-            "zoom": lambda: keras.layers.RandomZoom(amount, seed=seed),
-            "translate": lambda: keras.layers.RandomTranslation(amount, amount, seed=seed),
-            "contrast": lambda: keras.layers.RandomContrast(amount, seed=seed),
-        }[name]())
-    return keras.Sequential(layers, name="augmentation")
-
-
-def rebuild(source: Source, config: FinetuneConfig, preprocess=None):
-    """``(model, core, base)``: the trainable model, its no-augmentation core, the base.
-
-    ``core`` maps pixels to probabilities exactly as stage 1 + the stage-2
-    head do; ``model`` puts augmentation in front of it.
-    """
-    import keras
-
-    seed = source.cache.key.get("seed") or 0
-    base = backbones.build_base(source.spec, seed)
-    features = backbones.build(source.spec, base=base, preprocess=preprocess, train_bn=config.train_bn)
-    head = source.head.model_
-    pixels = keras.Input(features.input_shape[1:], name="pixels")
-    core = keras.Model(pixels, head(features(pixels)), name="core")
-    augmented = keras.Input(features.input_shape[1:], name="pixels")
-    model = keras.Model(augmented, core(augmentation(config.augment, config.seed)(augmented)),
-                        name="finetuned")
-    return model, core, base, features
-
-
-def handoff_check(source: Source, core, features, n: int, preprocess_used=None) -> dict:
-    """The rebuilt model must reproduce the head on cached features; say what differs if not."""
-    from .decode import load_image
-
-    import tensorflow as tf
-
-    validation = source.cache.load("validation")
-    rows = np.linspace(0, len(validation.labels) - 1, min(n, len(validation.labels))).astype(int)
-    size, mode = source.spec.image_size, source.cache.key["decode"]
-    pixels = tf.stack([load_image(str(source.root / validation.paths[i]), size, mode) for i in rows])
-    expected = source.head.predict_proba(validation.features[rows])
-    n_classes = len(source.cache.classes)
-    got = full_proba(core.predict(pixels, verbose=0), range(n_classes), n_classes)
-    tolerance = HANDOFF_TOLERANCE[source.cache.dtype]
-    worst = float(np.abs(got - expected).max())
-    # Features too: a confident head can hide a wrong rebuild behind saturated
-    # probabilities.
-    cached = validation.features[rows].astype("float32")
-    rebuilt = features.predict(pixels, verbose=0)
-    same_features = rebuilt.shape == cached.shape and _close(rebuilt, cached)
-    if worst <= tolerance and same_features:
-        return {"images": len(rows), "max_abs_difference": worst, "tolerance": tolerance,
-                "max_feature_difference": float(np.abs(rebuilt - cached).max())}
-    part = _diagnose(source, cached, rebuilt, pixels)
-    raise RunError(
-        f"Hand-off check failed: on {len(rows)} validation images the rebuilt model's "
-        f"probabilities differ from the stage-2 head's by up to {worst:.3g} (tolerance "
-        f"{tolerance:g}){'' if same_features else ' and its features differ from the cache'}. "
-        f"What differs: {part} Nothing was trained."
-    )
-
-
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    """Equal up to float rounding (float16 caches round at about 1e-3 of the scale)."""
-    return bool(np.abs(a - b).max() <= 2e-3 * max(1.0, float(np.abs(b).max())))
-
-
-def _diagnose(source: Source, cached: np.ndarray, rebuilt: np.ndarray, pixels) -> str:
-    key = source.cache.key
-    if rebuilt.shape[1:] != cached.shape[1:]:
-        return (f"pooling or size: the rebuilt base gives features of shape {rebuilt.shape[1:]}, "
-                f"the cache has {cached.shape[1:]} ({key['pooling']} pooling at {key['image_size']} px).")
-    if _close(rebuilt, cached):
-        return "the head: the features match the cache, so the head's weights are not the stage-2 head's."
-    canonical = backbones.build(source.spec, base=backbones.build_base(source.spec, key.get("seed") or 0))
-    if _close(canonical.predict(pixels, verbose=0), cached):
-        return (f"preprocessing: stage 1 used {key['preprocessing']}, and the backbone "
-                "reproduces the cached features with it, but not with the rebuilt model's.")
-    return (f"weights or decoding: the backbone ({key['backbone']}, weights {key['weights']}) "
-            "does not reproduce the cached features from these images. Fix: pass the "
-            "weights stage 1 used (`--weights`), or extract again.")
-
-
-def unfreeze(base, config: FinetuneConfig) -> int:
-    """Make the chosen top of the base trainable (BatchNorm stays frozen); returns the first index."""
-    import keras
-
-    layers = base.layers
-    if config.unfreeze_from is not None:
-        start = _layer_index(base, config.unfreeze_from)
-    else:
-        top = 20 if config.unfreeze_top is None else config.unfreeze_top
-        start = max(0, len(layers) - top)
-    base.trainable = True
-    for i, layer in enumerate(layers):
-        frozen_bn = isinstance(layer, keras.layers.BatchNormalization) and not config.train_bn
-        layer.trainable = i >= start and not frozen_bn
-    return start
-
-
-def _layer_index(base, where: str | int) -> int:
-    names = [layer.name for layer in base.layers]
-    text = str(where)
-    if text.lstrip("-").isdigit():
-        index = int(text)
-        if not 0 <= index < len(names):
-            raise ConfigError(f"`--unfreeze-from` {index} is beyond the base: {base.name} has "
-                              f"{len(names)} layers (0-{len(names) - 1}).")
-        return index
-    if text not in names:
-        near = difflib.get_close_matches(text, names, n=5, cutoff=0.5)
-        raise ConfigError(
-            f"`--unfreeze-from` {text!r} is not a layer of {base.name}. "
-            + (f"Nearest names: {', '.join(near)}. " if near else "")
-            + "Fix: use a layer name or index from `model.summary()`."
-        )
-    return names.index(text)
 
 
 @dataclass(frozen=True)

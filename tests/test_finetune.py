@@ -8,7 +8,8 @@ import pytest
 from pipeline import CompareConfig, compare
 from pipeline.config import FinetuneConfig
 from pipeline.errors import ConfigError, RunError
-from pipeline.finetune import finetune, open_source, rebuild, unfreeze
+from pipeline.finetune import finetune
+from pipeline.rebuild import open_source, rebuild, unfreeze
 from pipeline.predict import predict
 
 
@@ -92,7 +93,7 @@ def test_an_interrupted_fine_tune_resumes_from_its_last_epoch(run):
 
 
 def test_augmentation_text_is_checked():
-    from pipeline.finetune import augmentation
+    from pipeline.rebuild import augmentation
 
     assert [type(l).__name__ for l in augmentation("flip,rotate=0.2,zoom=0.1,translate,contrast=0.3").layers] == \
         ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast"]
