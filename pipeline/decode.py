@@ -73,14 +73,19 @@ def image_batches(
 
 def labelled_batches(paths: Sequence[str], labels: Sequence[int], size: int, mode: str,
                      batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Batches of ``(images, labels)`` for training; reshuffled every epoch when seeded."""
+    """Batches of ``(images, labels)`` for training; reshuffled every epoch when seeded.
+
+    Only images that decoded at extraction are given (their bytes are checked
+    against the cache first), so none is dropped here and the number of
+    batches is known, as Keras wants for its epochs.
+    """
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant(list(paths)), tf.constant(list(labels), tf.int32)))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda p, label: (load_image(p, size, mode), label),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def why_unreadable(path: str, size: int, mode: str = "auto") -> str:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
         model.save_weights(work / "frozen.weights.h5")
         frozen_marker.write_text(str(config.frozen_epochs))
     elif frozen_marker.exists():
-        model.load_weights(work / "frozen.weights.h5")
+        _load_weights(model, work / "frozen.weights.h5")
     done = int(frozen_marker.read_text()) if frozen_marker.exists() else 0
 
     first = unfreeze(base, config)
@@ -203,7 +204,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
               verbose=0)
 
     # Keep the best epoch on validation; if none beat the start, keep the start.
-    model.load_weights(best_path if best_path.exists() else start_path)
+    _load_weights(model, best_path if best_path.exists() else start_path)
     kept = _probabilities(core, validation[0], n_classes)
     after = float(np.mean(np.argmax(kept, 1) == validation[1]))
     history = _read_history(csv_path)
@@ -231,6 +232,13 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     log.info("fine-tuned: validation accuracy %.4f -> %.4f", before, after)
     return FinetuneResult(model_path, before, after, row, handoff, len(history["epoch"]), done,
                           first, seconds)
+
+
+def _load_weights(model, path: Path) -> None:
+    """Weights only: the checkpoint's optimizer state belongs to another compile."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
