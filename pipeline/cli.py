@@ -203,6 +203,8 @@ def _add_finetune(sub) -> None:
     p.add_argument("--tensorboard", action="store_true", help="TensorBoard logs in <run>/finetune/tensorboard")
     p.add_argument("--data", help="the image folder, if it moved since extraction")
     p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_float16"),
+                   help="auto: mixed float16 when a GPU is present")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -215,7 +217,7 @@ def _run_finetune(args) -> int:
         frozen_epochs=args.frozen_epochs, learning_rate=args.learning_rate,
         optimizer=args.optimizer, augment=args.augment, train_bn=args.train_bn,
         batch_size=args.batch_size, patience=args.patience, tensorboard=args.tensorboard,
-        data=args.data, weights=args.weights, seed=args.seed,
+        data=args.data, weights=args.weights, precision=args.precision, seed=args.seed,
     )
     result = finetune(args.run, config)
     if args.json:

@@ -127,6 +127,9 @@ class CompareConfig:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
+PRECISIONS = ("auto", "float32", "mixed_float16")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Stage 3 settings.
@@ -151,6 +154,8 @@ class FinetuneConfig:
         data: the image folder, when it moved since extraction.
         weights: the weights file, when stage 1 used one.
         handoff_samples: validation images the hand-off check compares.
+        precision: "auto" (mixed float16 when a GPU is present), "float32" or
+            "mixed_float16". The hand-off check always runs in float32.
         seed: seeds shuffling, augmentation and dropout.
     """
 
@@ -168,9 +173,13 @@ class FinetuneConfig:
     data: str | None = None
     weights: str | None = None
     handoff_samples: int = 32
+    precision: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"`--precision` must be one of {', '.join(PRECISIONS)}. "
+                              f"Got {self.precision!r}.")
         if self.unfreeze_from is not None and self.unfreeze_top is not None:
             raise ConfigError("Give `--unfreeze-from` or `--unfreeze-top`, not both. "
                               f"Got {self.unfreeze_from!r} and {self.unfreeze_top!r}.")

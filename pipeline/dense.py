@@ -97,12 +97,13 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         return layers
 
     def compile(self, model, n_classes: int, learning_rate: float | None = None,
-                steps_per_execution: int = 32) -> None:
+                steps_per_execution: int = 32, loss_scale: bool = False) -> None:
         """Compile ``model`` with this head's optimizer and loss.
 
         Several steps per call by default: these heads are tiny, and per-step
-        Python overhead would otherwise dominate on a CPU. Image pipelines of
-        unknown length (stage 3) use 1.
+        Python overhead would otherwise dominate on a CPU. Stage 3 uses 1, and
+        ``loss_scale`` when its base computes in float16 (so small gradients
+        do not underflow).
         """
         import keras
 
@@ -112,6 +113,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
             "rmsprop": lambda: keras.optimizers.RMSprop(rate),
             "sgd": lambda: keras.optimizers.SGD(rate, momentum=self.momentum),
         }[self.optimizer]()
+        if loss_scale:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"],
                       steps_per_execution=steps_per_execution)

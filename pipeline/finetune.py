@@ -101,6 +101,15 @@ class _EpochTimer:
         return Timer()
 
 
+def _mixed(precision: str) -> bool:
+    """Mixed float16 compute: asked for, or "auto" with a GPU present."""
+    import tensorflow as tf
+
+    if precision == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return precision == "mixed_float16"
+
+
 def _strategy():
     """All GPUs of this machine through MirroredStrategy; else the default strategy."""
     import tensorflow as tf
@@ -150,6 +159,9 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     handoff = handoff_check(source, core, features, config.handoff_samples)
     log.info("hand-off check passed on %d images (max difference %.2g)", handoff["images"],
              handoff["max_abs_difference"])
+    mixed = _mixed(config.precision)
+    if mixed:
+        model, core, base, features = rebuild(source, config, preprocess, like=base)
 
     work = source.run / "finetune"
     work.mkdir(exist_ok=True)
@@ -185,7 +197,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
 
     if config.frozen_epochs and not frozen_marker.exists():
         base.trainable = False  # the tutorial's feature-extraction phase, augmentation on
-        head.compile(model, n_classes, steps_per_execution=1)
+        head.compile(model, n_classes, steps_per_execution=1, loss_scale=mixed)
         model.fit(train, validation_data=validation[0], epochs=config.frozen_epochs, shuffle=False,
                   callbacks=common("frozen", max(before, _best(csv_path))), verbose=0)
         model.save_weights(work / "frozen.weights.h5")
@@ -196,7 +208,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
 
     first = unfreeze(base, config)
     # Recompile: what is trainable is fixed when the model is compiled.
-    trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1)
+    trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed)
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                             patience=config.patience)
     model.fit(train, validation_data=validation[0], initial_epoch=done, shuffle=False,
@@ -210,7 +222,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     history = _read_history(csv_path)
     row = {"classifier": "finetuned", "params": {
         "first_trainable_layer": first, "learning_rate": rate, "epochs": len(history["epoch"]),
-        "augment": config.augment}}
+        "augment": config.augment, "precision": "mixed_float16" if mixed else "float32"}}
     row["validation"], _ = report.score(validation[1], kept, range(n_classes), n_classes)
     row["test"] = None
     if "test" in data:  # looked at once, after training

@@ -124,27 +124,39 @@ def augmentation(text: str, seed: int = 0):
     return keras.Sequential(layers, name="augmentation")
 
 
-def rebuild(source: Source, config: FinetuneConfig, preprocess=None):
-    """``(model, core, base)``: the trainable model, its no-augmentation core, the base.
+def rebuild(source: Source, config: FinetuneConfig, preprocess=None, like=None):
+    """``(model, core, base, features)``: the trainable model, its no-augmentation
+    core (pixels to probabilities, exactly as stage 1 + the stage-2 head), the
+    backbone, and pixels-to-features.
 
-    ``core`` maps pixels to probabilities exactly as stage 1 + the stage-2
-    head do; ``model`` puts augmentation in front of it.
+    Args:
+        like: a float32 base already built (and hand-off checked); given, the
+            base is rebuilt with mixed float16 compute and its weights.
     """
     import keras
 
-    seed = source.cache.key.get("seed") or 0
-    base = backbones.build_base(source.spec, seed)
+    if like is None:
+        base = backbones.build_base(source.spec, source.cache.key.get("seed") or 0)
+    else:
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_float16")  # only the base computes in float16
+        try:
+            base = backbones.build_base(source.spec, source.cache.key.get("seed") or 0)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        base.set_weights(like.get_weights())
     features = backbones.build(source.spec, base=base, preprocess=preprocess, train_bn=config.train_bn)
-    head = source.head.model_
+    head = source.head.model_  # float32, with the stage-2 weights
     pixels = keras.Input(features.input_shape[1:], name="pixels")
     core = keras.Model(pixels, head(features(pixels)), name="core")
     augmented = keras.Input(features.input_shape[1:], name="pixels")
-    model = keras.Model(augmented, core(augmentation(config.augment, config.seed)(augmented)),
+    augment = augmentation(config.augment, config.seed)
+    model = keras.Model(augmented, core(augment(augmented) if augment.layers else augmented),
                         name="finetuned")
     return model, core, base, features
 
 
-def handoff_check(source: Source, core, features, n: int, preprocess_used=None) -> dict:
+def handoff_check(source: Source, core, features, n: int) -> dict:
     """The rebuilt model must reproduce the head on cached features; say what differs if not."""
     from .decode import load_image
 

@@ -138,3 +138,24 @@ def test_images_that_changed_since_extraction_are_refused(run):
             finetune(run, FinetuneConfig(epochs=1))
     finally:
         victim.write_bytes(victim.read_bytes()[:-1])
+
+
+def test_mixed_precision_trains_a_float16_base_after_a_float32_hand_off(run):
+    import keras
+
+    result = finetune(run, FinetuneConfig(epochs=1, unfreeze_top=4, precision="mixed_float16",
+                                          handoff_samples=4, augment="none"))
+    assert result.handoff["max_abs_difference"] <= 1e-4  # checked before switching precision
+    assert result.row["params"]["precision"] == "mixed_float16"
+    saved = keras.models.load_model(run / "models" / "finetuned.keras")
+    policies = {layer.dtype_policy.name for layer in _all_layers(saved)
+                if isinstance(layer, keras.layers.Conv2D)}
+    assert policies == {"mixed_float16"}
+    assert saved.output.dtype == "float32"  # the head computes and answers in float32
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
