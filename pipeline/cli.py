@@ -194,6 +194,8 @@ def _add_finetune(sub) -> None:
     p.add_argument("--frozen-epochs", type=int, default=0,
                    help="epochs with the base frozen and augmentation on, first")
     p.add_argument("--learning-rate", type=float, help="default: a tenth of the head's")
+    p.add_argument("--base-learning-rate", type=float,
+                   help="a lower rate for the unfrozen base layers (discriminative fine-tuning)")
     p.add_argument("--optimizer", choices=("adam", "rmsprop", "sgd"), help="default: the head's")
     p.add_argument("--augment", default="flip,rotate=0.2,zoom=0.2",
                    help="flip[=horizontal|vertical|horizontal_and_vertical],rotate=F,zoom=F,translate=F,contrast=F or none")
@@ -215,6 +217,7 @@ def _run_finetune(args) -> int:
     config = FinetuneConfig(
         unfreeze_from=args.unfreeze_from, unfreeze_top=args.unfreeze_top, epochs=args.epochs,
         frozen_epochs=args.frozen_epochs, learning_rate=args.learning_rate,
+        base_learning_rate=args.base_learning_rate,
         optimizer=args.optimizer, augment=args.augment, train_bn=args.train_bn,
         batch_size=args.batch_size, patience=args.patience, tensorboard=args.tensorboard,
         data=args.data, weights=args.weights, precision=args.precision, seed=args.seed,

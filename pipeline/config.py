@@ -144,6 +144,8 @@ class FinetuneConfig:
         frozen_epochs: epochs with the base frozen and augmentation on, before
             fine-tuning (the tutorial's feature-extraction phase).
         learning_rate: fine-tuning rate (None: a tenth of the head's).
+        base_learning_rate: a lower rate for the base's unfrozen layers
+            (discriminative fine-tuning); None: the same rate everywhere.
         optimizer: "adam", "rmsprop" or "sgd" (None: the head's).
         augment: comma-separated augmentation, e.g. "flip,rotate=0.2,zoom=0.2";
             "none" for no augmentation. Active only in training.
@@ -164,6 +166,7 @@ class FinetuneConfig:
     epochs: int = 10
     frozen_epochs: int = 0
     learning_rate: float | None = None
+    base_learning_rate: float | None = None
     optimizer: str | None = None
     augment: str = "flip,rotate=0.2,zoom=0.2"
     train_bn: bool = False

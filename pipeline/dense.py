@@ -8,6 +8,7 @@ trained weights. TensorFlow is imported only when a head is fitted or loaded.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -97,22 +98,23 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         return layers
 
     def compile(self, model, n_classes: int, learning_rate: float | None = None,
-                steps_per_execution: int = 32, loss_scale: bool = False) -> None:
+                steps_per_execution: int = 32, loss_scale: bool = False,
+                slower: tuple[frozenset, float] | None = None) -> None:
         """Compile ``model`` with this head's optimizer and loss.
 
         Several steps per call by default: these heads are tiny, and per-step
-        Python overhead would otherwise dominate on a CPU. Stage 3 uses 1, and
+        Python overhead would otherwise dominate on a CPU. Stage 3 uses 1,
         ``loss_scale`` when its base computes in float16 (so small gradients
-        do not underflow).
+        do not underflow), and ``slower = (variable paths, factor)`` to train
+        those variables (the base's) at ``factor`` times the rate.
         """
         import keras
 
         rate = self.learning_rate if learning_rate is None else learning_rate
-        optimizer = {
-            "adam": lambda: keras.optimizers.Adam(rate),
-            "rmsprop": lambda: keras.optimizers.RMSprop(rate),
-            "sgd": lambda: keras.optimizers.SGD(rate, momentum=self.momentum),
-        }[self.optimizer]()
+        kind, kwargs = {"adam": (keras.optimizers.Adam, {}),
+                        "rmsprop": (keras.optimizers.RMSprop, {}),
+                        "sgd": (keras.optimizers.SGD, {"momentum": self.momentum})}[self.optimizer]
+        optimizer = kind(rate, **kwargs) if slower is None else _scaled(kind, *slower)(rate, **kwargs)
         if loss_scale:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
@@ -181,3 +183,24 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         head.model_ = keras.models.load_model(path)
         head.classes_ = np.asarray(classes)
         return head
+
+
+def _scaled(kind, paths: frozenset, factor: float):
+    """``kind`` (a Keras optimizer class) with its rate times ``factor`` for ``paths``.
+
+    Keras 3 has no per-variable learning rate (keras-team/keras#21741), but
+    every optimizer's ``update_step`` receives the rate, so scaling it there
+    is exact for Adam, RMSprop and SGD alike, unlike scaling gradients.
+    """
+
+    class Discriminative(kind):
+        def update_step(self, gradient, variable, learning_rate):
+            # TensorFlow names a Keras variable "<path>:0" ("<path>/replica_1:0"
+            # for a mirrored copy).
+            path = re.sub(r"(/replica_\d+)?:\d+$", "", variable.name)
+            if path in paths:
+                learning_rate = learning_rate * factor
+            return super().update_step(gradient, variable, learning_rate)
+
+    Discriminative.__name__ = f"Discriminative{kind.__name__}"
+    return Discriminative

@@ -208,7 +208,11 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
 
     first = unfreeze(base, config)
     # Recompile: what is trainable is fixed when the model is compiled.
-    trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed)
+    slower = None
+    if config.base_learning_rate is not None:  # discriminative: the base learns slower
+        slower = (frozenset(v.path for v in base.weights), config.base_learning_rate / rate)
+    trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed,
+                    slower=slower)
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                             patience=config.patience)
     model.fit(train, validation_data=validation[0], initial_epoch=done, shuffle=False,
@@ -222,7 +226,8 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     history = _read_history(csv_path)
     row = {"classifier": "finetuned", "params": {
         "first_trainable_layer": first, "learning_rate": rate, "epochs": len(history["epoch"]),
-        "augment": config.augment, "precision": "mixed_float16" if mixed else "float32"}}
+        "augment": config.augment, "precision": "mixed_float16" if mixed else "float32",
+        "base_learning_rate": config.base_learning_rate}}
     row["validation"], _ = report.score(validation[1], kept, range(n_classes), n_classes)
     row["test"] = None
     if "test" in data:  # looked at once, after training
@@ -236,6 +241,8 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     (work / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     (work / "handoff.json").write_text(json.dumps(handoff, indent=2))
     model_path = source.run / "models" / "finetuned.keras"
+    if slower:  # save with a stock optimizer, so plain keras.models.load_model reads the file
+        trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed)
     model.save(model_path)
     add_model(source.run, "finetuned", model_path, {"first_trainable_layer": first, **config.to_dict()})
     report.add_leaderboard_row(source.run, row)

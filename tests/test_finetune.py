@@ -159,3 +159,35 @@ def _all_layers(model):
         yield layer
         if hasattr(layer, "layers"):
             yield from _all_layers(layer)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "sgd"])
+def test_a_discriminative_rate_scales_only_the_base_updates(optimizer):
+    import keras
+
+    from pipeline.dense import DenseHead
+
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    changed = {}
+    for factor in (0.0, 1.0):
+        keras.utils.set_random_seed(0)
+        base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="b1")], name="base")
+        model = keras.Sequential([keras.Input((4,)), base, keras.layers.Dense(1, activation="sigmoid")])
+        start = [w.numpy().copy() for w in model.weights]
+        DenseHead(optimizer=optimizer, learning_rate=0.1).compile(
+            model, 2, steps_per_execution=1, slower=(frozenset(v.path for v in base.weights), factor))
+        model.fit(x, y, epochs=2, verbose=0)
+        changed[factor] = [not np.array_equal(a, w.numpy()) for a, w in zip(start, model.weights)]
+    assert changed[0.0] == [False, False, True, True]  # base still, head trained
+    assert changed[1.0] == [True, True, True, True]
+
+
+def test_fine_tuning_with_a_base_rate_saves_a_plain_keras_model(run):
+    import keras
+
+    result = finetune(run, FinetuneConfig(epochs=1, unfreeze_top=4, learning_rate=1e-3,
+                                          base_learning_rate=1e-5, handoff_samples=4))
+    assert result.row["params"]["base_learning_rate"] == 1e-5
+    saved = keras.models.load_model(run / "models" / "finetuned.keras")  # no custom objects needed
+    assert type(saved.optimizer).__name__ == "Adam"
