@@ -122,7 +122,7 @@ def _strategy():
 
 
 def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
-             callbacks: tuple = (), preprocess=None) -> FinetuneResult:
+             callbacks: tuple = (), preprocess=None, strategy=None) -> FinetuneResult:
     """Stage 3: fine-tune the top of the base, starting from the stage-2 head.
 
     Args:
@@ -131,12 +131,14 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
         callbacks: extra Keras callbacks for both phases.
         preprocess: replaces the backbone's preprocessing (only to show the
             hand-off check catching a wrong one).
+        strategy: a ``tf.distribute`` strategy (None: MirroredStrategy over
+            every GPU when there are several, else the default).
 
     Raises:
         PipelineError: a run without a dense head, changed images, a wrong
             layer, or a failed hand-off check.
     """
-    with _strategy().scope():  # variables are created, loaded and trained inside it
+    with (strategy or _strategy()).scope():  # variables are created, loaded and trained inside it
         return _finetune(run, config or FinetuneConfig(), callbacks, preprocess)
 
 

@@ -191,3 +191,29 @@ def test_fine_tuning_with_a_base_rate_saves_a_plain_keras_model(run):
     assert result.row["params"]["base_learning_rate"] == 1e-5
     saved = keras.models.load_model(run / "models" / "finetuned.keras")  # no custom objects needed
     assert type(saved.optimizer).__name__ == "Adam"
+
+
+MIRRORED = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pipeline.config import FinetuneConfig
+from pipeline.finetune import finetune
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+result = finetune(sys.argv[1], FinetuneConfig(epochs=1, unfreeze_top=4, base_learning_rate=0.0,
+                                              learning_rate=1e-3, handoff_samples=4), strategy=strategy)
+print("replicas", strategy.num_replicas_in_sync, "epochs", result.epochs)
+"""
+
+
+def test_fine_tuning_runs_under_a_mirrored_strategy(run):
+    """What several GPUs get, on two logical CPUs: variables made, loaded and trained in scope."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MIRRORED, str(run)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replicas 2 epochs 1" in done.stdout
+    assert (run / "models" / "finetuned.keras").is_file()
