@@ -12,16 +12,25 @@ Stage 2 compares classifiers on those arrays and writes a run folder::
     from pipeline import CompareConfig, compare
     run = compare(result.path, CompareConfig(classifiers=("logreg", "dense")))
     print(run.markdown)
+
+Stage 3 fine-tunes end to end from that run's dense head, and any model of
+the run classifies new images::
+
+    from pipeline import FinetuneConfig, finetune, predict
+    finetune(run.run_dir, FinetuneConfig(unfreeze_top=20, epochs=10))
+    predict(run.run_dir, ["new_photos/"], model="finetuned").to_csv()
 """
 
 from .backbones import BACKBONES, get_backbone, list_backbones
 from .cache import FeatureCache
 from .classifiers import CLASSIFIERS
 from .compare import CompareResult, compare
-from .config import CompareConfig, ExtractConfig
+from .config import CompareConfig, ExtractConfig, FinetuneConfig
 from .data import SplitConfig, discover
 from .errors import PipelineError
 from .extract import ExtractResult, extract_features
+from .finetune import FinetuneResult, finetune
+from .predict import predict
 
 __all__ = [
     "BACKBONES",
@@ -30,13 +39,17 @@ __all__ = [
     "CompareResult",
     "ExtractConfig",
     "ExtractResult",
+    "FinetuneConfig",
+    "FinetuneResult",
     "FeatureCache",
     "PipelineError",
     "SplitConfig",
     "compare",
     "discover",
     "extract_features",
+    "finetune",
     "get_backbone",
     "list_backbones",
+    "predict",
 ]
 __version__ = "0.1.0"
