@@ -88,7 +88,7 @@ class PartialCache:
             log.warning("discarding partial cache %s made for another key", self.folder)
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(marker, json.dumps(self.key, sort_keys=True).encode())
+        atomic_write(marker, json.dumps(self.key, sort_keys=True).encode())
 
     def _chunk_path(self, split: str, index: int) -> Path:
         return self.folder / f"{split}-{index:06d}.npz"
@@ -184,7 +184,8 @@ def _write_split(group, manifest: SplitManifest, chunks: list[Path],
     quarantine.create_dataset("reasons", data=bad_reasons, dtype=_STR)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -276,17 +277,28 @@ class FeatureCache:
                                  "different lengths. Fix: delete it and run extract again.")
 
     def load(self, split: str) -> SplitData:
-        if split not in self.splits:
-            raise CacheError(
-                f"Split {split!r} is not in {self.path}; it has {', '.join(self.splits)}."
-            )
         with h5py.File(self.path, "r") as h5:
-            group = h5[split]
+            group = self._group(h5, split)
             return SplitData(
                 features=group["features"][()],
                 labels=group["labels"][()],
                 paths=[p.decode() for p in group["paths"][()]],
             )
+
+    def index(self, split: str) -> SplitManifest:
+        """A split's images (paths, labels, fingerprints), without reading its features."""
+        with h5py.File(self.path, "r") as h5:
+            group = self._group(h5, split)
+            return SplitManifest(tuple(p.decode() for p in group["paths"][()]),
+                                 tuple(int(label) for label in group["labels"][()]),
+                                 tuple(f.decode() for f in group["fingerprints"][()]))
+
+    def _group(self, h5, split: str):
+        if split not in self.splits:
+            raise CacheError(
+                f"Split {split!r} is not in {self.path}; it has {', '.join(self.splits)}."
+            )
+        return h5[split]
 
     def summary(self) -> dict:
         """Everything ``inspect`` shows, JSON-ready."""

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from .dense import SPATIAL, DenseHead
+from .dense import DenseHead
 from .errors import ConfigError, UnknownNameError
 
 
@@ -138,10 +138,8 @@ def public_params(estimator: BaseEstimator) -> dict[str, str]:
     return {s: max(fulls, key=lambda f: f.count("__")) for s, fulls in by_short.items()}
 
 
-def resolve_params(classifier: Classifier, estimator: BaseEstimator,
-                   params: dict[str, list]) -> dict[str, str]:
-    """Check user parameter names against the estimator; short -> full names."""
-    known = public_params(estimator)
+def resolve_params(classifier: Classifier, known: dict[str, str], params: dict) -> dict[str, str]:
+    """Check user parameter names against ``public_params``; short -> full names."""
     for short in params:
         if short not in known:
             raise ConfigError(
@@ -161,17 +159,15 @@ def configure(classifier: Classifier, seed: int, overrides: dict[str, list],
         class_weight: None or "balanced".
         spatial: how spatial feature maps become vectors ("flatten", "avg", "max").
     """
-    if spatial not in SPATIAL:
-        raise ConfigError(f"`--spatial` must be one of {', '.join(SPATIAL)}. Got {spatial!r}.")
     estimator = classifier.build(seed)
+    known = public_params(estimator)
     grid = {**classifier.grid, **overrides}
-    names = resolve_params(classifier, estimator, grid)
+    names = resolve_params(classifier, known, grid)
     fixed = {names[k]: v[0] for k, v in grid.items() if len(v) == 1}
     searched = {names[k]: list(v) for k, v in grid.items() if len(v) > 1}
     if class_weight is not None and classifier.class_weight is not None:
-        fixed[public_params(estimator)[classifier.class_weight]] = class_weight
-    spatial_name = "spatial" if classifier.keras else "vectorize__spatial"
-    fixed[spatial_name] = spatial
+        fixed[known[classifier.class_weight]] = class_weight
+    fixed[known["spatial"]] = spatial  # the head's own, or the Vectorize step's
     estimator.set_params(**fixed)
     return estimator, searched
 

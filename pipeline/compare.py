@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +133,6 @@ def _refit(selected: _Selected, train: SplitData, validation: SplitData) -> _Sel
                      selected.search_seconds, time.perf_counter() - start)
 
 
-def _import_keras(keras_specs) -> None:
-    """Import TensorFlow up front, so a head's fit seconds are its training only."""
-    if keras_specs:
-        import keras  # noqa: F401
-
-
 def _n_jobs(config: CompareConfig, tasks: int, keras_busy: bool) -> int:
     cores = os.cpu_count() or 1
     wanted = cores if config.n_jobs < 0 else max(1, config.n_jobs)
@@ -208,11 +202,15 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
     jobs = [(_select, (c.name, *configured[c.name], train, validation, config.scoring, {}))
             for c in specs if not c.keras]
     jobs.sort(key=lambda job: job[1][0] != "hist_gbdt")  # the slowest first
-    selected = _overlapped(
-        jobs, config, bool(keras_specs),
-        lambda: _import_keras(keras_specs) or {c.name: _select(c.name, *configured[c.name], train, validation, config.scoring,
-                                 {"validation_data": (validation.features, validation.labels)})
-                 for c in keras_specs})
+
+    def select_keras() -> dict[str, _Selected]:
+        if keras_specs:
+            import keras  # noqa: F401  (up front: a head's fit seconds are its training only)
+        return {c.name: _select(c.name, *configured[c.name], train, validation, config.scoring,
+                                {"validation_data": (validation.features, validation.labels)})
+                for c in keras_specs}
+
+    selected = _overlapped(jobs, config, bool(keras_specs), select_keras)
 
     n_classes = len(cache.classes)
     rows, predictions = {}, {}
@@ -258,7 +256,7 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
     try:
         table = _write_run(run, cache, config, specs, final, leaderboard, predictions,
                            validation, test if has_test else None)
-        run_dir = run.commit(_manifest(cache, config, specs), config.overwrite)
+        run_dir = run.commit(_manifest(cache, config), config.overwrite)
     except BaseException:
         run.discard()
         raise
@@ -291,18 +289,18 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs
             report.plot_history(run.path("plots/dense_history.png"), model.history_, model.best_epoch_)
         run.save_model(c.name, model, c.keras,
                        model.get_params() if c.keras else final[c.name].params)
-    run.write_json("config.json", config.to_dict())
+    run.write_json("config.json", asdict(config))
     return table
 
 
-def _manifest(cache: FeatureCache, config: CompareConfig, specs) -> dict:
+def _manifest(cache: FeatureCache, config: CompareConfig) -> dict:
     return {
         "stage": "compare",
         "cache": {"path": str(cache.path.resolve()), "key_hash": key_hash(cache.key),
                   "key": {k: v for k, v in cache.key.items() if k != "images"}},
         "classes": cache.classes,
         "splits": cache.counts,
-        "config": config.to_dict(),
+        "config": asdict(config),
         "seed": config.seed,
         "library_versions": library_versions(
             ("tensorflow", "keras", "numpy", "h5py", "scikit-learn", "joblib", "matplotlib")),

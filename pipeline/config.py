@@ -11,6 +11,23 @@ from .errors import ConfigError
 
 DTYPES = ("float32", "float16")
 DECODE_MODES = ("auto", "full")
+SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
+REFITS = ("train", "train+validation")
+SPATIAL = ("flatten", "avg", "max")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+PRECISIONS = ("auto", "float32", "mixed_float16")
+
+
+def _one_of(flag: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"`--{flag}` must be one of {', '.join(choices)}. Got {value!r}.")
+
+
+def _positive(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"`--{name.replace('_', '-')}` must be a positive integer. Got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -50,16 +67,9 @@ class ExtractConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"`--dtype` must be one of {', '.join(DTYPES)}. Got {self.dtype!r}.")
-        if self.decode not in DECODE_MODES:
-            raise ConfigError(
-                f"`--decode` must be one of {', '.join(DECODE_MODES)}. Got {self.decode!r}."
-            )
-        for name in ("batch_size", "chunk_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"`--{name.replace('_', '-')}` must be a positive integer. Got {value!r}.")
+        _one_of("dtype", self.dtype, DTYPES)
+        _one_of("decode", self.decode, DECODE_MODES)
+        _positive(self, "batch_size", "chunk_size")
         if self.chunk_size < self.batch_size:
             raise ConfigError(
                 f"`--chunk-size` must be at least `--batch-size` ({self.batch_size}). "
@@ -69,10 +79,6 @@ class ExtractConfig:
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser()
-
-
-SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
-REFITS = ("train", "train+validation")
 
 
 @dataclass(frozen=True)
@@ -110,10 +116,9 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if not self.classifiers:
             raise ConfigError("`--classifiers` must name at least one classifier. Got none.")
-        if self.scoring not in SCORINGS:
-            raise ConfigError(f"`--scoring` must be one of {', '.join(SCORINGS)}. Got {self.scoring!r}.")
-        if self.refit not in REFITS:
-            raise ConfigError(f"`--refit` must be one of {', '.join(REFITS)}. Got {self.refit!r}.")
+        _one_of("scoring", self.scoring, SCORINGS)
+        _one_of("refit", self.refit, REFITS)
+        _one_of("spatial", self.spatial, SPATIAL)
         if self.class_weight not in (None, "balanced"):
             raise ConfigError(f"`--class-weight` must be balanced (or absent). Got {self.class_weight!r}.")
         unused = sorted(set(self.params) - set(self.classifiers))
@@ -123,11 +128,6 @@ class CompareConfig:
                 f"({', '.join(self.classifiers)}). Fix: add it to --classifiers or drop the --param."
             )
 
-    def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-PRECISIONS = ("auto", "float32", "mixed_float16")
 
 
 @dataclass(frozen=True)
@@ -180,19 +180,13 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"`--precision` must be one of {', '.join(PRECISIONS)}. "
-                              f"Got {self.precision!r}.")
+        _one_of("precision", self.precision, PRECISIONS)
+        if self.optimizer is not None:
+            _one_of("optimizer", self.optimizer, OPTIMIZERS)
         if self.unfreeze_from is not None and self.unfreeze_top is not None:
             raise ConfigError("Give `--unfreeze-from` or `--unfreeze-top`, not both. "
                               f"Got {self.unfreeze_from!r} and {self.unfreeze_top!r}.")
-        for name in ("epochs", "batch_size", "handoff_samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"`--{name.replace('_', '-')}` must be a positive integer. Got {value!r}.")
+        _positive(self, "epochs", "batch_size", "handoff_samples")
         if self.frozen_epochs < 0 or (self.unfreeze_top is not None and self.unfreeze_top < 0):
             raise ConfigError("`--frozen-epochs` and `--unfreeze-top` must not be negative. "
                               f"Got {self.frozen_epochs!r}, {self.unfreeze_top!r}.")
-
-    def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}

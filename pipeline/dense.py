@@ -16,10 +16,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
+from .config import OPTIMIZERS, SPATIAL
 from .errors import ConfigError
-
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
-SPATIAL = ("flatten", "avg", "max")
+from .report import full_proba
 
 
 class DenseHead(ClassifierMixin, BaseEstimator):
@@ -163,9 +162,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
         p = self.model_.predict(np.asarray(X, dtype="float32"), batch_size=1024, verbose=0)
-        if p.shape[1] == 1:
-            p = np.hstack([1.0 - p, p])
-        return p.astype("float64")
+        n = len(self.classes_)
+        return full_proba(p, range(n), n)
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

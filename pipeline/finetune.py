@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,36 +69,16 @@ def _datasets(source: Source, config: FinetuneConfig) -> dict:
     size, mode = source.spec.image_size, source.cache.key["decode"]
     out = {}
     for split in source.cache.splits:
-        data = source.cache.load(split)
-        paths = [str(source.root / p) for p in data.paths]
-        out[split] = (labelled_batches(paths, data.labels, size, mode, config.batch_size,
+        images = source.cache.index(split)
+        paths = [str(source.root / p) for p in images.paths]
+        out[split] = (labelled_batches(paths, images.labels, size, mode, config.batch_size,
                                        shuffle_seed=config.seed if split == "train" else None),
-                      data.labels)
+                      np.asarray(images.labels))
     return out
 
 
 def _probabilities(model, dataset, n_classes: int) -> np.ndarray:
     return full_proba(model.predict(dataset, verbose=0), range(n_classes), n_classes)
-
-
-class _EpochTimer:
-    """Wall time of each training epoch (a Keras callback, built lazily)."""
-
-    def __new__(cls):
-        import keras
-
-        class Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._start)
-
-        return Timer()
 
 
 def _mixed(precision: str) -> bool:
@@ -158,7 +138,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
         raise RunError(f"The dense head of {source.run} was trained on classes "
                        f"{list(source.head.classes_)}, not all of {source.cache.classes}.")
     model, core, base, features = rebuild(source, config, preprocess)
-    handoff = handoff_check(source, core, features, config.handoff_samples)
+    handoff = handoff_check(source, features, base, config.handoff_samples)
     log.info("hand-off check passed on %d images (max difference %.2g)", handoff["images"],
              handoff["max_abs_difference"])
     mixed = _mixed(config.precision)
@@ -178,8 +158,10 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     rate = config.learning_rate or head.learning_rate / 10
     trainer = head if config.optimizer is None else DenseHead(
         **{**head.get_params(), "optimizer": config.optimizer})
-    trainer._check_params()
-    timer = _EpochTimer()
+    starts, seconds = [], []  # wall time of each training epoch
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]))
     csv_path = work / "history.csv"
     best_path = work / "best.weights.h5"
     start_path = work / "start.weights.h5"
@@ -235,24 +217,22 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     if "test" in data:  # looked at once, after training
         row["test"], _ = report.score(data["test"][1], _probabilities(core, data["test"][0], n_classes),
                                       range(n_classes), n_classes)
-    seconds = float(np.mean(timer.seconds)) if timer.seconds else 0.0
-    row.update(search_seconds=0.0, fit_seconds=round(sum(timer.seconds), 3), predict_seconds=0.0)
+    row.update(search_seconds=0.0, fit_seconds=round(sum(seconds), 3), predict_seconds=0.0)
 
     report.plot_history(source.run / "plots" / "finetune_history.png", history,
                         fine_tune_start=done, title="fine-tuning")
-    (work / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     (work / "handoff.json").write_text(json.dumps(handoff, indent=2))
     model_path = source.run / "models" / "finetuned.keras"
     if slower:  # save with a stock optimizer, so plain keras.models.load_model reads the file
         trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed)
     model.save(model_path)
-    add_model(source.run, "finetuned", model_path, {"first_trainable_layer": first, **config.to_dict()})
+    add_model(source.run, "finetuned", model_path, {"first_trainable_layer": first, **asdict(config)})
     report.add_leaderboard_row(source.run, row)
     for leftover in (start_path, best_path, work / "frozen.weights.h5", frozen_marker):
         leftover.unlink(missing_ok=True)
     log.info("fine-tuned: validation accuracy %.4f -> %.4f", before, after)
     return FinetuneResult(model_path, before, after, row, handoff, len(history["epoch"]), done,
-                          first, seconds)
+                          first, float(np.mean(seconds)) if seconds else 0.0)
 
 
 def _load_weights(model, path: Path) -> None:

@@ -96,16 +96,21 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     paths = expand(inputs)
     classes = manifest["classes"]
     loaded = load_model(run, name)
-    if entry["format"] == "keras-model":
-        forward, known = loaded, range(len(classes))
+    if entry["format"] == "keras-model":  # pixels in already
+        known = range(len(classes))
+
+        def model_proba(images):
+            return np.asarray(loaded(images, training=False))
     else:
-        forward = backbones.compiled_forward(backbones.build(spec, seed=key.get("seed") or 0))
         known = loaded.classes_
+        forward = backbones.compiled_forward(backbones.build(spec, seed=key.get("seed") or 0))
+
+        def model_proba(images):
+            return loaded.predict_proba(forward(images).numpy())
+
     seen, probabilities = [], []
     for idx, images in image_batches(paths, range(len(paths)), spec.image_size, key["decode"], batch_size):
-        out = np.asarray(forward(images, training=False) if entry["format"] == "keras-model"
-                         else loaded.predict_proba(forward(images).numpy()))
-        probabilities.append(full_proba(out, known, len(classes)))
+        probabilities.append(full_proba(model_proba(images), known, len(classes)))
         seen += idx.numpy().tolist()
     rows = []
     for i, p in zip(seen, np.concatenate(probabilities) if probabilities else []):
@@ -126,7 +131,7 @@ def export(run: str | os.PathLike, model: str, out: str | os.PathLike,
     fine-tuned model already is one. scikit-learn models cannot be exported
     as Keras models.
     """
-    import keras
+    from .rebuild import end_to_end
 
     run, out = Path(run), Path(out)
     manifest = read_manifest(run)
@@ -140,8 +145,7 @@ def export(run: str | os.PathLike, model: str, out: str | os.PathLike,
     if entry["format"] == "keras":
         key = manifest["cache"]["key"]
         features = backbones.build(spec_from_key(key, weights), seed=key.get("seed") or 0)
-        pixels = keras.Input(features.input_shape[1:], name="pixels")
-        loaded = keras.Model(pixels, loaded.model_(features(pixels)), name=f"{name}_end_to_end")
+        loaded = end_to_end(features, loaded.model_, f"{name}_end_to_end")
     out.mkdir(parents=True, exist_ok=True)
     keras_path, saved_model = out / f"{name}.keras", out / f"{name}_savedmodel"
     loaded.save(keras_path)

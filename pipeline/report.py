@@ -6,11 +6,13 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
 
-from .runs import RunWriter
+from .cache import atomic_write
+from .runs import RunWriter, read_manifest
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc")
 
@@ -70,23 +72,21 @@ def rank(rows: list[dict], scoring: str) -> list[dict]:
 
 def add_leaderboard_row(run, row: dict) -> list[dict]:
     """Add (or replace) one row in a finished run's leaderboard files."""
-    from pathlib import Path
-
-    from .runs import read_manifest
-
     run = Path(run)
     scoring = read_manifest(run)["config"]["scoring"]
     rows = [r for r in json.loads((run / "leaderboard.json").read_text())
             if r["classifier"] != row["classifier"]]
     rows = rank(rows + [row], scoring)
-    has_test = any(r["test"] for r in rows)
-    for name, text in (("leaderboard.md", markdown(rows, has_test, scoring)),
-                       ("leaderboard.csv", to_csv(flat_rows(rows))),
-                       ("leaderboard.json", json.dumps(rows, indent=2) + "\n")):
-        tmp = run / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(run / name)
+    for name, text in leaderboard_files(rows, any(r["test"] for r in rows), scoring).items():
+        atomic_write(run / name, text.encode())
     return rows
+
+
+def leaderboard_files(rows: list[dict], has_test: bool, scoring: str) -> dict[str, str]:
+    """``leaderboard.md``, ``.csv`` and ``.json``: name -> text."""
+    return {"leaderboard.md": markdown(rows, has_test, scoring),
+            "leaderboard.csv": to_csv(flat_rows(rows)),
+            "leaderboard.json": json.dumps(rows, indent=2) + "\n"}
 
 
 def _cell(value) -> str:
@@ -147,13 +147,11 @@ def to_csv(records: list[dict]) -> str:
 
 def write_tables(run: RunWriter, rows: list[dict], per_class_rows: list[dict],
                  candidates: list[dict], has_test: bool, scoring: str) -> str:
-    table = markdown(rows, has_test, scoring)
-    run.write_text("leaderboard.md", table)
-    run.write_text("leaderboard.csv", to_csv(flat_rows(rows)))
-    run.write_text("leaderboard.json", json.dumps(rows, indent=2) + "\n")
-    run.write_text("per_class.csv", to_csv(per_class_rows))
-    run.write_text("search.csv", to_csv(candidates))
-    return table
+    files = leaderboard_files(rows, has_test, scoring)
+    for name, text in {**files, "per_class.csv": to_csv(per_class_rows),
+                       "search.csv": to_csv(candidates)}.items():
+        run.write_text(name, text)
+    return files["leaderboard.md"]
 
 
 def _pyplot():

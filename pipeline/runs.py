@@ -18,6 +18,7 @@ from pathlib import Path
 
 import joblib
 
+from .cache import atomic_write
 from .errors import ConfigError, RunError
 
 MANIFEST = "manifest.json"
@@ -61,7 +62,7 @@ class RunWriter:
         self.path(relative).write_text(text, encoding="utf-8")
 
     def write_json(self, relative: str, data) -> None:
-        self.write_text(relative, json.dumps(data, indent=2, default=str) + "\n")
+        self.write_text(relative, _json(data))
 
     def save_model(self, name: str, estimator, keras: bool, params: dict | None = None) -> None:
         """Save a fitted model (``.keras`` for the Keras head, joblib otherwise)."""
@@ -89,6 +90,10 @@ class RunWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _json(data) -> str:
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
 def read_manifest(run: str | os.PathLike) -> dict:
     path = Path(run) / MANIFEST
     if not path.is_file():
@@ -97,19 +102,13 @@ def read_manifest(run: str | os.PathLike) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _write_manifest(run: Path, manifest: dict) -> None:
-    tmp = run / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, run / MANIFEST)
-
-
 def add_model(run: str | os.PathLike, name: str, path: Path, params: dict) -> None:
     """Record a whole Keras model (pixels in) saved into a finished run."""
     run = Path(run)
     manifest = read_manifest(run)
     manifest["models"][name] = {"file": str(Path(path).relative_to(run)), "format": "keras-model",
                                 "sha256": sha256(path), "params": params}
-    _write_manifest(run, manifest)
+    atomic_write(run / MANIFEST, _json(manifest).encode())
 
 
 def load_model(run: str | os.PathLike, name: str):
