@@ -23,7 +23,6 @@ the run classifies new images::
 
 from .backbones import BACKBONES, get_backbone, list_backbones
 from .cache import FeatureCache
-from .classifiers import CLASSIFIERS
 from .compare import CompareResult, compare
 from .config import CompareConfig, ExtractConfig, FinetuneConfig
 from .data import SplitConfig, discover
@@ -53,3 +52,13 @@ __all__ = [
     "predict",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The classifier registry builds scikit-learn estimators, and importing
+    # scikit-learn takes a second that stage-1 commands should not pay.
+    if name == "CLASSIFIERS":
+        from .classifiers import CLASSIFIERS
+
+        return CLASSIFIERS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,8 +5,9 @@ Hyper-parameters are searched with scikit-learn's ``GridSearchCV`` over a
 The test split is read from the cache only after every classifier is chosen
 and fitted, and each final model is evaluated on it exactly once.
 scikit-learn models run in parallel worker processes (one BLAS thread each,
-so the cores are not oversubscribed); the Keras head trains in this process
-afterwards, using all cores.
+so the cores are not oversubscribed) while the Keras head trains alongside
+in this process. scikit-learn and joblib are imported on first
+use, so importing the package stays cheap for stage 1.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from joblib import Parallel, delayed, parallel_config
-from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
 from . import report
 from .cache import FeatureCache, SplitData, key_hash, library_versions
-from .classifiers import Classifier, configure, get_classifier
 from .config import CompareConfig
 from .errors import ConfigError
 from .runs import RunWriter, check_writable, default_run_dir
+
+if TYPE_CHECKING:
+    from .classifiers import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ def _short(params: dict) -> dict:
 def _select(name: str, estimator, grid: dict, train: SplitData, validation: SplitData,
             scoring: str, fit_params: dict) -> _Selected:
     """Choose ``grid`` on validation, then fit the chosen settings on train."""
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
     start = time.perf_counter()
     candidates, chosen = [], {}
     if grid:
@@ -123,6 +127,8 @@ def _select(name: str, estimator, grid: dict, train: SplitData, validation: Spli
 
 def _refit(selected: _Selected, train: SplitData, validation: SplitData) -> _Selected:
     """The chosen settings, fitted on train + validation."""
+    from sklearn.base import clone
+
     model = clone(selected.model)
     if hasattr(selected.model, "refit_params"):
         model.set_params(**selected.model.refit_params())
@@ -149,6 +155,8 @@ def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
     scikit-learn models fit meanwhile in loky workers, each limited to one
     BLAS thread so workers plus TensorFlow do not oversubscribe the cores.
     """
+    from joblib import Parallel, delayed, parallel_config
+
     def pool() -> list[_Selected]:
         if not jobs:
             return []
@@ -176,6 +184,8 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
     Raises:
         PipelineError: bad settings, or a cache that cannot be used.
     """
+    from .classifiers import configure, get_classifier
+
     config = config or CompareConfig()
     started = time.perf_counter()
     specs: list[Classifier] = [get_classifier(n) for n in config.classifiers]

@@ -1,4 +1,8 @@
-"""Metrics, the leaderboard (Markdown, CSV, JSON) and the plots of a run."""
+"""Metrics, the leaderboard (Markdown, CSV, JSON) and the plots of a run.
+
+scikit-learn is imported where it is used: ``import pipeline`` (every stage-1
+command) should not wait a second for it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from sklearn import metrics as skm
 
 from .cache import atomic_write
 from .runs import RunWriter, read_manifest
@@ -34,6 +37,8 @@ def score(y_true: np.ndarray, proba: np.ndarray, model_classes,
     ``proba`` has one column per class the model was trained on
     (``model_classes``); they are placed in the dataset's full class order.
     """
+    from sklearn import metrics as skm
+
     full = full_proba(proba, model_classes, n_classes)
     predicted = np.argmax(full, axis=1)
     labels = np.arange(n_classes)
@@ -50,6 +55,8 @@ def score(y_true: np.ndarray, proba: np.ndarray, model_classes,
 
 
 def per_class(y_true, y_pred, classes: list[str]) -> list[dict]:
+    from sklearn import metrics as skm
+
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=np.arange(len(classes)), zero_division=0)
     return [{"class": c, "precision": round(float(p), 4), "recall": round(float(r), 4),
@@ -164,9 +171,11 @@ def _pyplot():
 
 
 def plot_confusion(path, y_true, y_pred, classes: list[str], title: str) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(2.2 + 0.5 * len(classes), 1.8 + 0.5 * len(classes)))
-    skm.ConfusionMatrixDisplay.from_predictions(
+    ConfusionMatrixDisplay.from_predictions(
         y_true, y_pred, labels=np.arange(len(classes)), display_labels=classes,
         ax=ax, colorbar=False, cmap="Blues")
     ax.set_title(title, fontsize=10)

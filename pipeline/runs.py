@@ -16,8 +16,6 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-import joblib
-
 from .cache import atomic_write
 from .errors import ConfigError, RunError
 
@@ -70,6 +68,8 @@ class RunWriter:
         if keras:
             estimator.save(self.path(relative))
         else:
+            import joblib
+
             joblib.dump(estimator, self.path(relative))
         self.models[name] = {"file": relative, "format": "keras" if keras else "joblib",
                              "sha256": sha256(self.path(relative)), "params": params or {},
@@ -133,4 +133,6 @@ def load_model(run: str | os.PathLike, name: str):
         import keras
 
         return keras.models.load_model(path)
+    import joblib
+
     return joblib.load(path)
