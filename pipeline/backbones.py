@@ -11,11 +11,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, UnknownNameError, WeightsError
+from .errors import ConfigError, UnknownNameError, WeightsError, first_line
+from .sources import keras_home
 
 log = logging.getLogger(__name__)
 
@@ -278,25 +278,20 @@ def _weights_error(spec: BackboneSpec, exc: Exception) -> WeightsError:
         models = keras_models_dir()
         return WeightsError(
             f"Could not obtain the ImageNet weights of {what}: they are not in "
-            f"the Keras cache {models} and downloading failed ({_first_line(exc)}). "
+            f"the Keras cache {models} and downloading failed ({first_line(exc)}). "
             "Fix: put the Keras weights file in that folder (or set KERAS_HOME), "
             "pass `--weights PATH`, or `--weights none` for random weights."
         )
     return WeightsError(
         f"The weights file {spec.weights} does not fit {what} with include_top="
-        f"False: {_first_line(exc)}. Fix: pass the no-top weights file of this "
+        f"False: {first_line(exc)}. Fix: pass the no-top weights file of this "
         "exact architecture and width."
     )
 
 
 def keras_models_dir() -> Path:
     """Where Keras keeps downloaded weights (``$KERAS_HOME/models``)."""
-    return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    return keras_home() / "models"
 
 
 def _sha256(path: Path) -> str:

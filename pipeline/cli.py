@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import backbones
@@ -197,8 +198,10 @@ def _add_finetune(sub) -> None:
     p.add_argument("--base-learning-rate", type=float,
                    help="a lower rate for the unfrozen base layers (discriminative fine-tuning)")
     p.add_argument("--optimizer", choices=("adam", "rmsprop", "sgd"), help="default: the head's")
+    p.add_argument("--momentum", type=float, help="momentum of sgd (default: the head's)")
     p.add_argument("--augment", default="flip,rotate=0.2,zoom=0.2",
-                   help="flip[=horizontal|vertical|horizontal_and_vertical],rotate=F,zoom=F,translate=F,contrast=F or none")
+                   help="flip[=horizontal|vertical|horizontal_and_vertical],rotate=F,zoom=F,translate=F,"
+                        "shear=F,contrast=F or none")
     p.add_argument("--train-bn", action="store_true", help="train BatchNormalization layers too")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=3, help="early stopping on validation accuracy")
@@ -218,7 +221,7 @@ def _run_finetune(args) -> int:
         unfreeze_from=args.unfreeze_from, unfreeze_top=args.unfreeze_top, epochs=args.epochs,
         frozen_epochs=args.frozen_epochs, learning_rate=args.learning_rate,
         base_learning_rate=args.base_learning_rate,
-        optimizer=args.optimizer, augment=args.augment, train_bn=args.train_bn,
+        optimizer=args.optimizer, momentum=args.momentum, augment=args.augment, train_bn=args.train_bn,
         batch_size=args.batch_size, patience=args.patience, tensorboard=args.tensorboard,
         data=args.data, weights=args.weights, precision=args.precision, seed=args.seed,
     )
@@ -262,6 +265,52 @@ def _run_predict(args) -> int:
     return 0
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="every stage in order (the default command): extract, compare, "
+                                   "[finetune], report")
+    p.add_argument("--config", help="a TOML file (e.g. recipes/tf_tutorial.toml, or a run's run.toml)")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
+                   help="override one setting, repeatable (e.g. extract.image_size=96, "
+                        "compare.params.dense.epochs=2, finetune.epochs=1)")
+    p.add_argument("--data", help="an image folder, keras:cats_and_dogs_filtered, tfds:NAME or demo "
+                                   "(default: keras:cats_and_dogs_filtered)")
+    p.add_argument("--demo", action="store_true",
+                   help="generated images, random weights, every stage: works offline in about a minute")
+    p.add_argument("--finetune", action="store_true", help="also run stage 3")
+    p.add_argument("--backbone", help="see the `backbones` command")
+    p.add_argument("--weights", help="imagenet, none (random) or a weights file")
+    p.add_argument("--cache-dir", help="folder of the feature caches (default: cache)")
+    p.add_argument("--name", help="run folder runs/<name>")
+    p.add_argument("--out", help="run folder, instead of runs/<name>")
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with other settings")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_run(args) -> int:
+    from .config import load_run_config
+    from .demo import SETTINGS
+    from .workflow import run_pipeline
+
+    flags = {"data": args.data, "extract.backbone": args.backbone, "extract.weights": args.weights,
+             "extract.cache_dir": args.cache_dir, "name": args.name, "out": args.out}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    if args.overwrite:
+        overrides.append("overwrite=true")
+    config = load_run_config(args.config, overrides + args.overrides, SETTINGS if args.demo else None)
+    if args.finetune and "finetune" not in config.stages:
+        config = replace(config, stages=(*config.stages, "finetune"))
+    result = run_pipeline(config, progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(result.leaderboard)
+    done = ", ".join(f"{stage} {how}" for stage, how in result.stages.items())
+    print(f"report: {result.run_dir / 'leaderboard.md'} ({done}; {result.seconds:.1f} s)")
+    print(f"reproduce: python run_pipeline.py run --config {result.run_dir / 'run.toml'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_pipeline.py",
@@ -269,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
     _add_extract(sub)
     p = sub.add_parser("inspect", help="describe a feature cache file")
     p.add_argument("file")
@@ -284,14 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"extract": _run_extract, "inspect": _run_inspect, "backbones": _run_backbones,
+COMMANDS = {"run": _run_run, "extract": _run_extract, "inspect": _run_inspect, "backbones": _run_backbones,
             "compare": _run_compare, "classifiers": _run_classifiers, "finetune": _run_finetune,
             "predict": _run_predict}
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ chatter out
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv if argv else ["run"])  # no arguments: the main job
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

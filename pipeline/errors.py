@@ -36,3 +36,13 @@ class WeightsError(PipelineError):
 
 class RunError(PipelineError):
     """A run folder is missing, incomplete, or a model in it was changed."""
+
+
+class DataSourceError(PipelineError):
+    """A named dataset (Keras-cached, tfds) cannot be obtained."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, for a message that quotes its cause."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

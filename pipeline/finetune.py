@@ -156,8 +156,9 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     before = float(np.mean(np.argmax(_probabilities(core, validation[0], n_classes), 1) == validation[1]))
     head = source.head
     rate = config.learning_rate or head.learning_rate / 10
-    trainer = head if config.optimizer is None else DenseHead(
-        **{**head.get_params(), "optimizer": config.optimizer})
+    changed = {k: v for k, v in (("optimizer", config.optimizer), ("momentum", config.momentum))
+               if v is not None}
+    trainer = DenseHead(**{**head.get_params(), **changed}) if changed else head
     starts, seconds = [], []  # wall time of each training epoch
     timer = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),

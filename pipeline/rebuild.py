@@ -26,7 +26,7 @@ from .errors import ConfigError, RunError
 from .extract import spec_from_key
 from .runs import load_model, read_manifest
 
-AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "contrast")
+AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "shear", "contrast")
 # Probabilities from the rebuilt model and from the head on cached features
 # differ only by float32 rounding in a different batch/graph (about 1e-6 on
 # CPU); float16 caches add the rounding of the stored features (about 1e-3).
@@ -114,6 +114,7 @@ def augmentation(text: str, seed: int = 0):
             "rotate": lambda: keras.layers.RandomRotation(amount, seed=seed),
             "zoom": lambda: keras.layers.RandomZoom(amount, seed=seed),
             "translate": lambda: keras.layers.RandomTranslation(amount, amount, seed=seed),
+            "shear": lambda: keras.layers.RandomShear(amount, amount, seed=seed),
             "contrast": lambda: keras.layers.RandomContrast(amount, seed=seed),
         }[name]())
     return keras.Sequential(layers, name="augmentation")

@@ -1,0 +1,129 @@
+"""``run_pipeline.py run``: every stage in order, each reusing what is already made.
+
+Stage 1 reuses its feature cache (the cache key decides). Stage 2 reuses the
+run folder when it was made from the same cache with the same settings, and
+stage 3 the fine-tuned model when its settings are unchanged; a run folder
+made with other settings is replaced only with ``overwrite``. The resolved
+configuration is saved as ``run.toml`` in the run folder, and passing it back
+with ``--config`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from .cache import key_hash
+from .config import RunConfig, run_config_toml
+from .errors import ConfigError, RunError, WeightsError
+
+log = logging.getLogger(__name__)
+RESOLVED = "run.toml"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What ``run`` did and where the report is."""
+
+    run_dir: Path
+    cache: Path
+    stages: dict[str, str]  # stage -> "ran" or "reused"
+    leaderboard: str  # leaderboard.md
+    config: RunConfig  # resolved
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"run_dir": str(self.run_dir), "cache": str(self.cache), "stages": self.stages,
+                "leaderboard": str(self.run_dir / "leaderboard.md"),
+                "config": str(self.run_dir / RESOLVED), "seconds": round(self.seconds, 2)}
+
+
+def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
+    """Run the configured stages and return where the report is.
+
+    Raises:
+        PipelineError: bad settings, data or weights that cannot be obtained,
+            or a run folder of other settings without ``overwrite``.
+    """
+    from .extract import extract_features
+    from .sources import resolve
+
+    started = time.perf_counter()
+    run_dir = config.run_dir
+    root = resolve(config.data, config.extract.cache_path)
+    try:
+        extracted = extract_features(root, config.extract, progress=progress)
+    except WeightsError as exc:
+        raise WeightsError(f"{exc} Or see the whole tool work offline with `--demo`.") from None
+    stages = {"extract": "reused" if extracted.hit else "ran"}
+    key = extracted.open().key
+    config = replace(config, name=run_dir.name, out=str(run_dir), extract=replace(
+        config.extract, alpha=key["alpha"], image_size=key["image_size"]))
+    if "compare" in config.stages:
+        stages["compare"] = _compare(config, extracted.path, key, run_dir)
+    if "finetune" in config.stages:
+        stages["finetune"] = _finetune(config, root, run_dir)
+    if run_dir.is_dir():
+        (run_dir / RESOLVED).write_text(run_config_toml(config), encoding="utf-8")
+    board = run_dir / "leaderboard.md"
+    return RunResult(run_dir, extracted.path, stages,
+                     board.read_text(encoding="utf-8") if board.is_file() else "", config,
+                     time.perf_counter() - started)
+
+
+def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str:
+    from .compare import compare
+    from .runs import MANIFEST, read_manifest
+
+    wanted = _comparable(asdict(config.compare))
+    if (run_dir / MANIFEST).is_file():
+        manifest = read_manifest(run_dir)
+        same_cache = manifest["cache"]["key_hash"] == key_hash(key)
+        if same_cache and _comparable(manifest["config"]) == wanted:
+            log.info("stage 2: reusing %s (same features and settings)", run_dir)
+            return "reused"
+        if not config.overwrite:
+            differs = [] if same_cache else ["the features (stage 1 settings or images)"]
+            differs += [f"compare.{k}" for k in wanted if manifest["config"].get(k) != wanted[k]]
+            raise ConfigError(
+                f"Run folder {run_dir} holds a run made with other settings (differs in "
+                f"{', '.join(differs)}). Fix: `--overwrite` to replace it, or `--out` (or a "
+                "`name`) for a new folder."
+            )
+    compare(features, replace(config.compare, out=str(run_dir), overwrite=True))
+    return "ran"
+
+
+def _comparable(settings: dict) -> dict:
+    """Stage-2 settings that shape its results (not where they go or how many processes)."""
+    return {k: v for k, v in _jsonable(settings).items() if k not in ("out", "overwrite", "n_jobs")}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _finetune(config: RunConfig, root: Path, run_dir: Path) -> str:
+    from .finetune import finetune
+    from .runs import read_manifest
+
+    if not run_dir.is_dir():
+        raise RunError("`stages` has finetune without compare, and there is no run folder "
+                       f"{run_dir} to start from. Fix: add compare to `stages`.")
+    weights = config.extract.weights
+    settings = replace(config.finetune, data=str(root),
+                       weights=weights if weights not in ("imagenet", "none") else None)
+    done = read_manifest(run_dir)["models"].get("finetuned")
+    if done is not None and _jsonable(
+            {k: v for k, v in done["params"].items() if k != "first_trainable_layer"}) == \
+            _jsonable(asdict(settings)):
+        log.info("stage 3: reusing %s/models/finetuned.keras (same settings)", run_dir)
+        return "reused"
+    finetune(run_dir, settings)
+    return "ran"
