@@ -72,3 +72,32 @@ def test_fine_tuning_real_photos_starts_from_the_head_and_keeps_its_accuracy(rea
         predicted = predict(real_run.run_dir, photos, model=model)
         assert [r["path"] for r in predicted.rows] == photos
         assert sum(r["class"] == "dogs" for r in predicted.rows) >= 6
+
+
+def test_the_main_job_runs_with_no_arguments_given_filled_keras_caches(real_cache, shared_dir, tmp_path):
+    """``python run_pipeline.py`` as a new user runs it, offline, once Keras's caches hold the
+    dataset and weights (the feature cache is shared with the tests above, so it is a hit)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline.backbones import keras_models_dir
+
+    home = tmp_path / "keras-home"
+    (home / "models").mkdir(parents=True)
+    shutil.copy(keras_models_dir() / "mobilenet_2_5_224_tf_no_top.h5", home / "models")
+    (home / "datasets" / "cats_and_dogs_filtered_extracted").mkdir(parents=True)
+    (home / "datasets" / "cats_and_dogs_filtered_extracted" / "cats_and_dogs_filtered").symlink_to(
+        shared_dir / "data" / "cats_and_dogs_filtered")
+    (tmp_path / "cache").symlink_to(real_cache.path.parent)
+    script = Path(__file__).resolve().parents[1] / "run_pipeline.py"
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "KERAS_HOME": str(home)}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "report: runs/cats_and_dogs_filtered/leaderboard.md (extract reused, compare ran" in done.stdout
+    rows = json.loads((tmp_path / "runs" / "cats_and_dogs_filtered" / "leaderboard.json").read_text())
+    assert {r["classifier"] for r in rows} == {"logreg", "dense", "linear_svm", "knn", "hist_gbdt"}
+    assert rows[0]["validation"]["accuracy"] >= 0.95

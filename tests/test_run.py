@@ -1,0 +1,129 @@
+"""``run``: every stage from one configuration, the demo, datasets, recipes."""
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from conftest import make_dataset
+from pipeline.backbones import get_backbone
+from pipeline.cli import main
+from pipeline.config import load_run_config
+from pipeline.errors import ConfigError
+from pipeline.sources import resolve
+from pipeline.workflow import run_pipeline
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network, and empty Keras caches: what a new user without either has."""
+    def refuse(self, address):
+        raise OSError(f"network is unreachable (test): {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_default_run_without_caches_says_what_is_missing_and_what_to_do(offline, capsys):
+    assert main(["run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("error: Could not obtain the dataset cats_and_dogs_filtered: it is not "
+                          "in the Keras cache (looked for ")
+    assert str(offline / "keras-home" / "datasets" / "cats_and_dogs_filtered_extracted"
+               / "cats_and_dogs_filtered") in err
+    assert "downloading https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip failed" in err
+    assert "`--data DIR`" in err and "`--demo`" in err
+    assert not Path("runs").exists()
+
+
+@pytest.mark.parametrize("layout", ["cats_and_dogs_filtered_extracted/cats_and_dogs_filtered",
+                                    "cats_and_dogs_filtered"])
+def test_keras_dataset_is_read_from_the_keras_cache_offline(offline, layout):
+    folder = make_dataset(offline / "keras-home" / "datasets" / layout)
+    assert resolve("keras:cats_and_dogs_filtered", offline / "cache") == folder
+
+
+def test_demo_runs_every_stage_offline_and_reruns_from_its_saved_config(offline, capsys):
+    assert main(["run", "--demo", "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["stages"] == {"extract": "ran", "compare": "ran", "finetune": "ran"}
+    run = Path(result["run_dir"])
+    rows = {r["classifier"]: r for r in json.loads((run / "leaderboard.json").read_text())}
+    assert set(rows) == {"logreg", "dense", "linear_svm", "knn", "hist_gbdt", "finetuned"}
+    assert rows["logreg"]["test"]["accuracy"] > 0.6  # learnable: chance is 1/3
+    assert (run / "plots" / "finetune_history.png").is_file()
+    saved = load_run_config(run / "run.toml")
+    assert saved.extract.backbone == "resnet50" and saved.extract.weights == "none"
+    assert main(["run", "--config", str(run / "run.toml"), "--no-progress", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["stages"] == {"extract": "reused", "compare": "reused", "finetune": "reused"}
+
+
+def test_run_reuses_its_folder_and_refuses_other_settings(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny = [f"data={json.dumps(str(tiny_data))}", "extract.weights=none", "extract.image_size=32",
+            "compare.classifiers=[\"logreg\"]"]
+    first = run_pipeline(load_run_config(overrides=tiny))
+    assert first.stages == {"extract": "ran", "compare": "ran"}
+    assert first.run_dir == Path("runs/data") and "logreg" in first.leaderboard
+    assert run_pipeline(load_run_config(overrides=tiny)).stages == {"extract": "reused", "compare": "reused"}
+    other = tiny + ["compare.params.logreg.C=0.5"]
+    with pytest.raises(ConfigError, match=r"Run folder runs/data holds a run made with other settings "
+                                          r"\(differs in compare.params\). Fix: `--overwrite`"):
+        run_pipeline(load_run_config(overrides=other))
+    replaced = run_pipeline(load_run_config(overrides=other + ["overwrite=true"]))
+    assert replaced.stages == {"extract": "reused", "compare": "ran"}
+    assert json.loads((replaced.run_dir / "manifest.json").read_text())["config"]["params"] == \
+        {"logreg": {"C": [0.5]}}
+
+
+def _mock_tfds(name: str, examples: int):
+    tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
+    return tfds.testing.mock_data(num_examples=examples)
+
+
+def test_tfds_dataset_becomes_an_image_folder_once(tmp_path):
+    with _mock_tfds("cassava", 10):
+        folder = resolve("tfds:cassava", tmp_path)
+    assert folder == tmp_path / "tfds" / "cassava"
+    files = sorted(folder.rglob("*.png"))
+    assert len(files) == 30 and {f.relative_to(folder).parts[0] for f in files} == {"train", "validation", "test"}
+    assert {f.parent.name for f in files} <= {"cbb", "cbsd", "cgm", "cmd", "healthy"}
+    assert resolve("tfds:cassava", tmp_path) == folder  # reused without tfds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_runs_end_to_end_on_tiny_data(recipe, tmp_path, monkeypatch):
+    """Each recipe as written, with only data, weights, size and epochs overridden."""
+    monkeypatch.chdir(tmp_path)
+    written = load_run_config(recipe)
+    size = max(32, get_backbone(written.extract.backbone).min_size)
+    tfds = written.data.startswith("tfds:")
+    data = "tfds:cassava" if tfds else str(make_dataset(tmp_path / "data", per_class=5))
+    config = load_run_config(recipe, [
+        f"data={json.dumps(data)}", "extract.weights=none", f"extract.image_size={size}",
+        "compare.params.dense.epochs=1", "finetune.epochs=1",
+        f"finetune.frozen_epochs={min(1, written.finetune.frozen_epochs)}", "finetune.handoff_samples=4"])
+    if tfds:
+        with _mock_tfds("cassava", 12):
+            result = run_pipeline(config, progress=False)
+    else:
+        result = run_pipeline(config, progress=False)
+    assert result.stages == {"extract": "ran", "compare": "ran", "finetune": "ran"}
+    rows = {r["classifier"] for r in json.loads((result.run_dir / "leaderboard.json").read_text())}
+    assert rows == set(written.compare.classifiers) | {"finetuned"}
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["models"]["dense"]["params"]["units"] == written.compare.params["dense"]["units"][0]
+    tuned = manifest["models"]["finetuned"]["params"]
+    assert (tuned["unfreeze_from"], tuned["optimizer"], tuned["learning_rate"], tuned["augment"]) == \
+        (written.finetune.unfreeze_from, written.finetune.optimizer, written.finetune.learning_rate,
+         written.finetune.augment)
+    assert (result.run_dir / "finetune" / "tensorboard").is_dir() == written.finetune.tensorboard
+    assert load_run_config(result.run_dir / "run.toml").extract.image_size == size
