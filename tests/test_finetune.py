@@ -95,15 +95,16 @@ def test_an_interrupted_fine_tune_resumes_from_its_last_epoch(run):
 def test_augmentation_text_is_checked():
     from pipeline.rebuild import augmentation
 
-    assert [type(l).__name__ for l in augmentation("flip,rotate=0.2,zoom=0.1,translate,contrast=0.3").layers] == \
-        ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast"]
+    assert [type(l).__name__ for l in augmentation("flip,rotate=0.2,zoom=0.1,translate,shear=0.2,contrast=0.3").layers] == \
+        ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomShear", "RandomContrast"]
     assert augmentation("none").layers == []
     assert augmentation("flip=vertical").layers[0].mode == "vertical"
     with pytest.raises(ConfigError, match=r"`--augment flip=` must be one of horizontal, vertical, "
                                           r"horizontal_and_vertical\. Got 'sideways'"):
         augmentation("flip=sideways")
-    with pytest.raises(ConfigError, match=r"`--augment` takes flip, rotate, zoom, translate, contrast .* Got 'shear'"):
-        augmentation("flip,shear=0.2")
+    with pytest.raises(ConfigError, match=r"`--augment` takes flip, rotate, zoom, translate, shear, contrast .* "
+                                          r"Got 'skew'"):
+        augmentation("flip,skew=0.2")
     with pytest.raises(ConfigError, match=r"`--augment zoom=` must be a number\. Got 'big'"):
         augmentation("zoom=big")
 
