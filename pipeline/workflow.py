@@ -10,6 +10,7 @@ with ``--config`` reproduces the run.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -98,15 +99,12 @@ def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str
 
 def _comparable(settings: dict) -> dict:
     """Stage-2 settings that shape its results (not where they go or how many processes)."""
-    return {k: v for k, v in _jsonable(settings).items() if k not in ("out", "overwrite", "n_jobs")}
+    return {k: v for k, v in _as_saved(settings).items() if k not in ("out", "overwrite", "n_jobs")}
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+def _as_saved(value):
+    """``value`` as the run's JSON manifest holds it (tuples become lists)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _finetune(config: RunConfig, root: Path, run_dir: Path) -> str:
@@ -120,9 +118,8 @@ def _finetune(config: RunConfig, root: Path, run_dir: Path) -> str:
     settings = replace(config.finetune, data=str(root),
                        weights=weights if weights not in ("imagenet", "none") else None)
     done = read_manifest(run_dir)["models"].get("finetuned")
-    if done is not None and _jsonable(
-            {k: v for k, v in done["params"].items() if k != "first_trainable_layer"}) == \
-            _jsonable(asdict(settings)):
+    if done is not None and {k: v for k, v in done["params"].items()
+                             if k != "first_trainable_layer"} == _as_saved(asdict(settings)):
         log.info("stage 3: reusing %s/models/finetuned.keras (same settings)", run_dir)
         return "reused"
     finetune(run_dir, settings)
