@@ -18,6 +18,8 @@ after them. The ``.h5`` file appears (by ``os.replace``) only when complete.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -25,6 +27,7 @@ import os
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -33,7 +36,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import CacheError
+from .errors import CacheError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,36 @@ def library_versions(names=("tensorflow", "keras", "numpy", "h5py")) -> dict[str
     return versions
 
 
+@contextmanager
+def cache_lock(final: Path):
+    """Hold ``<final>.lock`` while one process writes a cache file.
+
+    A second extraction of the same cache waits here, then finds the finished
+    file. The lock is an ``flock`` on an open file, so the kernel releases it
+    when its holder exits, even when killed: a stale lock file blocks no one.
+    """
+    lock = final.with_name(final.name + ".lock")
+    with open(lock, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another extraction of %s to finish (lock %s)", final.name, lock)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_failed(exc: OSError, what: Path, partial: Path) -> CacheError:
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    cause = "the disk is full (or a file size limit was reached)" if full else "it could not be written"
+    return CacheError(
+        f"Writing {what} failed: {cause} ({first_line(exc)}). Every chunk finished before it "
+        f"is kept in {partial}, and no finished cache file was changed. Fix: free space "
+        "(or raise the limit), then run the same command again; it resumes where it stopped.")
+
+
 class PartialCache:
     """The resumable, chunked work-in-progress of one cache file."""
 
@@ -93,9 +126,9 @@ class PartialCache:
     def _chunk_path(self, split: str, index: int) -> Path:
         return self.folder / f"{split}-{index:06d}.npz"
 
-    def done(self, split: str, n_chunks: int) -> set[int]:
-        """Chunks of a split that finished in an earlier run."""
-        return {k for k in range(n_chunks) if self._chunk_path(split, k).exists()}
+    def done(self, split: str, chunks: range) -> set[int]:
+        """Those of ``chunks`` that finished in an earlier run."""
+        return {k for k in chunks if self._chunk_path(split, k).exists()}
 
     def write_chunk(
         self,
@@ -108,30 +141,36 @@ class PartialCache:
     ) -> None:
         path = self._chunk_path(split, index)
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                rows=rows.astype(np.int64),
-                features=features,
-                bad_rows=np.asarray(bad_rows, dtype=np.int64),
-                bad_reasons=np.asarray(bad_reasons, dtype=str),
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    rows=rows.astype(np.int64),
+                    features=features,
+                    bad_rows=np.asarray(bad_rows, dtype=np.int64),
+                    bad_reasons=np.asarray(bad_reasons, dtype=str),
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # give back the space the half chunk took
+            raise _write_failed(exc, path, self.folder) from None
 
-    def assemble(self, splits: dict[str, "SplitManifest"], n_chunks: dict[str, int],
+    def assemble(self, splits: dict[str, "SplitManifest"], chunks: dict[str, range],
                  feature_shape: tuple[int, ...], dtype: str, attrs: dict) -> Path:
         """Join the chunks into the final HDF5 file, atomically; drop the chunks."""
         tmp = self.final.with_name(self.final.name + f".tmp-{os.getpid()}")
         try:
             with h5py.File(tmp, "w") as h5:
                 for split, manifest in splits.items():
-                    chunks = [self._chunk_path(split, k) for k in range(n_chunks[split])]
-                    _write_split(h5.create_group(split), manifest, chunks, feature_shape, dtype)
+                    files = [self._chunk_path(split, k) for k in chunks[split]]
+                    _write_split(h5.create_group(split), manifest, files, feature_shape, dtype)
                 for name, value in attrs.items():
                     h5.attrs[name] = value
             os.replace(tmp, self.final)
+        except OSError as exc:
+            raise _write_failed(exc, self.final, self.folder) from None
         finally:
             if tmp.exists():
                 tmp.unlink()
@@ -207,7 +246,8 @@ class FeatureCache:
     split's arrays.
     """
 
-    def __init__(self, path: str | os.PathLike, expected_key: dict | None = None):
+    def __init__(self, path: str | os.PathLike, expected_key: dict | None = None,
+                 allow_shard: bool = False):
         self.path = Path(path)
         partial = self.path.with_name(self.path.stem + ".partial")
         if self.path.suffix == ".partial" or (not self.path.exists() and partial.is_dir()):
@@ -231,6 +271,15 @@ class FeatureCache:
             ) from None
         with h5:
             self._read_metadata(h5, expected_key)
+            if "shards" in h5.attrs:
+                from .shards import check_sources
+
+                check_sources(self.path, h5)
+        if self.shard is not None and not allow_shard:
+            raise CacheError(
+                f"{self.path} is shard {self.shard['index']} of {self.shard['count']}: it holds "
+                "only part of the images. Fix: extract every shard, then join them with "
+                "`python run_pipeline.py merge` and use the merged file.")
 
     def _read_metadata(self, h5, expected_key: dict | None) -> None:
         attrs = h5.attrs
@@ -260,6 +309,7 @@ class FeatureCache:
         self.extraction = json.loads(attrs.get("extraction", "{}"))
         self.created = str(attrs.get("created", ""))
         self.data_root = str(attrs.get("data_root", ""))
+        self.shard = json.loads(attrs["shard"]) if "shard" in attrs else None
         self.splits = [s for s in ("train", "validation", "test") if s in h5]
         self.counts = {s: int(h5[s]["features"].shape[0]) for s in self.splits}
         first = h5[self.splits[0]]["features"] if self.splits else None
@@ -315,6 +365,7 @@ class FeatureCache:
             "data_root": self.data_root,
             "library_versions": self.library_versions,
             "extraction": self.extraction,
+            "shard": self.shard,
         }
 
 

@@ -44,12 +44,15 @@ def _add_extract(sub) -> None:
                    help="share sent to test when the folder has no split folders")
     p.add_argument("--test-from-validation", type=float, default=0.0,
                    help="share of validation moved to test when there is no test split (e.g. 0.2)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="extract only shard I of N into its own file (join them with `merge`)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _run_extract(args) -> int:
     from .extract import extract_features
+    from .shards import parse_shard
 
     config = ExtractConfig(
         backbone=args.backbone, alpha=args.alpha, image_size=args.image_size,
@@ -58,7 +61,9 @@ def _run_extract(args) -> int:
         cache_dir=args.cache_dir, seed=args.seed,
         split=SplitConfig(args.validation_fraction, args.test_fraction, args.test_from_validation),
     )
-    result = extract_features(args.data, config, progress=False if args.no_progress else None)
+    shard = parse_shard(args.shard) if args.shard else None
+    result = extract_features(args.data, config, progress=False if args.no_progress else None,
+                              shard=shard)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -78,7 +83,7 @@ def _run_extract(args) -> int:
 def _run_inspect(args) -> int:
     from .cache import FeatureCache
 
-    summary = FeatureCache(args.file).summary()
+    summary = FeatureCache(args.file, allow_shard=True).summary()
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -95,11 +100,27 @@ def _run_inspect(args) -> int:
     if ext:
         print(f"  {'extraction':<14} {ext['images']} images in {ext['seconds']} s "
               f"({ext['images_per_second']} images/s)")
+    if summary["shard"]:
+        print(f"  {'shard':<14} {summary['shard']['index']} of {summary['shard']['count']}")
     print(f"  {'created':<14} {summary['created']} from {summary['data_root']}")
     print(f"  {'versions':<14} " + ", ".join(f"{k} {v}" for k, v in summary["library_versions"].items()))
     print(f"  {'quarantined':<14} {len(summary['quarantined'])}")
     for q in summary["quarantined"]:
         print(f"    {q['path']} ({q['split']}): {q['reason']}")
+    return 0
+
+
+def _run_merge(args) -> int:
+    from .cache import FeatureCache
+    from .shards import merge
+
+    cache = FeatureCache(merge(args.shards, args.out))
+    if args.json:
+        print(json.dumps(cache.summary(), indent=2))
+        return 0
+    print(f"{cache.path}  (merged {cache.extraction['shards']} shards, features not copied)")
+    for split, n in cache.counts.items():
+        print(f"  {split:<10} {n:>7} rows  features {tuple(cache.feature_shape)}")
     return 0
 
 
@@ -323,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe a feature cache file")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser("merge", help="join the shard files of one extraction into one cache file")
+    p.add_argument("shards", nargs="+", help="every shard file, e.g. cache/NAME.shard-*.h5")
+    p.add_argument("--out", help="merged file (default: the unsharded cache name, next to the shards)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser("backbones", help="list the backbones, their sizes and feature shapes")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'efficientnet*'")
     p.add_argument("--json", action="store_true")
@@ -334,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"run": _run_run, "extract": _run_extract, "inspect": _run_inspect, "backbones": _run_backbones,
+COMMANDS = {"run": _run_run, "extract": _run_extract, "inspect": _run_inspect,
+            "merge": _run_merge, "backbones": _run_backbones,
             "compare": _run_compare, "classifiers": _run_classifiers, "finetune": _run_finetune,
             "predict": _run_predict}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones
+from . import backbones, shards
 from .cache import (FORMAT_VERSION, FeatureCache, PartialCache, SplitManifest,
-                    base_attrs, fingerprint_all, key_hash)
+                    base_attrs, cache_lock, fingerprint_all, key_hash)
 from .config import ExtractConfig
 from .data import Dataset, discover
 from .errors import CacheError, WeightsError
@@ -134,7 +134,8 @@ def _prepare_cache_dir(folder: Path) -> None:
 
 
 def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractConfig(),
-                     progress: bool | None = None) -> ExtractResult:
+                     progress: bool | None = None,
+                     shard: tuple[int, int] | None = None) -> ExtractResult:
     """Stage 1: features of every image of every split, cached in HDF5.
 
     A second call with the same images and settings is a cache hit: it
@@ -145,6 +146,8 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
         data: the dataset folder (see :func:`pipeline.data.discover`).
         config: stage 1 settings.
         progress: show a progress bar (None: only on a terminal).
+        shard: ``(i, n)`` to extract only shard i of n (1-based) into its own
+            file, to be joined with :func:`pipeline.shards.merge`.
 
     Raises:
         PipelineError: bad layout, settings, weights or cache folder.
@@ -154,7 +157,6 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
     spec = backbones.resolve(config.backbone, config.image_size, config.pooling,
                              config.alpha, config.weights)
     folder = config.cache_path
-    _prepare_cache_dir(folder)
     manifests = {}
     for split, items in dataset.splits.items():
         paths = [p for p, _ in items]
@@ -162,40 +164,60 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
                                          tuple(fingerprint_all(dataset.root, paths)))
     key = cache_key(spec, config, dataset, manifests)
     path = folder / cache_file_name(spec, key)
+    if shard is not None:
+        path = path.with_name(shards.shard_file_name(path.name, shard))
     summary = dict(classes=list(dataset.classes), missing={k: list(v) for k, v in dataset.missing.items()},
                    ignored_files=len(dataset.ignored))
 
-    if path.exists():
+    def hit() -> ExtractResult | None:
+        if not path.exists():
+            return None
         try:
-            cache = FeatureCache(path, expected_key=key)
+            cache = FeatureCache(path, expected_key=key, allow_shard=True)
         except CacheError as exc:
             log.warning("rebuilding the cache: %s", exc)
-        else:
-            PartialCache(path, key).discard()  # left over if killed after the rename
-            log.info("cache hit: %s", path)
-            return ExtractResult(path=path, hit=True, splits=cache.counts,
-                                 feature_shape=cache.feature_shape, quarantined=cache.quarantined,
-                                 seconds=time.perf_counter() - started, images_per_second=0.0,
-                                 **summary)
+            return None
+        PartialCache(path, key).discard()  # left over if killed after the rename
+        log.info("cache hit: %s", path)
+        return ExtractResult(path=path, hit=True, splits=cache.counts,
+                             feature_shape=cache.feature_shape, quarantined=cache.quarantined,
+                             seconds=time.perf_counter() - started, images_per_second=0.0,
+                             **summary)
 
+    found = hit()  # a finished cache needs no write access: a read-only folder is fine
+    if found:
+        return found
+    _prepare_cache_dir(folder)
+    with cache_lock(path):  # another extraction of the same cache finishes first
+        return hit() or _extract(dataset, spec, config, manifests, key, path, shard, summary,
+                                 progress, started)
+
+
+def _extract(dataset: Dataset, spec: backbones.BackboneSpec, config: ExtractConfig,
+             manifests: dict[str, SplitManifest], key: dict, path: Path,
+             shard: tuple[int, int] | None, summary: dict, progress: bool | None,
+             started: float) -> ExtractResult:
     partial = PartialCache(path, key)
     partial.open()
     model = backbones.build(spec, seed=config.seed)
     forward = backbones.compiled_forward(model)
     feature_shape = tuple(int(d) for d in model.output_shape[1:])
-    n_chunks = {s: -(-len(m.paths) // config.chunk_size) for s, m in manifests.items()}
-    done = {s: partial.done(s, n_chunks[s]) for s in manifests}
-    resumed = sum(
-        min(config.chunk_size, len(manifests[s].paths) - k * config.chunk_size)
-        for s in manifests for k in done[s]
-    )
+    owned = {s: shards.owned_chunks(-(-len(m.paths) // config.chunk_size), shard)
+             for s, m in manifests.items()}
+    done = {s: partial.done(s, owned[s]) for s in manifests}
+
+    def images(split: str, chunks) -> int:
+        return sum(min(config.chunk_size, len(manifests[split].paths) - k * config.chunk_size)
+                   for k in chunks)
+
+    resumed = sum(images(s, done[s]) for s in manifests)
     if resumed:
         log.info("resuming: %d images already extracted by an earlier run", resumed)
-    todo_total = sum(len(m.paths) for m in manifests.values()) - resumed
+    todo_total = sum(images(s, owned[s]) for s in manifests) - resumed
     compute_started = time.perf_counter()
     with _progress_bar(todo_total, progress) as bar:
         for split, manifest in manifests.items():
-            todo = sorted(set(range(n_chunks[split])) - done[split])
+            todo = sorted(set(owned[split]) - done[split])
             _extract_split(forward, dataset.root, split, manifest, partial, spec, config, todo, bar)
     compute_seconds = time.perf_counter() - compute_started
     rate = todo_total / compute_seconds if compute_seconds > 0 else 0.0
@@ -203,8 +225,11 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
                   "images_per_second": round(rate, 1), "resumed_images": resumed,
                   "batch_size": config.batch_size}
     attrs = base_attrs(key, list(dataset.classes), dataset.root, extraction)
-    partial.assemble(manifests, n_chunks, feature_shape, config.dtype, attrs)
-    cache = FeatureCache(path, expected_key=key)
+    if shard is not None:
+        attrs["shard"] = shards.shard_attr(shard, config.chunk_size,
+                                           {s: len(m.paths) for s, m in manifests.items()})
+    partial.assemble(manifests, owned, feature_shape, config.dtype, attrs)
+    cache = FeatureCache(path, expected_key=key, allow_shard=True)
     log.info("wrote %s", path)
     return ExtractResult(path=path, hit=False, splits=cache.counts,
                          feature_shape=cache.feature_shape, quarantined=cache.quarantined,
@@ -240,9 +265,8 @@ def _extract_split(forward, root: Path, split: str, manifest: SplitManifest, par
         partial.write_chunk(split, k, got, out.astype(config.dtype), bad, reasons)
         bar.update(len(bad))
 
-    for idx, images in batches:
+    for idx, images in _chunk_aligned(batches, size, config.batch_size):
         out = forward(images).numpy()
-        idx = idx.numpy()
         chunk_of = idx // size
         for k in np.unique(chunk_of):
             mask = chunk_of == k
@@ -254,6 +278,47 @@ def _extract_split(forward, root: Path, split: str, manifest: SplitManifest, par
             flush(todo.popleft())
     while todo:
         flush(todo.popleft())
+
+
+def _chunk_aligned(batches, chunk_size: int, batch_size: int):
+    """Batches that never cross a chunk boundary: ``(indices, images)``.
+
+    The decoding pipeline drops unreadable images, which would shift every
+    later batch. Here each chunk is cut into batches of its own readable
+    images, so an image meets the same batch-mates whether the split is
+    extracted whole, in shards, or resumed: the features are bit-identical
+    (a backbone's arithmetic can depend on the batch size). Batches that need
+    no regrouping (the usual case) pass through uncopied.
+    """
+    import tensorflow as tf
+
+    pending: list[tuple[np.ndarray, object]] = []
+    held = 0
+
+    def emit(n: int):
+        nonlocal pending, held
+        idx = np.concatenate([i for i, _ in pending])
+        images = pending[0][1] if len(pending) == 1 else tf.concat([x for _, x in pending], 0)
+        pending = [(idx[n:], images[n:])] if n < len(idx) else []
+        held = len(idx) - n
+        return idx[:n], images[:n]
+
+    for idx, images in batches:
+        idx = idx.numpy()
+        chunk_of = idx // chunk_size
+        cuts = np.flatnonzero(np.diff(chunk_of)) + 1
+        for start, stop in zip([0, *cuts], [*cuts, len(idx)]):
+            if pending and pending[0][0][0] // chunk_size != chunk_of[start]:
+                yield emit(held)  # the tail of the previous chunk
+            if not pending and stop - start == batch_size:
+                yield idx[start:stop], images[start:stop]
+                continue
+            pending.append((idx[start:stop], images[start:stop]))
+            held += stop - start
+            while held >= batch_size:
+                yield emit(batch_size)
+    if pending:
+        yield emit(held)
 
 
 def _progress_bar(total: int, enabled: bool | None):
