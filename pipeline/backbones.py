@@ -11,6 +11,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import random
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,13 +222,38 @@ def build_base(spec: BackboneSpec, seed: int = 0):
     )
     if b.alphas:
         kwargs["alpha"] = spec.alpha
-    if spec.weights == "none":
-        keras.utils.set_random_seed(seed)
     constructor = getattr(keras.applications, b.constructor)
     try:
+        if spec.weights == "none":
+            with _seeded(seed):
+                return constructor(**kwargs)
         return constructor(**kwargs)
     except Exception as exc:  # urllib, h5py and keras raise many types here
         raise _weights_error(spec, exc) from exc
+
+
+_SEEDING = threading.Lock()
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Random weights that depend on ``seed`` alone.
+
+    Keras draws each initializer's seed from Python's global ``random``,
+    which other threads of the process (a Dask worker's own) draw from too;
+    while the model is built, Keras draws from a private generator instead.
+    """
+    import keras
+    from keras.src.random import seed_generator
+
+    with _SEEDING:
+        keras.utils.set_random_seed(seed)
+        shared = seed_generator.python_random
+        seed_generator.python_random = random.Random(seed)
+        try:
+            yield
+        finally:
+            seed_generator.python_random = shared
 
 
 def build(spec: BackboneSpec, seed: int = 0, base=None, preprocess=None, train_bn: bool = False):

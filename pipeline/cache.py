@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -91,8 +92,12 @@ def cache_lock(final: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _write_failed(exc: OSError, what: Path, partial: Path) -> CacheError:
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+def _write_failed(exc: Exception, what: Path, partial: Path) -> CacheError:
+    # HDF5 reports a failed write as a RuntimeError that quotes the errno.
+    code = getattr(exc, "errno", None)
+    quoted = re.search(r"errno = (\d+)", str(exc))
+    code = code if code is not None else int(quoted.group(1)) if quoted else None
+    full = code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
     cause = "the disk is full (or a file size limit was reached)" if full else "it could not be written"
     return CacheError(
         f"Writing {what} failed: {cause} ({first_line(exc)}). Every chunk finished before it "
@@ -169,7 +174,7 @@ class PartialCache:
                 for name, value in attrs.items():
                     h5.attrs[name] = value
             os.replace(tmp, self.final)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise _write_failed(exc, self.final, self.folder) from None
         finally:
             if tmp.exists():

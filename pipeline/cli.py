@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from . import backbones
 from .config import (DECODE_MODES, DTYPES, REFITS, SCORINGS, CompareConfig, ExtractConfig,
                      FinetuneConfig)
 from .data import SplitConfig
-from .errors import PipelineError
+from .errors import ConfigError, PipelineError
 
 log = logging.getLogger("pipeline")
 
@@ -46,8 +47,31 @@ def _add_extract(sub) -> None:
                    help="share of validation moved to test when there is no test split (e.g. 0.2)")
     p.add_argument("--shard", metavar="I/N",
                    help="extract only shard I of N into its own file (join them with `merge`)")
+    _add_cluster(p, "extract shards as Dask tasks, then merge them")
+    p.add_argument("--shards", type=int, help="shards on the cluster (default: one per worker thread)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_cluster(p, what: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--cluster", metavar="ADDRESS", help=f"a Dask scheduler ({what})")
+    group.add_argument("--workers", type=int, help=f"start a local Dask cluster of N processes ({what})")
+
+
+@contextmanager
+def _cluster(args):
+    """The Dask client the flags ask for, or None."""
+    if not (args.cluster or args.workers is not None):
+        yield None
+        return
+    from .cluster import close, connect
+
+    client = connect(args.cluster, args.workers)
+    try:
+        yield client
+    finally:
+        close(client)
 
 
 def _run_extract(args) -> int:
@@ -62,8 +86,17 @@ def _run_extract(args) -> int:
         split=SplitConfig(args.validation_fraction, args.test_fraction, args.test_from_validation),
     )
     shard = parse_shard(args.shard) if args.shard else None
-    result = extract_features(args.data, config, progress=False if args.no_progress else None,
-                              shard=shard)
+    if shard and (args.cluster or args.workers is not None):
+        raise ConfigError("`--shard` extracts one shard here; `--cluster`/`--workers` extract "
+                          "every shard on Dask. Fix: pass one or the other.")
+    with _cluster(args) as client:
+        if client is not None:
+            from .cluster import extract_on_cluster
+
+            result = extract_on_cluster(args.data, config, client, args.shards)
+        else:
+            result = extract_features(args.data, config,
+                                      progress=False if args.no_progress else None, shard=shard)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -161,6 +194,7 @@ def _add_compare(sub) -> None:
                    help="how spatial features (pooling none) become vectors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=-1, help="worker processes (-1: one per core)")
+    _add_cluster(p, "grid searches spread over its workers")
     p.add_argument("--out", help="run folder (default: runs/<cache name>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -180,7 +214,8 @@ def _run_compare(args) -> int:
         spatial=args.spatial, seed=args.seed, n_jobs=args.jobs, out=args.out,
         overwrite=args.overwrite,
     )
-    result = compare(args.features, config)
+    with _cluster(args) as client:
+        result = compare(args.features, config, cluster=client)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

@@ -97,7 +97,7 @@ def _short(params: dict) -> dict:
 
 
 def _select(name: str, estimator, grid: dict, train: SplitData, validation: SplitData,
-            scoring: str, fit_params: dict) -> _Selected:
+            scoring: str, fit_params: dict, search_jobs: int = 1) -> _Selected:
     """Choose ``grid`` on validation, then fit the chosen settings on train."""
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
@@ -109,7 +109,7 @@ def _select(name: str, estimator, grid: dict, train: SplitData, validation: Spli
         y = np.concatenate([train.labels, validation.labels])
         fold = np.r_[np.full(len(train.labels), -1), np.zeros(len(validation.labels), int)]
         search = GridSearchCV(estimator, grid, scoring=scoring, cv=PredefinedSplit(fold),
-                              refit=False, n_jobs=1, error_score="raise")
+                              refit=False, n_jobs=search_jobs, error_score="raise")
         search.fit(X, y, **fit_params)
         chosen = _short(search.best_params_)
         for params, value in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
@@ -148,18 +148,24 @@ def _n_jobs(config: CompareConfig, tasks: int, keras_busy: bool) -> int:
 
 
 def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
-                in_process) -> dict[str, _Selected]:
+                in_process, cluster=None) -> dict[str, _Selected]:
     """Run scikit-learn jobs in worker processes while ``in_process()`` runs here.
 
     The Keras head spends seconds importing TensorFlow and training; the
     scikit-learn models fit meanwhile in loky workers, each limited to one
     BLAS thread so workers plus TensorFlow do not oversubscribe the cores.
+    With a Dask ``cluster``, the jobs run one after another here instead and
+    each grid search spreads its candidates over the cluster's workers
+    (joblib's Dask backend).
     """
     from joblib import Parallel, delayed, parallel_config
 
     def pool() -> list[_Selected]:
         if not jobs:
             return []
+        if cluster is not None:
+            with cluster.as_current(), parallel_config(backend="dask"):
+                return [f(*a) for f, a in jobs]
         with parallel_config(backend="loky", inner_max_num_threads=1):
             n_jobs = _n_jobs(config, len(jobs), keras_busy)
             return Parallel(n_jobs=n_jobs)(delayed(f)(*a) for f, a in jobs)
@@ -171,12 +177,15 @@ def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
     return done
 
 
-def compare(features: str | os.PathLike, config: CompareConfig | None = None) -> CompareResult:
+def compare(features: str | os.PathLike, config: CompareConfig | None = None,
+            cluster=None) -> CompareResult:
     """Stage 2: compare classifiers on a feature cache and write a run folder.
 
     Args:
         features: a finished feature cache file (from ``extract_features``).
         config: stage-2 settings.
+        cluster: a ``distributed.Client`` (see :mod:`pipeline.cluster`) to
+            run the scikit-learn searches on; None runs them on this machine.
 
     Returns:
         The leaderboard and the run folder it was written to.
@@ -209,7 +218,9 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
 
     # Selection, on train and validation only.
     keras_specs = [c for c in specs if c.keras]
-    jobs = [(_select, (c.name, *configured[c.name], train, validation, config.scoring, {}))
+    search_jobs = -1 if cluster is not None else 1
+    jobs = [(_select, (c.name, *configured[c.name], train, validation, config.scoring, {},
+                       search_jobs))
             for c in specs if not c.keras]
     jobs.sort(key=lambda job: job[1][0] != "hist_gbdt")  # the slowest first
 
@@ -220,7 +231,7 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
                                 {"validation_data": (validation.features, validation.labels)})
                 for c in keras_specs}
 
-    selected = _overlapped(jobs, config, bool(keras_specs), select_keras)
+    selected = _overlapped(jobs, config, bool(keras_specs), select_keras, cluster)
 
     n_classes = len(cache.classes)
     rows, predictions = {}, {}
@@ -237,7 +248,7 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None) ->
     if config.refit == "train+validation":
         jobs = [(_refit, (selected[c.name], train, validation)) for c in specs if not c.keras]
         refitted = _overlapped(jobs, config, bool(keras_specs), lambda: {
-            c.name: _refit(selected[c.name], train, validation) for c in keras_specs})
+            c.name: _refit(selected[c.name], train, validation) for c in keras_specs}, cluster)
         for name, s in refitted.items():
             s.predict_seconds = selected[name].predict_seconds
         final = refitted

@@ -152,89 +152,108 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
     Raises:
         PipelineError: bad layout, settings, weights or cache folder.
     """
+    work = plan(data, config, shard)
+    found = work.hit()  # a finished cache needs no write access: a read-only folder is fine
+    if found:
+        return found
+    _prepare_cache_dir(config.cache_path)
+    with cache_lock(work.path):  # another extraction of the same cache finishes first
+        return work.hit() or work.run(progress)
+
+
+def plan(data: str | os.PathLike, config: ExtractConfig,
+         shard: tuple[int, int] | None = None) -> "Plan":
+    """What an extraction would write, and where: the key, from every image's bytes."""
     started = time.perf_counter()
     dataset = discover(data, config.split)
     spec = backbones.resolve(config.backbone, config.image_size, config.pooling,
                              config.alpha, config.weights)
-    folder = config.cache_path
     manifests = {}
     for split, items in dataset.splits.items():
         paths = [p for p, _ in items]
         manifests[split] = SplitManifest(tuple(paths), tuple(l for _, l in items),
                                          tuple(fingerprint_all(dataset.root, paths)))
     key = cache_key(spec, config, dataset, manifests)
-    path = folder / cache_file_name(spec, key)
+    path = config.cache_path / cache_file_name(spec, key)
     if shard is not None:
         path = path.with_name(shards.shard_file_name(path.name, shard))
-    summary = dict(classes=list(dataset.classes), missing={k: list(v) for k, v in dataset.missing.items()},
-                   ignored_files=len(dataset.ignored))
+    return Plan(dataset, spec, config, manifests, key, path, shard, started)
 
-    def hit() -> ExtractResult | None:
-        if not path.exists():
+
+@dataclass
+class Plan:
+    """One extraction, planned: :meth:`hit` finds it done, :meth:`run` does it."""
+
+    dataset: Dataset
+    spec: backbones.BackboneSpec
+    config: ExtractConfig
+    manifests: dict[str, SplitManifest]
+    key: dict
+    path: Path
+    shard: tuple[int, int] | None
+    started: float
+
+    def _result(self, cache: FeatureCache, hit: bool, rate: float = 0.0,
+                resumed: int = 0) -> ExtractResult:
+        return ExtractResult(
+            path=self.path, hit=hit, splits=cache.counts, classes=list(self.dataset.classes),
+            feature_shape=cache.feature_shape, quarantined=cache.quarantined,
+            seconds=time.perf_counter() - self.started, images_per_second=rate,
+            resumed_images=resumed, missing={k: list(v) for k, v in self.dataset.missing.items()},
+            ignored_files=len(self.dataset.ignored))
+
+    def hit(self) -> ExtractResult | None:
+        """The finished cache file, when it exists and is whole; else None."""
+        if not self.path.exists():
             return None
         try:
-            cache = FeatureCache(path, expected_key=key, allow_shard=True)
+            cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
         except CacheError as exc:
             log.warning("rebuilding the cache: %s", exc)
             return None
-        PartialCache(path, key).discard()  # left over if killed after the rename
-        log.info("cache hit: %s", path)
-        return ExtractResult(path=path, hit=True, splits=cache.counts,
-                             feature_shape=cache.feature_shape, quarantined=cache.quarantined,
-                             seconds=time.perf_counter() - started, images_per_second=0.0,
-                             **summary)
+        PartialCache(self.path, self.key).discard()  # left over if killed after the rename
+        log.info("cache hit: %s", self.path)
+        return self._result(cache, hit=True)
 
-    found = hit()  # a finished cache needs no write access: a read-only folder is fine
-    if found:
-        return found
-    _prepare_cache_dir(folder)
-    with cache_lock(path):  # another extraction of the same cache finishes first
-        return hit() or _extract(dataset, spec, config, manifests, key, path, shard, summary,
-                                 progress, started)
+    def run(self, progress: bool | None = None) -> ExtractResult:
+        """Extract what no earlier run finished, then assemble the file."""
+        config, manifests = self.config, self.manifests
+        partial = PartialCache(self.path, self.key)
+        partial.open()
+        model = backbones.build(self.spec, seed=config.seed)
+        forward = backbones.compiled_forward(model)
+        feature_shape = tuple(int(d) for d in model.output_shape[1:])
+        owned = {s: shards.owned_chunks(-(-len(m.paths) // config.chunk_size), self.shard)
+                 for s, m in manifests.items()}
+        done = {s: partial.done(s, owned[s]) for s in manifests}
 
+        def images(split: str, chunks) -> int:
+            return sum(min(config.chunk_size, len(manifests[split].paths) - k * config.chunk_size)
+                       for k in chunks)
 
-def _extract(dataset: Dataset, spec: backbones.BackboneSpec, config: ExtractConfig,
-             manifests: dict[str, SplitManifest], key: dict, path: Path,
-             shard: tuple[int, int] | None, summary: dict, progress: bool | None,
-             started: float) -> ExtractResult:
-    partial = PartialCache(path, key)
-    partial.open()
-    model = backbones.build(spec, seed=config.seed)
-    forward = backbones.compiled_forward(model)
-    feature_shape = tuple(int(d) for d in model.output_shape[1:])
-    owned = {s: shards.owned_chunks(-(-len(m.paths) // config.chunk_size), shard)
-             for s, m in manifests.items()}
-    done = {s: partial.done(s, owned[s]) for s in manifests}
-
-    def images(split: str, chunks) -> int:
-        return sum(min(config.chunk_size, len(manifests[split].paths) - k * config.chunk_size)
-                   for k in chunks)
-
-    resumed = sum(images(s, done[s]) for s in manifests)
-    if resumed:
-        log.info("resuming: %d images already extracted by an earlier run", resumed)
-    todo_total = sum(images(s, owned[s]) for s in manifests) - resumed
-    compute_started = time.perf_counter()
-    with _progress_bar(todo_total, progress) as bar:
-        for split, manifest in manifests.items():
-            todo = sorted(set(owned[split]) - done[split])
-            _extract_split(forward, dataset.root, split, manifest, partial, spec, config, todo, bar)
-    compute_seconds = time.perf_counter() - compute_started
-    rate = todo_total / compute_seconds if compute_seconds > 0 else 0.0
-    extraction = {"seconds": round(compute_seconds, 3), "images": todo_total,
-                  "images_per_second": round(rate, 1), "resumed_images": resumed,
-                  "batch_size": config.batch_size}
-    attrs = base_attrs(key, list(dataset.classes), dataset.root, extraction)
-    if shard is not None:
-        attrs["shard"] = shards.shard_attr(shard, config.chunk_size,
-                                           {s: len(m.paths) for s, m in manifests.items()})
-    partial.assemble(manifests, owned, feature_shape, config.dtype, attrs)
-    cache = FeatureCache(path, expected_key=key, allow_shard=True)
-    log.info("wrote %s", path)
-    return ExtractResult(path=path, hit=False, splits=cache.counts,
-                         feature_shape=cache.feature_shape, quarantined=cache.quarantined,
-                         seconds=time.perf_counter() - started, images_per_second=rate,
-                         resumed_images=resumed, **summary)
+        resumed = sum(images(s, done[s]) for s in manifests)
+        if resumed:
+            log.info("resuming: %d images already extracted by an earlier run", resumed)
+        todo_total = sum(images(s, owned[s]) for s in manifests) - resumed
+        compute_started = time.perf_counter()
+        with _progress_bar(todo_total, progress) as bar:
+            for split, manifest in manifests.items():
+                todo = sorted(set(owned[split]) - done[split])
+                _extract_split(forward, self.dataset.root, split, manifest, partial, self.spec,
+                               config, todo, bar)
+        compute_seconds = time.perf_counter() - compute_started
+        rate = todo_total / compute_seconds if compute_seconds > 0 else 0.0
+        extraction = {"seconds": round(compute_seconds, 3), "images": todo_total,
+                      "images_per_second": round(rate, 1), "resumed_images": resumed,
+                      "batch_size": config.batch_size}
+        attrs = base_attrs(self.key, list(self.dataset.classes), self.dataset.root, extraction)
+        if self.shard is not None:
+            attrs["shard"] = shards.shard_attr(self.shard, config.chunk_size,
+                                               {s: len(m.paths) for s, m in manifests.items()})
+        partial.assemble(manifests, owned, feature_shape, config.dtype, attrs)
+        cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
+        log.info("wrote %s", self.path)
+        return self._result(cache, hit=False, rate=rate, resumed=resumed)
 
 
 def _extract_split(forward, root: Path, split: str, manifest: SplitManifest, partial: PartialCache,
