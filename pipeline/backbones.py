@@ -284,17 +284,42 @@ def build(spec: BackboneSpec, seed: int = 0, base=None, preprocess=None, train_b
     return keras.Model(inputs, outputs, name=f"{spec.backbone.name}_features")
 
 
-def compiled_forward(model):
+def gpu_strategy():
+    """MirroredStrategy over every GPU of this machine when it has several; else None."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        log.info("using %d GPUs (MirroredStrategy)", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    return None
+
+
+def compiled_forward(model, strategy=None):
     """``model(pixels, training=False)`` as one graph, traced once for any batch size.
 
     It is traced here, before any image is decoded, so the first batch does
-    not wait seconds for it.
+    not wait seconds for it. With a ``tf.distribute`` strategy of several
+    replicas (the model built in its scope), each replica runs its own slice
+    of every batch and the outputs are gathered back in order.
     """
     import tensorflow as tf
 
     size = model.input_shape[1]
     signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
-    forward = tf.function(lambda pixels: model(pixels, training=False), input_signature=signature)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if replicas == 1:
+        forward = tf.function(lambda pixels: model(pixels, training=False),
+                              input_signature=signature)
+    else:
+        def replica_step(pixels):
+            i = tf.distribute.get_replica_context().replica_id_in_sync_group
+            share = (tf.shape(pixels)[0] + replicas - 1) // replicas
+            return model(pixels[i * share:(i + 1) * share], training=False)
+
+        forward = tf.function(
+            lambda pixels: strategy.gather(strategy.run(replica_step, args=(pixels,)), axis=0),
+            input_signature=signature)
     forward.get_concrete_function()
     return forward
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -220,8 +221,10 @@ class Plan:
         config, manifests = self.config, self.manifests
         partial = PartialCache(self.path, self.key)
         partial.open()
-        model = backbones.build(self.spec, seed=config.seed)
-        forward = backbones.compiled_forward(model)
+        strategy = backbones.gpu_strategy()
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = backbones.build(self.spec, seed=config.seed)
+        forward = backbones.compiled_forward(model, strategy)
         feature_shape = tuple(int(d) for d in model.output_shape[1:])
         owned = {s: shards.owned_chunks(-(-len(m.paths) // config.chunk_size), self.shard)
                  for s, m in manifests.items()}

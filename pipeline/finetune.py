@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import backbones
 from .config import FinetuneConfig
 from .errors import ConfigError, RunError
 from .rebuild import Source, handoff_check, open_source, rebuild, unfreeze
@@ -90,17 +91,6 @@ def _mixed(precision: str) -> bool:
     return precision == "mixed_float16"
 
 
-def _strategy():
-    """All GPUs of this machine through MirroredStrategy; else the default strategy."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        log.info("training on %d GPUs (MirroredStrategy)", len(gpus))
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
              callbacks: tuple = (), preprocess=None, strategy=None) -> FinetuneResult:
     """Stage 3: fine-tune the top of the base, starting from the stage-2 head.
@@ -118,7 +108,10 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
         PipelineError: a run without a dense head, changed images, a wrong
             layer, or a failed hand-off check.
     """
-    with (strategy or _strategy()).scope():  # variables are created, loaded and trained inside it
+    import tensorflow as tf
+
+    strategy = strategy or backbones.gpu_strategy() or tf.distribute.get_strategy()
+    with strategy.scope():  # variables are created, loaded and trained inside it
         return _finetune(run, config or FinetuneConfig(), callbacks, preprocess)
 
 
