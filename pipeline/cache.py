@@ -340,6 +340,15 @@ class FeatureCache:
                 paths=[p.decode() for p in group["paths"][()]],
             )
 
+    def take(self, split: str, rows) -> SplitData:
+        """Some rows of a split (increasing indices), read without the rest."""
+        rows = np.asarray(rows, dtype=np.int64)
+        with h5py.File(self.path, "r") as h5:
+            group = self._group(h5, split)
+            return SplitData(features=group["features"][rows],
+                             labels=group["labels"][rows],
+                             paths=[p.decode() for p in group["paths"][rows]])
+
     def index(self, split: str) -> SplitManifest:
         """A split's images (paths, labels, fingerprints), without reading its features."""
         with h5py.File(self.path, "r") as h5:

@@ -194,6 +194,8 @@ def _add_compare(sub) -> None:
                    help="how spatial features (pooling none) become vectors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=-1, help="worker processes (-1: one per core)")
+    p.add_argument("--memory-budget", type=float, default=0, metavar="MB",
+                   help="stream features from the file when they need more (0: half of the RAM)")
     _add_cluster(p, "grid searches spread over its workers")
     p.add_argument("--out", help="run folder (default: runs/<cache name>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -211,7 +213,8 @@ def _run_compare(args) -> int:
     config = CompareConfig(
         classifiers=tuple(n.strip() for n in args.classifiers.split(",") if n.strip()),
         params=params, scoring=args.scoring, refit=args.refit, class_weight=args.class_weight,
-        spatial=args.spatial, seed=args.seed, n_jobs=args.jobs, out=args.out,
+        spatial=args.spatial, seed=args.seed, n_jobs=args.jobs,
+        memory_budget_mb=args.memory_budget, out=args.out,
         overwrite=args.overwrite,
     )
     with _cluster(args) as client:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import report
+from . import outofcore, report
 from .cache import FeatureCache, SplitData, key_hash, library_versions
 from .config import CompareConfig
 from .errors import ConfigError
@@ -81,7 +81,11 @@ def _check_split(cache: FeatureCache, data: SplitData, split: str) -> None:
             f"or inf (e.g. {examples}). Classifiers cannot use them. Fix: extract again with "
             "`--dtype float32`, and check that the backbone weights are the intended ones."
         )
-    present = np.unique(data.labels)
+    _check_classes(cache, data.labels, split)
+
+
+def _check_classes(cache: FeatureCache, labels: np.ndarray, split: str) -> None:
+    present = np.unique(labels)
     if split != "test" and len(present) < 2:
         only = cache.classes[int(present[0])] if len(present) else "none"
         raise ConfigError(
@@ -210,6 +214,10 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
                 "classifiers are fitted on train and selected on validation. Fix: extract "
                 "with `--validation-fraction` above 0."
             )
+    budget = outofcore.budget_bytes(config.memory_budget_mb)
+    need = outofcore.in_memory_bytes(cache.counts, cache.feature_shape)
+    if need > budget:
+        return _compare_out_of_core(cache, config, specs, configured, out, budget, need, started)
     train, validation = cache.load("train"), cache.load("validation")
     for split, data in (("train", train), ("validation", validation)):
         _check_split(cache, data, split)
@@ -271,23 +279,98 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
         "search_seconds": round(final[name].search_seconds, 3),
         "fit_seconds": round(final[name].fit_seconds, 3),
         "predict_seconds": round(final[name].predict_seconds, 4),
+        "path": outofcore.PATH_IN_MEMORY,
     } for name in final], config.scoring)
+    return _finish(cache, config, specs, final, leaderboard, predictions, validation,
+                   test if has_test else None, out, started)
 
+
+def _finish(cache: FeatureCache, config: CompareConfig, specs, final, leaderboard, predictions,
+            validation: SplitData, test: SplitData | None, out: Path, started: float,
+            note: str = "") -> CompareResult:
+    """Write the run folder; nothing of it is left if anything fails."""
     run = RunWriter(out)
     try:
         table = _write_run(run, cache, config, specs, final, leaderboard, predictions,
-                           validation, test if has_test else None)
+                           validation, test, note)
         run_dir = run.commit(_manifest(cache, config), config.overwrite)
     except BaseException:
         run.discard()
         raise
     seconds = time.perf_counter() - started
     log.info("wrote %s in %.1f s", run_dir, seconds)
-    return CompareResult(run_dir, leaderboard, table, has_test, seconds)
+    return CompareResult(run_dir, leaderboard, table, test is not None, seconds)
+
+
+def _compare_out_of_core(cache: FeatureCache, config: CompareConfig, specs, configured,
+                         out: Path, budget: int, need: int, started: float) -> CompareResult:
+    """Stage 2 with features streamed from the file (see :mod:`pipeline.outofcore`)."""
+    from sklearn.base import clone
+
+    from .classifiers import public_params
+
+    left_out = outofcore.check_streamable([c.name for c in specs], config.refit, need, budget)
+    specs = [c for c in specs if c.name not in left_out]
+    block = outofcore.block_rows(cache.feature_shape, budget)
+    rows = {s: outofcore.FeatureRows(str(cache.path), s, block) for s in cache.splits}
+    labels = {s: r.labels for s, r in rows.items()}
+    for split in ("train", "validation"):
+        _check_classes(cache, labels[split], split)
+    n_classes = len(cache.classes)
+
+    def choose(proba) -> float:
+        metrics, _ = report.score(labels["validation"], proba, range(n_classes), n_classes)
+        return -report.rank_key({"validation": metrics, "classifier": ""}, config.scoring)[0]
+
+    final: dict[str, _Selected] = {}
+    keras_names = {c.name for c in specs if c.keras}
+    for c in specs:
+        estimator, grid = configured[c.name]
+        start = time.perf_counter()
+        if c.keras:
+            model = clone(estimator).fit(rows["train"], validation_data=rows["validation"])
+            params, candidates = model.refit_params(), []
+        else:
+            c_name = public_params(estimator)["C"]
+            Cs = grid.get(c_name) or [estimator.get_params()[c_name]]
+            model, params, scores = outofcore.fit_linear(
+                c.name, Cs, rows["train"], rows["validation"], n_classes, config.spatial,
+                config.class_weight, config.seed, outofcore.SGD_EPOCHS, choose)
+            candidates = [{"classifier": c.name, "params": f"C={r['C']}",
+                           f"validation_{config.scoring}": round(float(r["score"]), 4)}
+                          for r in scores]
+        final[c.name] = _Selected(c.name, model, params, candidates, 0.0, time.perf_counter() - start)
+
+    scores, predictions = {}, {}
+    for split in [s for s in ("validation", "test") if s in rows and cache.counts[s] > 0]:
+        for name, s in final.items():
+            start = time.perf_counter()
+            proba = outofcore.predict_proba(s.model, rows[split])
+            if split == "validation":
+                s.predict_seconds = time.perf_counter() - start
+            scores.setdefault(name, {})[split], predicted = report.score(
+                labels[split], proba, range(n_classes), n_classes)
+            predictions.setdefault(name, {})[split] = predicted
+    leaderboard = report.rank([{
+        "classifier": name, "params": s.params, "validation": scores[name]["validation"],
+        "test": scores[name].get("test"), "search_seconds": 0.0,
+        "fit_seconds": round(s.fit_seconds, 3), "predict_seconds": round(s.predict_seconds, 4),
+        "path": outofcore.PATH_TF_DATA if name in keras_names else outofcore.PATH_SGD,
+    } for name, s in final.items()], config.scoring)
+    note = (f"Out of core: {need / 2**20:.3g} MB of train and validation features exceed the "
+            f"memory budget of {budget / 2**20:.3g} MB, so features were streamed from the file "
+            f"in blocks of {block} rows.")
+    if left_out:
+        note += f" Left out (they cannot train out of core): {', '.join(left_out)}."
+    has_test = "test" in scores.get(next(iter(final)), {})
+    split_data = {s: SplitData(None, labels[s], []) for s in labels}
+    return _finish(cache, config, specs, final, leaderboard, predictions, split_data["validation"],
+                   split_data["test"] if has_test else None, out, started, note)
 
 
 def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs, final,
-               leaderboard, predictions, validation: SplitData, test: SplitData | None) -> str:
+               leaderboard, predictions, validation: SplitData, test: SplitData | None,
+               note: str = "") -> str:
     split, data = ("test", test) if test is not None else ("validation", validation)
     per_class_rows = []
     for row in leaderboard:
@@ -301,7 +384,7 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs
                               predictions[name][split], cache.classes, f"{name} on {split}")
     candidates = [c for s in final.values() for c in s.candidates]
     table = report.write_tables(run, leaderboard, per_class_rows, candidates, test is not None,
-                                config.scoring)
+                                config.scoring, note)
     report.plot_comparison(run.path("plots/comparison.png"), leaderboard, test is not None)
     for c in specs:
         model = final[c.name].model

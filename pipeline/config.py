@@ -101,6 +101,9 @@ class CompareConfig:
             "flatten", "avg" or "max".
         seed: seeds every model.
         n_jobs: processes for the scikit-learn models (-1: one per core).
+        memory_budget_mb: when train and validation features (float32, plus a
+            float64 working copy) need more, stage 2 streams them from the file
+            (see :mod:`pipeline.outofcore`); 0 means half of this machine's memory.
         out: the run folder (None: ``runs/<cache name>-<time>``).
         overwrite: replace an existing, non-empty run folder.
     """
@@ -113,10 +116,14 @@ class CompareConfig:
     spatial: str = "flatten"
     seed: int = 0
     n_jobs: int = -1
+    memory_budget_mb: float = 0
     out: str | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        if self.memory_budget_mb < 0:
+            raise ConfigError(f"`--memory-budget` must be 0 (half of this machine's memory) or "
+                              f"a number of MB. Got {self.memory_budget_mb!r}.")
         if not self.classifiers:
             raise ConfigError("`--classifiers` must name at least one classifier. Got none.")
         _one_of("scoring", self.scoring, SCORINGS)

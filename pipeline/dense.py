@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .config import OPTIMIZERS, SPATIAL
 from .errors import ConfigError
+from .outofcore import FeatureRows
 from .report import full_proba
 
 
@@ -120,39 +121,57 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"],
                       steps_per_execution=steps_per_execution)
 
-    def fit(self, X, y, validation_data=None):
+    def fit(self, X, y=None, validation_data=None):
+        """Train on arrays, or on :class:`~pipeline.outofcore.FeatureRows` read in batches.
+
+        ``validation_data`` is ``(X, y)`` with arrays, or a ``FeatureRows``.
+        """
         import keras
 
         self._check_params()
-        X = np.asarray(X, dtype="float32")
-        self.classes_, encoded = np.unique(y, return_inverse=True)
+        streamed = isinstance(X, FeatureRows)
+        if streamed:
+            labels, shape = X.labels, X.shape[1:]
+        else:
+            X = np.asarray(X, dtype="float32")
+            labels, shape = y, X.shape[1:]
+        self.classes_, encoded = np.unique(labels, return_inverse=True)
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ConfigError(f"The dense head needs at least 2 classes; got {n_classes}.")
         keras.utils.set_random_seed(int(self.random_state))
-        model = keras.Sequential([keras.Input(X.shape[1:]),
-                                  *self.build_layers(n_classes, X.ndim - 1)], name="dense_head")
+        model = keras.Sequential([keras.Input(shape),
+                                  *self.build_layers(n_classes, len(shape))], name="dense_head")
         self.compile(model, n_classes)
         weights = None
         if self.class_weight == "balanced":
             values = compute_class_weight("balanced", classes=np.arange(n_classes), y=encoded)
             weights = dict(enumerate(values.tolist()))
         callbacks, validation = [], None
+        encode = lambda labels: np.searchsorted(self.classes_, labels)  # noqa: E731
         if validation_data is not None:
-            Xv, yv = validation_data
-            validation = (np.asarray(Xv, dtype="float32"), np.searchsorted(self.classes_, yv))
+            if streamed:
+                validation = validation_data.dataset(int(self.batch_size), encode)
+            else:
+                Xv, yv = validation_data
+                validation = (np.asarray(Xv, dtype="float32"), encode(yv))
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=int(self.patience), restore_best_weights=True))
-        history = model.fit(X, encoded, validation_data=validation, epochs=int(self.epochs),
-                            batch_size=int(self.batch_size), class_weight=weights,
-                            callbacks=callbacks, verbose=0)
+        if streamed:
+            train = X.dataset(int(self.batch_size), encode, seed=int(self.random_state))
+            history = model.fit(train, validation_data=validation, epochs=int(self.epochs),
+                                class_weight=weights, callbacks=callbacks, shuffle=False, verbose=0)
+        else:
+            history = model.fit(X, encoded, validation_data=validation, epochs=int(self.epochs),
+                                batch_size=int(self.batch_size), class_weight=weights,
+                                callbacks=callbacks, verbose=0)
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
         if validation is not None:
             self.best_epoch_ = int(np.argmin(self.history_["val_loss"])) + 1
         else:
             self.best_epoch_ = len(self.history_["loss"])
         self.model_ = model
-        self.n_features_in_ = int(np.prod(X.shape[1:]))
+        self.n_features_in_ = int(np.prod(shape))
         return self
 
     def refit_params(self) -> dict:
@@ -161,7 +180,10 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
-        p = self.model_.predict(np.asarray(X, dtype="float32"), batch_size=1024, verbose=0)
+        if isinstance(X, FeatureRows):
+            p = self.model_.predict(X.dataset(1024, labels=False), verbose=0)
+        else:
+            p = self.model_.predict(np.asarray(X, dtype="float32"), batch_size=1024, verbose=0)
         n = len(self.classes_)
         return full_proba(p, range(n), n)
 

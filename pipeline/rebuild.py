@@ -169,11 +169,12 @@ def handoff_check(source: Source, features, base, n: int) -> dict:
 
     import tensorflow as tf
 
-    validation = source.cache.load("validation")
-    rows = np.linspace(0, len(validation.labels) - 1, min(n, len(validation.labels))).astype(int)
+    total = source.cache.counts["validation"]
+    rows = np.linspace(0, total - 1, min(n, total)).astype(int)
+    validation = source.cache.take("validation", rows)  # not the whole split: it may be huge
     size, mode = source.spec.image_size, source.cache.key["decode"]
-    pixels = tf.stack([load_image(str(source.root / validation.paths[i]), size, mode) for i in rows])
-    cached = validation.features[rows].astype("float32")
+    pixels = tf.stack([load_image(str(source.root / p), size, mode) for p in validation.paths])
+    cached = validation.features.astype("float32")
     rebuilt = features.predict(pixels, verbose=0)
     expected = source.head.predict_proba(cached)
     tolerance = HANDOFF_TOLERANCE[source.cache.dtype]

@@ -89,9 +89,10 @@ def add_leaderboard_row(run, row: dict) -> list[dict]:
     return rows
 
 
-def leaderboard_files(rows: list[dict], has_test: bool, scoring: str) -> dict[str, str]:
+def leaderboard_files(rows: list[dict], has_test: bool, scoring: str,
+                      note: str = "") -> dict[str, str]:
     """``leaderboard.md``, ``.csv`` and ``.json``: name -> text."""
-    return {"leaderboard.md": markdown(rows, has_test, scoring),
+    return {"leaderboard.md": markdown(rows, has_test, scoring, note),
             "leaderboard.csv": to_csv(flat_rows(rows)),
             "leaderboard.json": json.dumps(rows, indent=2) + "\n"}
 
@@ -117,12 +118,13 @@ def flat_rows(rows: list[dict]) -> list[dict]:
             for name in METRICS:
                 item[f"{split}_{name}"] = (row[split] or {}).get(name)
         item.update({"search_seconds": row["search_seconds"], "fit_seconds": row["fit_seconds"],
-                     "predict_seconds": row["predict_seconds"], "params": format_params(row["params"])})
+                     "predict_seconds": row["predict_seconds"], "params": format_params(row["params"]),
+                     "path": row.get("path", "in memory")})
         flat.append(item)
     return flat
 
 
-def markdown(rows: list[dict], has_test: bool, scoring: str) -> str:
+def markdown(rows: list[dict], has_test: bool, scoring: str, note: str = "") -> str:
     """The leaderboard as a Markdown table, best on validation first."""
     splits = ("validation", "test") if has_test else ("validation",)
     head = ["#", "classifier"]
@@ -138,10 +140,14 @@ def markdown(rows: list[dict], has_test: bool, scoring: str) -> str:
             cells += [_cell(row[split][m]) for m in METRICS]
         cells += [f"{row['fit_seconds']:.2f}", f"{row['predict_seconds']:.3f}", format_params(row["params"])]
         lines.append("| " + " | ".join(cells) + " |")
-    note = f"Ranked by validation {scoring}."
+    text = f"Ranked by validation {scoring}."
     if not has_test:
-        note += " The cache has no test split: validation figures only."
-    return "\n".join(lines) + "\n\n" + note + "\n"
+        text += " The cache has no test split: validation figures only."
+    paths = sorted({f"{r['classifier']}: {r['path']}" for r in rows
+                    if r.get("path", "in memory") != "in memory"})
+    if note or paths:
+        text += "\n\n" + " ".join(filter(None, [note, "; ".join(paths) + "." if paths else ""]))
+    return "\n".join(lines) + "\n\n" + text + "\n"
 
 
 def to_csv(records: list[dict]) -> str:
@@ -153,8 +159,8 @@ def to_csv(records: list[dict]) -> str:
 
 
 def write_tables(run: RunWriter, rows: list[dict], per_class_rows: list[dict],
-                 candidates: list[dict], has_test: bool, scoring: str) -> str:
-    files = leaderboard_files(rows, has_test, scoring)
+                 candidates: list[dict], has_test: bool, scoring: str, note: str = "") -> str:
+    files = leaderboard_files(rows, has_test, scoring, note)
     for name, text in {**files, "per_class.csv": to_csv(per_class_rows),
                        "search.csv": to_csv(candidates)}.items():
         run.write_text(name, text)

@@ -1,0 +1,140 @@
+"""Stage 2 out of core: features far larger than the memory budget, streamed from HDF5.
+
+1. Write a synthetic feature cache (default 2 M rows x 1280 float16, 5.1 GB:
+   80 % train, 10 % validation, 10 % test; 10 classes, each a Gaussian cloud).
+2. In its own process each (so each peak is its own), run ``compare`` with a
+   memory budget (default 1024 MB) on:
+   - ``logreg``: SGD ``partial_fit`` (one C, ``--sgd-epochs`` passes);
+   - ``dense``: the Keras head from ``tf.data`` batches (``--dense-epochs``);
+   and a process that only imports what those import (the baseline).
+3. Print, per path: fit and predict seconds, rows/s, validation accuracy, and
+   the peak resident memory (VmHWM) against the budget.
+
+Usage:
+
+    python benchmarks/bench_outofcore.py [--rows 2000000] [--dim 1280] [--budget-mb 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.cache import base_attrs  # noqa: E402
+from pipeline.outofcore import in_memory_bytes  # noqa: E402
+
+PEAK = 'next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024'
+RUN = """
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+sys.path.insert(0, {root!r})
+from pipeline import CompareConfig, compare, outofcore
+outofcore.SGD_EPOCHS = {sgd_epochs}
+result = compare({path!r}, CompareConfig(classifiers=({name!r},), params={params!r},
+                                        memory_budget_mb={budget}, out={out!r}))
+print(json.dumps({{"row": result.leaderboard[0], "seconds": result.seconds, "peak_mb": {peak}}}))
+"""
+BASELINE = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+sys.path.insert(0, {root!r})
+import h5py, keras, sklearn.linear_model, tensorflow
+from pipeline import compare, outofcore, dense
+print({peak})
+"""
+
+
+def write_cache(path: Path, rows: int, dim: int, dtype: str, classes: int = 10) -> None:
+    """A cache file in the stage-1 layout, written block by block."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (classes, dim)).astype("float32")
+    sizes = {"train": rows * 8 // 10, "validation": rows // 10}
+    sizes["test"] = rows - sum(sizes.values())
+    key = {"format_version": 1, "backbone": "synthetic", "alpha": None, "weights": "none",
+           "image_size": 0, "pooling": "avg", "preprocessing": "none", "decode": "full",
+           "dtype": dtype, "classes": [f"c{i}" for i in range(classes)], "rows": rows, "dim": dim}
+    text = h5py.string_dtype("utf-8")
+    with h5py.File(path, "w") as h5:
+        for split, n in sizes.items():
+            group = h5.create_group(split)
+            features = group.create_dataset("features", (n, dim), dtype=dtype, chunks=(1024, dim))
+            labels = rng.integers(0, classes, n).astype("int32")
+            for start in range(0, n, 65536):
+                y = labels[start:start + 65536]
+                noise = rng.standard_normal((len(y), dim), dtype="float32") * 10.0
+                features[start:start + len(y)] = (centres[y] + noise).astype(dtype)
+            group.create_dataset("labels", data=labels)
+            names = np.char.add(f"{split}/img", np.arange(n).astype(str)).astype(object)
+            group.create_dataset("paths", data=names, dtype=text)
+            group.create_dataset("fingerprints", data=names, dtype=text)
+            quarantine = group.create_group("quarantine")
+            quarantine.create_dataset("paths", shape=(0,), dtype=text)
+            quarantine.create_dataset("reasons", shape=(0,), dtype=text)
+        for name, value in base_attrs(key, key["classes"], path.parent, {}).items():
+            h5.attrs[name] = value
+
+
+def run(code: str) -> str:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(proc.stderr)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    parser.add_argument("--budget-mb", type=float, default=1024)
+    parser.add_argument("--sgd-epochs", type=int, default=1)
+    parser.add_argument("--dense-epochs", type=int, default=1)
+    parser.add_argument("--dense-batch", type=int, default=512)
+    parser.add_argument("--work", type=Path, help="folder for the file (kept; reused when present)")
+    args = parser.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="ooc-"))
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"synthetic-{args.rows}x{args.dim}-{args.dtype}.h5"
+    if not path.exists():
+        start = time.perf_counter()
+        write_cache(path, args.rows, args.dim, args.dtype)
+        print(f"wrote {path} ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - start:.0f} s")
+    train = args.rows * 8 // 10
+    need = in_memory_bytes({"train": train, "validation": args.rows // 10}, (args.dim,)) / 2**20
+    print(f"{args.rows} rows x {args.dim} {args.dtype}; in memory, train + validation would need "
+          f"{need:.0f} MB; budget {args.budget_mb:.0f} MB")
+    baseline = int(run(BASELINE.format(root=str(ROOT), peak=PEAK)))
+    print(f"baseline (imports only): peak {baseline} MB")
+    for name, params, epochs in (
+            ("logreg", {"logreg": {"C": [0.1]}}, args.sgd_epochs),
+            ("dense", {"dense": {"epochs": [args.dense_epochs], "batch_size": [args.dense_batch]}},
+             args.dense_epochs)):
+        out = run(RUN.format(root=str(ROOT), sgd_epochs=args.sgd_epochs, path=str(path), name=name,
+                             params=params, budget=args.budget_mb, out=str(work / f"run-{name}"),
+                             peak=PEAK))
+        result = json.loads(out)
+        row = result["row"]
+        print(f"{name:<7} {row['path']}: fit {row['fit_seconds']:.0f} s for {epochs} epoch(s) "
+              f"= {train * epochs / row['fit_seconds']:,.0f} train rows/s; predict validation "
+              f"{args.rows // 10 / row['predict_seconds']:,.0f} rows/s; val acc "
+              f"{row['validation']['accuracy']:.4f}; peak {result['peak_mb']} MB "
+              f"({'under' if result['peak_mb'] < args.budget_mb else 'OVER'} the budget; "
+              f"{result['peak_mb'] - baseline:+d} MB over the imports)")
+
+
+if __name__ == "__main__":
+    main()
