@@ -180,8 +180,9 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
-        if isinstance(X, FeatureRows):
-            p = self.model_.predict(X.dataset(1024, labels=False), verbose=0)
+        if isinstance(X, FeatureRows):  # batch by batch: predict() would hold more
+            p = np.concatenate([self.model_.predict_on_batch(x)
+                                for x in X.dataset(1024, labels=False)])
         else:
             p = self.model_.predict(np.asarray(X, dtype="float32"), batch_size=1024, verbose=0)
         n = len(self.classes_)

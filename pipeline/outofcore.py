@@ -76,7 +76,10 @@ class FeatureRows:
         return self.shape[0]
 
     def blocks(self, seed: int | None = None):
-        """``(features float32, labels)`` blocks; shuffled (blocks and rows) when seeded."""
+        """``(features, labels)`` blocks, features as stored (float16 stays float16).
+
+        Seeded, the blocks come in a shuffled order and so do the rows in each.
+        """
         n = len(self)
         starts = list(range(0, n, self.block_rows))
         rng = np.random.default_rng(seed) if seed is not None else None
@@ -86,15 +89,17 @@ class FeatureRows:
             features, labels = h5[self.split]["features"], h5[self.split]["labels"]
             for start in starts:
                 stop = min(start + self.block_rows, n)
-                X = features[start:stop].astype("float32")
-                y = labels[start:stop]
+                X, y = features[start:stop], labels[start:stop]
                 if rng is not None:
                     order = rng.permutation(len(y))
                     X, y = X[order], y[order]
                 yield X, y
 
     def dataset(self, batch_size: int, encode=None, seed: int | None = None, labels: bool = True):
-        """A ``tf.data.Dataset`` of batches read from the file (reshuffled every epoch when seeded)."""
+        """A ``tf.data.Dataset`` of float32 batches read from the file.
+
+        Reshuffled every epoch when seeded; rows become float32 one batch at a time.
+        """
         import tensorflow as tf
 
         epoch = [0]
@@ -106,18 +111,24 @@ class FeatureRows:
                 for i in range(0, len(X), batch_size):
                     yield (X[i:i + batch_size], y[i:i + batch_size]) if labels else X[i:i + batch_size]
 
-        x_spec = tf.TensorSpec((None, *self.shape[1:]), tf.float32)
+        with h5py.File(self.path, "r") as h5:
+            stored = tf.as_dtype(h5[self.split]["features"].dtype)
+        x_spec = tf.TensorSpec((None, *self.shape[1:]), stored)
         spec = (x_spec, tf.TensorSpec((None,), tf.int64)) if labels else x_spec
         n = len(self)
         steps = sum(-(-min(self.block_rows, n - start) // batch_size)
                     for start in range(0, n, self.block_rows))
+        as_float = ((lambda x, y: (tf.cast(x, tf.float32), y)) if labels
+                    else (lambda x: tf.cast(x, tf.float32)))
         return (tf.data.Dataset.from_generator(batches, output_signature=spec)
-                .apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2))
+                .apply(tf.data.experimental.assert_cardinality(steps))
+                .map(as_float).prefetch(2))
 
 
 def block_rows(feature_shape: tuple[int, ...], budget: int) -> int:
-    """Rows per block: a block and its scaled copy take at most a tenth of the budget."""
-    row = int(np.prod(feature_shape)) * 4 * 2
+    """Rows per block: a block in the copies a step makes of it (as stored, shuffled,
+    float32, scaled float32, the next block being read) takes at most a tenth of the budget."""
+    row = int(np.prod(feature_shape)) * 4 * 4
     return int(max(256, min(MAX_BLOCK_ROWS, budget // 10 // max(row, 1))))
 
 
@@ -125,7 +136,7 @@ def predict_proba(model, rows: FeatureRows) -> np.ndarray:
     """A model's probabilities for every row of a split, block by block."""
     if hasattr(model, "model_"):  # the Keras head reads tf.data batches itself
         return model.predict_proba(rows)
-    return np.concatenate([model.predict_proba(X) for X, _ in rows.blocks()])
+    return np.concatenate([model.predict_proba(X.astype("float32")) for X, _ in rows.blocks()])
 
 
 def fit_linear(name: str, Cs: list[float], train: FeatureRows, validation: FeatureRows,
@@ -149,7 +160,7 @@ def fit_linear(name: str, Cs: list[float], train: FeatureRows, validation: Featu
 
     vectorize, scaler = Vectorize(spatial), StandardScaler()
     for X, _ in train.blocks():
-        scaler.partial_fit(vectorize.transform(X))
+        scaler.partial_fit(vectorize.transform(X.astype("float32")))
     labels = train.labels
     classes = np.arange(n_classes)
     weights = None
@@ -161,7 +172,7 @@ def fit_linear(name: str, Cs: list[float], train: FeatureRows, validation: Featu
                                class_weight=weights, random_state=seed) for C in Cs}
     for epoch in range(epochs):
         for X, y in train.blocks(seed=seed + epoch):
-            X = scaler.transform(vectorize.transform(X))
+            X = scaler.transform(vectorize.transform(X.astype("float32")))
             for model in models.values():
                 model.partial_fit(X, y, classes=classes)
     pipelines = {C: Pipeline([("vectorize", vectorize), ("scale", scaler), ("clf", m)])

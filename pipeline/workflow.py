@@ -98,8 +98,9 @@ def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str
 
 
 def _comparable(settings: dict) -> dict:
-    """Stage-2 settings that shape its results (not where they go or how many processes)."""
-    return {k: v for k, v in _as_saved(settings).items() if k not in ("out", "overwrite", "n_jobs")}
+    """Stage-2 settings that shape its results (not where they go, or the resources used)."""
+    return {k: v for k, v in _as_saved(settings).items()
+            if k not in ("out", "overwrite", "n_jobs", "memory_budget_mb")}
 
 
 def _as_saved(value):

@@ -61,7 +61,7 @@ def test_blocks_and_batches_cover_every_row_once(overlapping):
     batches = list(rows.dataset(50, seed=3))
     assert sum(len(y) for _, y in batches) == 900 and max(len(y) for _, y in batches) == 50
     assert in_memory_bytes({"train": 900, "validation": 300}, (64,)) == 1200 * 64 * 12
-    assert block_rows((1280,), 2**30) == 10485  # a block and its copy: a tenth of 1 GB
+    assert block_rows((1280,), 2**30) == 5242  # four float32 copies of a block: a tenth of 1 GB
 
 
 def test_out_of_core_messages(overlapping, tmp_path):
