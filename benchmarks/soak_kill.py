@@ -3,9 +3,9 @@
 1. Extract the dataset once, uninterrupted, into cache A (the reference).
 2. Into cache B, start the same ``run_pipeline.py extract`` command again and
    again, each time sending SIGKILL at a random moment (during start-up, after
-   1-3 new chunks plus a random fraction of the next, or while the finished
-   chunks are assembled into the HDF5 file), until ``--kills`` runs were
-   killed; then let one run finish.
+   1-3 new chunks plus a random fraction of the next, or, once no chunk is
+   left, while the chunks are assembled into the HDF5 file), until ``--kills``
+   runs were killed or a run finished; then let one run finish.
 3. Check that B and A hold the same rows: features (bit for bit), labels,
    paths, fingerprints and quarantine lists of every split.
 
@@ -50,7 +50,7 @@ def arrays(path: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--kills", type=int, default=40)
     parser.add_argument("--chunk-size", type=int, default=32)
     parser.add_argument("--max-delay", type=float, default=5.0,
                         help="seconds before a kill during start-up, at most")
@@ -68,6 +68,9 @@ def main() -> int:
     def chunks_on_disk() -> int:
         return sum(1 for _ in (work / "b").glob("*.partial/*.npz"))
 
+    def assembling() -> bool:  # the HDF5 file is being written under a temporary name
+        return any((work / "b").glob("*.h5.tmp-*"))
+
     total_chunks = sum(-(-n // args.chunk_size) for n in reference["splits"].values())
     kills, resumes, phases = 0, 0, {"starting": 0, "extracting": 0, "assembling": 0}
     while True:
@@ -77,21 +80,23 @@ def main() -> int:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if kills < args.kills:
             # A random moment: during start-up, or after 1-3 new chunks (plus a random
-            # fraction of one), or while the finished chunks are assembled.
+            # fraction of one), or, once no chunk is left, while they are assembled.
             started_at = time.monotonic()
             startup = rng.random() < 0.25
             delay, wanted = rng.uniform(0.2, args.max_delay), rng.randint(1, 3)
             while proc.poll() is None:
                 now = chunks_on_disk()
-                if (startup and time.monotonic() - started_at > delay) or (
-                        not startup and (now >= min(before + wanted, total_chunks))):
-                    time.sleep(0 if startup else rng.uniform(0, 0.4))
+                if startup and time.monotonic() - started_at > delay:
                     break
-                time.sleep(0.02)
+                if not startup and before + wanted < total_chunks and now >= before + wanted:
+                    time.sleep(rng.uniform(0, 0.4))
+                    break
+                if not startup and before + wanted >= total_chunks and assembling():
+                    break
+                time.sleep(0.01)
             if proc.poll() is None:
-                at = chunks_on_disk()
-                phase = ("assembling" if at == total_chunks else
-                         "extracting" if at > before else "starting")
+                phase = ("assembling" if assembling() else
+                         "extracting" if chunks_on_disk() > before else "starting")
                 proc.send_signal(signal.SIGKILL)
                 proc.communicate()
                 kills += 1
@@ -103,12 +108,12 @@ def main() -> int:
             print(err)
             return 1
         result = json.loads(out)
-        if result["hit"]:
-            print("a killed run had already finished the file: use a smaller --chunk-size")
-            return 1
         break
-    print(f"final run: resumed {result['resumed_images']} images, extracted "
-          f"{sum(result['splits'].values()) - result['resumed_images']}")
+    if result["hit"]:  # killed after the file was complete, before the chunks were removed
+        print("final run: a cache hit on the file the last killed run completed")
+    else:
+        print(f"final run: resumed {result['resumed_images']} images, extracted "
+              f"{sum(result['splits'].values()) - result['resumed_images']}")
 
     a, b = arrays(Path(reference["cache"])), arrays(Path(result["cache"]))
     same = a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
