@@ -105,6 +105,24 @@ def _write_failed(exc: Exception, what: Path, partial: Path) -> CacheError:
         "(or raise the limit), then run the same command again; it resumes where it stopped.")
 
 
+def _reserve(path: Path, size: int) -> None:
+    """Fail now, cleanly, if ``size`` bytes cannot be written at ``path``.
+
+    HDF5 cannot recover from a write that fails for lack of space: the
+    library is left with a half-open file and the process crashes. So the
+    space is claimed first (``posix_fallocate``, which also respects a file
+    size limit) and given back just before HDF5 writes.
+    """
+    try:
+        with open(path, "wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot tell
+            raise
+    finally:
+        path.unlink(missing_ok=True)
+
+
 class PartialCache:
     """The resumable, chunked work-in-progress of one cache file."""
 
@@ -166,11 +184,15 @@ class PartialCache:
                  feature_shape: tuple[int, ...], dtype: str, attrs: dict) -> Path:
         """Join the chunks into the final HDF5 file, atomically; drop the chunks."""
         tmp = self.final.with_name(self.final.name + f".tmp-{os.getpid()}")
+        files = {split: [self._chunk_path(split, k) for k in chunks[split]] for split in splits}
         try:
+            # The chunks hold the features as stored; the strings and HDF5's own
+            # structures come on top.
+            _reserve(tmp, sum(f.stat().st_size for fs in files.values() for f in fs)
+                     + sum(len(p) + 64 for m in splits.values() for p in m.paths) + 2**20)
             with h5py.File(tmp, "w") as h5:
                 for split, manifest in splits.items():
-                    files = [self._chunk_path(split, k) for k in chunks[split]]
-                    _write_split(h5.create_group(split), manifest, files, feature_shape, dtype)
+                    _write_split(h5.create_group(split), manifest, files[split], feature_shape, dtype)
                 for name, value in attrs.items():
                     h5.attrs[name] = value
             os.replace(tmp, self.final)

@@ -1,12 +1,10 @@
 """Stage 1 under faults: a full disk, a read-only cache folder, two extractions at once."""
 
 import json
+import os
 import pathlib
-import resource
-import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,35 +22,42 @@ def config(folder, **kwargs):
                             "cache_dir": str(folder), **kwargs})
 
 
-@contextmanager
-def file_size_limit(n_bytes):
-    """A full disk, as the writer sees it: writes past ``n_bytes`` fail (EFBIG)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write, not the process
-    resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
+FULL_DISK = """
+import resource, signal, sys
+sys.path.insert(0, {root!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
+from pipeline.cli import main
+sys.exit(main(["extract", "--data", {data!r}, "--cache-dir", {cache!r}, "--weights", "none",
+               "--image-size", "32", "--batch-size", "4", "--chunk-size", "4", "--no-progress"]))
+"""
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # HDF5's own cleanup
+def extract_with_a_full_disk(data, cache, limit):
+    """Extraction in a process whose writes fail past ``limit`` bytes (EFBIG), as on a full disk.
+
+    In its own process: HDF5 keeps a file whose writes failed half-open, and
+    a real run that hits a full disk exits anyway.
+    """
+    code = FULL_DISK.format(root=str(ROOT), limit=limit, data=str(data), cache=str(cache))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
 def test_a_full_disk_keeps_the_finished_chunks_and_the_next_run_resumes(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=10)
     cache = tmp_path / "cache"
-    with file_size_limit(2_000), pytest.raises(CacheError) as err:  # not even one chunk fits
-        extract_features(data, config(cache))
-    message = str(err.value)
-    assert "the disk is full (or a file size limit was reached)" in message
-    assert "Fix: free space (or raise the limit), then run the same command again; it resumes" in message
+    run = extract_with_a_full_disk(data, cache, 2_000)  # not even one chunk fits
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "the disk is full (or a file size limit was reached)" in run.stderr
+    assert "Fix: free space (or raise the limit), then run the same command again; it resumes" in run.stderr
+    assert "Traceback" not in run.stderr
     partial = next(cache.glob("*.partial"))
     assert not list(partial.glob("*.tmp")), "the half-written chunk is removed"
     assert not list(partial.glob("*.npz"))
 
-    with file_size_limit(12_000), pytest.raises(CacheError) as err:  # chunks fit, the file does not
-        extract_features(data, config(cache))
-    assert "the disk is full" in str(err.value) and str(partial) in str(err.value)
+    run = extract_with_a_full_disk(data, cache, 12_000)  # the chunks fit, the HDF5 file does not
+    assert run.returncode == 2 and "the disk is full" in run.stderr and str(partial) in run.stderr
     assert len(list(partial.glob("train-*.npz"))) == 5 and len(list(partial.glob("validation-*.npz"))) == 5
     assert not list(cache.glob("*.h5")) and not list(cache.glob("*.tmp-*")), "nothing looks complete"
 
