@@ -328,6 +328,9 @@ def _chunk_aligned(batches, chunk_size: int, batch_size: int):
     for idx, images in batches:
         idx = idx.numpy()
         chunk_of = idx // chunk_size
+        if not pending and len(idx) == batch_size and chunk_of[0] == chunk_of[-1]:
+            yield idx, images  # the usual case: a whole batch of one chunk, not copied
+            continue
         cuts = np.flatnonzero(np.diff(chunk_of)) + 1
         for start, stop in zip([0, *cuts], [*cuts, len(idx)]):
             if pending and pending[0][0][0] // chunk_size != chunk_of[start]:
