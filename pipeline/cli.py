@@ -89,6 +89,9 @@ def _run_extract(args) -> int:
     if shard and (args.cluster or args.workers is not None):
         raise ConfigError("`--shard` extracts one shard here; `--cluster`/`--workers` extract "
                           "every shard on Dask. Fix: pass one or the other.")
+    if args.shards is not None and not (args.cluster or args.workers is not None):
+        raise ConfigError("`--shards` sets how many shards run on a Dask cluster. Fix: add "
+                          "`--cluster ADDRESS` or `--workers N`, or extract one shard with `--shard I/N`.")
     with _cluster(args) as client:
         if client is not None:
             from .cluster import extract_on_cluster

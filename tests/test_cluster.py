@@ -64,6 +64,9 @@ def test_cluster_flag_messages(monkeypatch, tmp_path, capsys):
     assert main(["extract", "--data", str(tmp_path), "--shard", "1/2", "--workers", "2"]) == 2
     assert "`--shard` extracts one shard here; `--cluster`/`--workers` extract every shard" in \
         capsys.readouterr().err
+    assert main(["extract", "--data", str(tmp_path), "--shards", "4"]) == 2
+    assert "`--shards` sets how many shards run on a Dask cluster. Fix: add `--cluster ADDRESS`" in \
+        capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
     with pytest.raises(ConfigError, match=r'Dask, which is not installed. Fix: pip install -e "\.\[cluster\]"'):
         dask_cluster.connect(workers=1)
