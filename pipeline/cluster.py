@@ -1,10 +1,11 @@
 """Run stage 1 shards and stage 2 searches on a Dask cluster.
 
 ``--cluster ADDRESS`` connects to a running scheduler; ``--workers N`` starts
-a local cluster of N single-threaded worker processes. Extraction submits one
-task per shard (:func:`pipeline.extract.extract_features` with ``shard``),
-each writing its shard file into the cache folder, which every worker must
-see at the same path (shared storage); the client then merges them. Stage 2
+a local cluster of N single-threaded worker processes. Extraction plans once
+here (every image fingerprinted once, for the cache key), sends the plan to
+each worker once, and submits one task per shard, each writing its shard
+file into the cache folder, which every worker must see at the same path
+(shared storage); the client then merges them. Stage 2
 runs each scikit-learn search through joblib's Dask backend, so the
 candidates of a grid are fitted on the workers.
 
@@ -17,7 +18,6 @@ import logging
 import os
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from .config import ExtractConfig
 from .errors import ConfigError, first_line
@@ -58,10 +58,10 @@ def close(client) -> None:
         cluster.close()
 
 
-def _extract_shard(data: str, config: ExtractConfig, shard: tuple[int, int]):
-    from .extract import extract_features
+def _extract_shard(work, shard: tuple[int, int]):
+    from .extract import carry_out
 
-    return extract_features(data, config, progress=False, shard=shard)
+    return carry_out(work.for_shard(shard), progress=False)
 
 
 def extract_on_cluster(data: str | os.PathLike, config: ExtractConfig, client,
@@ -79,17 +79,18 @@ def extract_on_cluster(data: str | os.PathLike, config: ExtractConfig, client,
     from .shards import merge
 
     started = time.perf_counter()
-    found = plan(data, config).hit()
+    # Workers resolve no relative path of their own: the data root is already absolute.
+    work = plan(data, replace(config, cache_dir=str(config.cache_path.resolve())))
+    found = work.hit()
     if found:
         return found
     count = shards or sum(client.nthreads().values())
     if count < 1:
         raise ConfigError(f"The Dask cluster at {client.scheduler.address} has no workers. "
                           "Fix: start workers with `dask worker ADDRESS`, or wait until they join.")
-    data = str(Path(data).resolve())
-    config = replace(config, cache_dir=str(config.cache_path.resolve()))
     log.info("extracting %d shards on %d Dask workers", count, len(client.nthreads()))
-    futures = client.map(_extract_shard, [data] * count, [config] * count,
+    shared = client.scatter(work, broadcast=True)  # the manifests travel once per worker
+    futures = client.map(_extract_shard, [shared] * count,
                          [(i, count) for i in range(1, count + 1)], pure=False)
     parts = client.gather(futures)
     merged = merge([p.path for p in parts])

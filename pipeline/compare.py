@@ -273,16 +273,19 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
             test_scores[name], predictions[name]["test"] = report.score(
                 test.labels, s.model.predict_proba(test.features), s.model.classes_, n_classes)
 
-    leaderboard = report.rank([{
-        "classifier": name, "params": final[name].params,
-        "validation": rows[name], "test": test_scores.get(name),
-        "search_seconds": round(final[name].search_seconds, 3),
-        "fit_seconds": round(final[name].fit_seconds, 3),
-        "predict_seconds": round(final[name].predict_seconds, 4),
-        "path": outofcore.PATH_IN_MEMORY,
-    } for name in final], config.scoring)
+    leaderboard = report.rank([_row(s, rows[name], test_scores.get(name), outofcore.PATH_IN_MEMORY)
+                               for name, s in final.items()], config.scoring)
     return _finish(cache, config, specs, final, leaderboard, predictions, validation,
                    test if has_test else None, out, started)
+
+
+def _row(selected: _Selected, validation: dict, test: dict | None, path: str) -> dict:
+    """One leaderboard row (before ranking)."""
+    return {"classifier": selected.name, "params": selected.params,
+            "validation": validation, "test": test,
+            "search_seconds": round(selected.search_seconds, 3),
+            "fit_seconds": round(selected.fit_seconds, 3),
+            "predict_seconds": round(selected.predict_seconds, 4), "path": path}
 
 
 def _finish(cache: FeatureCache, config: CompareConfig, specs, final, leaderboard, predictions,
@@ -351,12 +354,10 @@ def _compare_out_of_core(cache: FeatureCache, config: CompareConfig, specs, conf
             scores.setdefault(name, {})[split], predicted = report.score(
                 labels[split], proba, range(n_classes), n_classes)
             predictions.setdefault(name, {})[split] = predicted
-    leaderboard = report.rank([{
-        "classifier": name, "params": s.params, "validation": scores[name]["validation"],
-        "test": scores[name].get("test"), "search_seconds": 0.0,
-        "fit_seconds": round(s.fit_seconds, 3), "predict_seconds": round(s.predict_seconds, 4),
-        "path": outofcore.PATH_TF_DATA if name in keras_names else outofcore.PATH_SGD,
-    } for name, s in final.items()], config.scoring)
+    leaderboard = report.rank([
+        _row(s, scores[name]["validation"], scores[name].get("test"),
+             outofcore.PATH_TF_DATA if name in keras_names else outofcore.PATH_SGD)
+        for name, s in final.items()], config.scoring)
     note = (f"Out of core: {need / 2**20:.3g} MB of train and validation features exceed the "
             f"memory budget of {budget / 2**20:.3g} MB, so features were streamed from the file "
             f"in blocks of {block} rows.")

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,17 +153,20 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
     Raises:
         PipelineError: bad layout, settings, weights or cache folder.
     """
-    work = plan(data, config, shard)
+    return carry_out(plan(data, config).for_shard(shard), progress)
+
+
+def carry_out(work: "Plan", progress: bool | None = None) -> ExtractResult:
+    """The planned cache file: found whole, or extracted (resuming what is on disk)."""
     found = work.hit()  # a finished cache needs no write access: a read-only folder is fine
     if found:
         return found
-    _prepare_cache_dir(config.cache_path)
+    _prepare_cache_dir(work.config.cache_path)
     with cache_lock(work.path):  # another extraction of the same cache finishes first
         return work.hit() or work.run(progress)
 
 
-def plan(data: str | os.PathLike, config: ExtractConfig,
-         shard: tuple[int, int] | None = None) -> "Plan":
+def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
     """What an extraction would write, and where: the key, from every image's bytes."""
     started = time.perf_counter()
     dataset = discover(data, config.split)
@@ -175,10 +178,8 @@ def plan(data: str | os.PathLike, config: ExtractConfig,
         manifests[split] = SplitManifest(tuple(paths), tuple(l for _, l in items),
                                          tuple(fingerprint_all(dataset.root, paths)))
     key = cache_key(spec, config, dataset, manifests)
-    path = config.cache_path / cache_file_name(spec, key)
-    if shard is not None:
-        path = path.with_name(shards.shard_file_name(path.name, shard))
-    return Plan(dataset, spec, config, manifests, key, path, shard, started)
+    return Plan(dataset, spec, config, manifests, key,
+                config.cache_path / cache_file_name(spec, key), started=started)
 
 
 @dataclass
@@ -191,8 +192,15 @@ class Plan:
     manifests: dict[str, SplitManifest]
     key: dict
     path: Path
-    shard: tuple[int, int] | None
-    started: float
+    shard: tuple[int, int] | None = None
+    started: float = 0.0
+
+    def for_shard(self, shard: tuple[int, int] | None) -> "Plan":
+        """The same extraction, limited to shard ``(i, n)`` and its own file (None: all of it)."""
+        if shard is None:
+            return self
+        return replace(self, path=self.path.with_name(shards.shard_file_name(self.path.name, shard)),
+                       shard=shard, started=time.perf_counter())
 
     def _result(self, cache: FeatureCache, hit: bool, rate: float = 0.0,
                 resumed: int = 0) -> ExtractResult:
@@ -328,17 +336,15 @@ def _chunk_aligned(batches, chunk_size: int, batch_size: int):
     for idx, images in batches:
         idx = idx.numpy()
         chunk_of = idx // chunk_size
-        if not pending and len(idx) == batch_size and chunk_of[0] == chunk_of[-1]:
-            yield idx, images  # the usual case: a whole batch of one chunk, not copied
-            continue
         cuts = np.flatnonzero(np.diff(chunk_of)) + 1
         for start, stop in zip([0, *cuts], [*cuts, len(idx)]):
+            part = (idx, images) if stop - start == len(idx) else (idx[start:stop], images[start:stop])
             if pending and pending[0][0][0] // chunk_size != chunk_of[start]:
                 yield emit(held)  # the tail of the previous chunk
             if not pending and stop - start == batch_size:
-                yield idx[start:stop], images[start:stop]
+                yield part  # the usual case: a whole batch of one chunk, not copied
                 continue
-            pending.append((idx[start:stop], images[start:stop]))
+            pending.append(part)
             held += stop - start
             while held >= batch_size:
                 yield emit(batch_size)

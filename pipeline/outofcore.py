@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import h5py
 import numpy as np
@@ -62,15 +63,21 @@ class FeatureRows:
     split: str
     block_rows: int
 
-    @property
+    @cached_property
     def labels(self) -> np.ndarray:
+        """Every label of the split (4 bytes a row), read once."""
         with h5py.File(self.path, "r") as h5:
             return h5[self.split]["labels"][()]
 
+    @cached_property
+    def _features(self) -> tuple[tuple[int, ...], str]:
+        with h5py.File(self.path, "r") as h5:
+            features = h5[self.split]["features"]
+            return tuple(features.shape), str(features.dtype)
+
     @property
     def shape(self) -> tuple[int, ...]:
-        with h5py.File(self.path, "r") as h5:
-            return tuple(h5[self.split]["features"].shape)
+        return self._features[0]
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -111,9 +118,7 @@ class FeatureRows:
                 for i in range(0, len(X), batch_size):
                     yield (X[i:i + batch_size], y[i:i + batch_size]) if labels else X[i:i + batch_size]
 
-        with h5py.File(self.path, "r") as h5:
-            stored = tf.as_dtype(h5[self.split]["features"].dtype)
-        x_spec = tf.TensorSpec((None, *self.shape[1:]), stored)
+        x_spec = tf.TensorSpec((None, *self.shape[1:]), tf.as_dtype(self._features[1]))
         spec = (x_spec, tf.TensorSpec((None,), tf.int64)) if labels else x_spec
         n = len(self)
         steps = sum(-(-min(self.block_rows, n - start) // batch_size)

@@ -145,10 +145,17 @@ def _merged_extraction(shards) -> dict:
 def _merge_split(group, split: str, shards, folder: Path) -> None:
     """Virtual ``features`` and ``labels``; the small string arrays are copied."""
     sizes = [s.counts.get(split, 0) for s in shards]
+    strings = {name: [] for name in ("paths", "fingerprints", "quarantine/paths",
+                                     "quarantine/reasons")}
+    for cache in shards:
+        with h5py.File(cache.path, "r") as h5:
+            for name, values in strings.items():
+                values += list(h5[split][name][()])
+            if cache is shards[0]:
+                layouts = {name: (h5[split][name].shape[1:], h5[split][name].dtype)
+                           for name in ("features", "labels")}
     total = sum(sizes)
-    for name in ("features", "labels"):
-        with h5py.File(shards[0].path, "r") as h5:
-            shape, dtype = h5[split][name].shape[1:], h5[split][name].dtype
+    for name, (shape, dtype) in layouts.items():
         if total == 0:
             group.create_dataset(name, shape=(0, *shape), dtype=dtype)
             continue
@@ -156,16 +163,12 @@ def _merge_split(group, split: str, shards, folder: Path) -> None:
         start = 0
         for cache, n in zip(shards, sizes):
             if n:
-                source = h5py.VirtualSource(os.path.relpath(cache.path, folder), f"{split}/{name}",
-                                            shape=(n, *shape), dtype=dtype)
-                layout[start:start + n] = source
+                layout[start:start + n] = h5py.VirtualSource(
+                    os.path.relpath(cache.path, folder), f"{split}/{name}",
+                    shape=(n, *shape), dtype=dtype)
             start += n
         group.create_virtual_dataset(name, layout)
-    for name in ("paths", "fingerprints", "quarantine/paths", "quarantine/reasons"):
-        values = []
-        for cache in shards:
-            with h5py.File(cache.path, "r") as h5:
-                values += list(h5[split][name][()])
+    for name, values in strings.items():
         group.create_dataset(name, data=np.asarray(values, dtype=object), dtype=_STR)
 
 
