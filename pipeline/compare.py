@@ -1,7 +1,8 @@
 """Stage 2: select every classifier on validation, evaluate the test split once.
 
-Hyper-parameters are searched with scikit-learn's ``GridSearchCV`` over a
-``PredefinedSplit`` whose only fold is (fit on train, score on validation).
+Each hyper-parameter candidate is fitted on train and scored on validation
+(scikit-learn's ``cross_validate`` over a ``PredefinedSplit`` whose only fold
+is exactly that); the best candidate's model is kept, not fitted again.
 The test split is read from the cache only after every classifier is chosen
 and fitted, and each final model is evaluated on it exactly once.
 scikit-learn models run in parallel worker processes (one BLAS thread each,
@@ -102,31 +103,55 @@ def _short(params: dict) -> dict:
 
 def _select(name: str, estimator, grid: dict, train: SplitData, validation: SplitData,
             scoring: str, fit_params: dict, search_jobs: int = 1) -> _Selected:
-    """Choose ``grid`` on validation, then fit the chosen settings on train."""
+    """Fit each candidate of ``grid`` on train, score it on validation, keep the best.
+
+    Each candidate is scikit-learn's ``cross_validate`` over a
+    ``PredefinedSplit`` whose only fold is (fit on train, score on
+    validation), and the best candidate's fitted model is the selected model,
+    so nothing is fitted twice. Ties go to the first candidate, as in
+    ``GridSearchCV``.
+    """
+    from joblib import Parallel, delayed
     from sklearn.base import clone
-    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+    from sklearn.model_selection import ParameterGrid, PredefinedSplit, cross_validate
 
     start = time.perf_counter()
-    candidates, chosen = [], {}
-    if grid:
-        X = np.concatenate([train.features, validation.features])
-        y = np.concatenate([train.labels, validation.labels])
-        fold = np.r_[np.full(len(train.labels), -1), np.zeros(len(validation.labels), int)]
-        search = GridSearchCV(estimator, grid, scoring=scoring, cv=PredefinedSplit(fold),
-                              refit=False, n_jobs=search_jobs, error_score="raise")
-        search.fit(X, y, **fit_params)
-        chosen = _short(search.best_params_)
-        for params, value in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
-            candidates.append({"classifier": name, "params": report.format_params(_short(params)),
-                               f"validation_{scoring}": round(float(value), 4)})
-        estimator = clone(estimator).set_params(**search.best_params_)
-    search_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    model = clone(estimator).fit(train.features, train.labels, **fit_params)
-    fit_seconds = time.perf_counter() - start
+    with _one_blas_thread():
+        if not grid:
+            model = clone(estimator).fit(train.features, train.labels, **fit_params)
+            chosen, candidates, search_seconds = {}, [], 0.0
+            fit_seconds = time.perf_counter() - start
+        else:
+            X = np.concatenate([train.features, validation.features])
+            y = np.concatenate([train.labels, validation.labels])
+            fold = PredefinedSplit(np.r_[np.full(len(train.labels), -1),
+                                         np.zeros(len(validation.labels), int)])
+            settings = list(ParameterGrid(grid))
+            results = Parallel(n_jobs=search_jobs)(
+                delayed(cross_validate)(clone(estimator).set_params(**p), X, y, cv=fold,
+                                        scoring=scoring, params=fit_params,
+                                        return_estimator=True, error_score="raise")
+                for p in settings)
+            scores = [float(r["test_score"][0]) for r in results]
+            best = int(np.argmax(scores))
+            model, fit_seconds = results[best]["estimator"][0], float(results[best]["fit_time"][0])
+            chosen = _short(settings[best])
+            candidates = [{"classifier": name, "params": report.format_params(_short(p)),
+                           f"validation_{scoring}": round(score, 4)}
+                          for p, score in zip(settings, scores)]
+            search_seconds = time.perf_counter() - start - fit_seconds
     if hasattr(model, "refit_params"):  # e.g. the epochs early stopping chose
         chosen.update(model.refit_params())
     return _Selected(name, model, chosen, candidates, search_seconds, fit_seconds)
+
+
+def _one_blas_thread():
+    """Limit BLAS to one thread: on the small matrices of a feature cache, a
+    multi-threaded BLAS makes lbfgs over twenty times slower (see BENCHMARKS.md).
+    OpenMP, which the gradient-boosted trees use well, is left alone."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _refit(selected: _Selected, train: SplitData, validation: SplitData) -> _Selected:
@@ -137,8 +162,9 @@ def _refit(selected: _Selected, train: SplitData, validation: SplitData) -> _Sel
     if hasattr(selected.model, "refit_params"):
         model.set_params(**selected.model.refit_params())
     start = time.perf_counter()
-    model.fit(np.concatenate([train.features, validation.features]),
-              np.concatenate([train.labels, validation.labels]))
+    with _one_blas_thread():
+        model.fit(np.concatenate([train.features, validation.features]),
+                  np.concatenate([train.labels, validation.labels]))
     return _Selected(selected.name, model, selected.params, selected.candidates,
                      selected.search_seconds, time.perf_counter() - start)
 
@@ -163,6 +189,7 @@ def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
     (joblib's Dask backend).
     """
     from joblib import Parallel, delayed, parallel_config
+    from threadpoolctl import threadpool_limits
 
     def pool() -> list[_Selected]:
         if not jobs:
@@ -170,8 +197,13 @@ def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
         if cluster is not None:
             with cluster.as_current(), parallel_config(backend="dask"):
                 return [f(*a) for f, a in jobs]
+        n_jobs = _n_jobs(config, len(jobs), keras_busy)
+        if n_jobs == 1:  # one after another in this thread, without starting a worker
+            cores = os.cpu_count() or 1
+            with threadpool_limits(limits=max(1, cores - 1) if keras_busy else None,
+                                   user_api="openmp"):
+                return [f(*a) for f, a in jobs]
         with parallel_config(backend="loky", inner_max_num_threads=1):
-            n_jobs = _n_jobs(config, len(jobs), keras_busy)
             return Parallel(n_jobs=n_jobs)(delayed(f)(*a) for f, a in jobs)
 
     with ThreadPoolExecutor(max_workers=1) as executor:
