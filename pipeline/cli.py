@@ -196,7 +196,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--spatial", default="flatten", choices=("flatten", "avg", "max"),
                    help="how spatial features (pooling none) become vectors")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=-1, help="worker processes (-1: one per core)")
+    p.add_argument("--jobs", type=int, default=-1, help="worker processes for the scikit-learn models (-1: one per two cores)")
     p.add_argument("--memory-budget", type=float, default=0, metavar="MB",
                    help="stream features from the file when they need more (0: half of the RAM)")
     _add_cluster(p, "grid searches spread over its workers")

@@ -5,10 +5,11 @@ Each hyper-parameter candidate is fitted on train and scored on validation
 is exactly that); the best candidate's model is kept, not fitted again.
 The test split is read from the cache only after every classifier is chosen
 and fitted, and each final model is evaluated on it exactly once.
-scikit-learn models run in parallel worker processes (one BLAS thread each,
-so the cores are not oversubscribed) while the Keras head trains alongside
-in this process. scikit-learn and joblib are imported on first
-use, so importing the package stays cheap for stage 1.
+scikit-learn models fit in a background thread, or in parallel worker
+processes on machines with cores enough for them, while the Keras head trains
+alongside in this process; their threads are limited so the cores are not
+oversubscribed. scikit-learn and joblib are imported on first use, so
+importing the package stays cheap for stage 1.
 """
 
 from __future__ import annotations
@@ -169,21 +170,32 @@ def _refit(selected: _Selected, train: SplitData, validation: SplitData) -> _Sel
                      selected.search_seconds, time.perf_counter() - start)
 
 
-def _n_jobs(config: CompareConfig, tasks: int, keras_busy: bool) -> int:
+def _workers(config: CompareConfig, tasks: int, keras_busy: bool) -> tuple[int, int | None]:
+    """Worker processes for the scikit-learn jobs, and threads each may use.
+
+    By default every worker gets at least two cores (the gradient-boosted
+    trees use them all through OpenMP), and a core is left to the Keras head
+    when it trains alongside. One worker means none is started: on two cores,
+    starting workers costs more than it saves (see BENCHMARKS.md).
+    """
     cores = os.cpu_count() or 1
-    wanted = cores if config.n_jobs < 0 else max(1, config.n_jobs)
-    if keras_busy and config.n_jobs < 0:
-        wanted = cores - 1  # leave a core to the Keras head training alongside
-    return max(1, min(wanted, tasks))
+    spare = max(1, cores - 1) if keras_busy else cores
+    if config.n_jobs > 0:
+        workers = min(config.n_jobs, tasks)
+    else:
+        workers = max(1, min(spare // 2, tasks))
+    threads = max(1, spare // workers)
+    return workers, (threads if keras_busy or workers > 1 else None)
 
 
 def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
-                in_process, cluster=None) -> dict[str, _Selected]:
-    """Run scikit-learn jobs in worker processes while ``in_process()`` runs here.
+                alongside, cluster=None) -> dict[str, _Selected]:
+    """Run scikit-learn jobs here while ``alongside()`` runs in a background thread.
 
     The Keras head spends seconds importing TensorFlow and training; the
-    scikit-learn models fit meanwhile in loky workers, each limited to one
-    BLAS thread so workers plus TensorFlow do not oversubscribe the cores.
+    scikit-learn models fit meanwhile, in loky worker processes when the
+    machine has cores enough (see :func:`_workers`), each limited in threads
+    so workers plus TensorFlow do not oversubscribe the cores.
     With a Dask ``cluster``, the jobs run one after another here instead and
     each grid search spreads its candidates over the cluster's workers
     (joblib's Dask backend).
@@ -197,19 +209,19 @@ def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
         if cluster is not None:
             with cluster.as_current(), parallel_config(backend="dask"):
                 return [f(*a) for f, a in jobs]
-        n_jobs = _n_jobs(config, len(jobs), keras_busy)
-        if n_jobs == 1:  # one after another in this thread, without starting a worker
-            cores = os.cpu_count() or 1
-            with threadpool_limits(limits=max(1, cores - 1) if keras_busy else None,
-                                   user_api="openmp"):
+        workers, threads = _workers(config, len(jobs), keras_busy)
+        if workers == 1:  # one after another in this thread
+            with threadpool_limits(limits=threads, user_api="openmp"):
                 return [f(*a) for f, a in jobs]
-        with parallel_config(backend="loky", inner_max_num_threads=1):
-            return Parallel(n_jobs=n_jobs)(delayed(f)(*a) for f, a in jobs)
+        with parallel_config(backend="loky", inner_max_num_threads=threads):
+            return Parallel(n_jobs=workers)(delayed(f)(*a) for f, a in jobs)
 
+    # The scikit-learn jobs keep this thread: OpenMP (the gradient-boosted trees)
+    # runs about twice as slowly from a new thread once this one has used it.
     with ThreadPoolExecutor(max_workers=1) as executor:
-        background = executor.submit(pool)
-        done = in_process()
-        done.update({s.name: s for s in background.result()})
+        keras_done = executor.submit(alongside)
+        done = {s.name: s for s in pool()}
+        done.update(keras_done.result())
     return done
 
 

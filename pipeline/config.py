@@ -100,7 +100,8 @@ class CompareConfig:
         spatial: how spatial features (``pooling="none"``) become vectors:
             "flatten", "avg" or "max".
         seed: seeds every model.
-        n_jobs: processes for the scikit-learn models (-1: one per core).
+        n_jobs: worker processes for the scikit-learn models (-1: one per two
+            cores, so none on a two-core machine, where they cost more than they save).
         memory_budget_mb: when train and validation features (float32, plus a
             float64 working copy) need more, stage 2 streams them from the file
             (see :mod:`pipeline.outofcore`); 0 means half of this machine's memory.
