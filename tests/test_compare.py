@@ -6,8 +6,11 @@ import h5py
 import numpy as np
 import pytest
 from conftest import blobs, write_feature_cache
+from sklearn.linear_model import LogisticRegression
 
-from pipeline import CompareConfig, compare
+from pipeline import CompareConfig, compare, report
+from pipeline.cache import SplitData
+from pipeline.compare import _select, _workers
 from pipeline.errors import CacheError, ConfigError, RunError
 from pipeline.runs import load_model
 
@@ -152,3 +155,37 @@ def test_settings_are_checked_before_any_work(tmp_path):
         CompareConfig(scoring="auc")
     with pytest.raises(ConfigError, match=r"Classifier 'knn' has no parameter 'C'"):
         compare(tmp_path / "missing.h5", _config(tmp_path, classifiers=("knn",), params={"knn": {"C": [1]}}))
+
+
+class _CountingLogReg(LogisticRegression):
+    fits = 0
+
+    def fit(self, X, y, **kwargs):
+        type(self).fits += 1
+        return super().fit(X, y, **kwargs)
+
+
+def test_each_candidate_is_fitted_once_and_the_best_is_kept():
+    train, validation = (SplitData(*blobs(30, seed=s), []) for s in (1, 2))
+    _CountingLogReg.fits = 0
+    selected = _select("logreg", _CountingLogReg(), {"C": [1e-4, 1.0, 10.0]}, train, validation,
+                       "accuracy", {})
+    assert _CountingLogReg.fits == 3  # the chosen one is not fitted again
+    assert [c["params"] for c in selected.candidates] == ["C=0.0001", "C=1.0", "C=10.0"]
+    best = max(selected.candidates, key=lambda c: c["validation_accuracy"])
+    assert report.format_params(selected.params) == best["params"]
+    refit = LogisticRegression(C=selected.params["C"]).fit(train.features, train.labels)
+    np.testing.assert_allclose(selected.model.coef_, refit.coef_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cores, n_jobs, keras, expected", [
+    (2, -1, False, (1, None)),   # two cores: no worker process is started
+    (2, -1, True, (1, 1)),       # ... and one core is left to the Keras head
+    (8, -1, False, (4, 2)),      # two cores per worker
+    (8, -1, True, (3, 2)),
+    (2, 2, False, (2, 1)),       # asked for: two workers of one thread
+])
+def test_worker_processes_get_two_cores_each(monkeypatch, cores, n_jobs, keras, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert _workers(CompareConfig(n_jobs=n_jobs), 5, keras) == expected
+    assert _workers(CompareConfig(n_jobs=n_jobs), 1, keras)[0] == 1
