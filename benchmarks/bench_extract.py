@@ -8,10 +8,15 @@ In one run, on the same backbone and batch size:
    writes, HDF5 assembly) into a fresh cache, and its ratio to (1); three
    rounds, each ratio printed, and their median (these machines are noisy:
    the forward pass alone swings by +-20 % within a minute);
-3. the peak resident memory of a whole extraction of 1000 and of 3000 images,
+   Beside it, the least any extraction can do: a bare loop of the same
+   decoding pipeline into the forward pass, with nothing kept;
+3. the CPU budget: CPU time per image of decoding and resizing (one thread)
+   and of the forward pass, and the ceiling they set on the ratio (2)
+   on this machine's cores even if both shared them perfectly;
+4. the peak resident memory of a whole extraction of 1000 and of 3000 images,
    each in its own process;
-4. the wall time of a cache-hit rerun through the command line;
-5. large photos (the same images re-encoded with a 2000 px long side):
+5. the wall time of a cache-hit rerun through the command line;
+6. large photos (the same images re-encoded with a 2000 px long side):
    extraction with ``--decode full`` and ``--decode auto``.
 
 Usage (the real data and weights are in ../shared; see its README):
@@ -71,6 +76,40 @@ def forward_alone(forward, pixels, batch: int) -> float:
     return 2 * n / (time.perf_counter() - started)
 
 
+def bare_loop(forward, data: Path, size: int, batch: int) -> float:
+    """Images/s of the decoding pipeline feeding the forward pass, nothing kept."""
+    from pipeline.decode import image_batches
+
+    paths = [str(data / p) for p, _ in discover(data).splits["train"]]
+    started, n = time.perf_counter(), 0
+    for indices, images in image_batches(paths, range(len(paths)), size, "auto", batch):
+        forward(images).numpy()
+        n += len(indices)
+    return n / (time.perf_counter() - started)
+
+
+def cpu_ms_per_image(data: Path, size: int, forward, pixels, batch: int) -> tuple[float, float]:
+    """CPU milliseconds per image: decoding + resizing on one thread, and the forward pass."""
+    import tensorflow as tf
+
+    from pipeline.decode import decode_image
+
+    paths = [str(data / p) for p, _ in discover(data).splits["train"][:400]]
+    contents = tf.constant([Path(p).read_bytes() for p in paths])  # no disk time
+    decoded = (tf.data.Dataset.from_tensor_slices(contents)
+               .map(lambda c: decode_image(c, size), num_parallel_calls=1).batch(batch))
+    started = time.process_time()
+    for _ in decoded:
+        pass
+    decode_ms = (time.process_time() - started) / len(paths) * 1e3
+    n = int(pixels.shape[0])
+    forward(pixels[:batch]).numpy()
+    started = time.process_time()
+    for i in range(0, n, batch):
+        forward(pixels[i:i + batch]).numpy()
+    return decode_ms, (time.process_time() - started) / n * 1e3
+
+
 def subset(data: Path, n: int, into: Path) -> Path:
     """A dataset of the first n images (by split order), as symbolic links."""
     ds = discover(data)
@@ -119,25 +158,39 @@ def main() -> None:
         model = backbones.build(backbones.resolve())
         forward_fn = backbones.compiled_forward(model)
         pixels = decoded_pixels(args.data, model.input_shape[1], args.forward_images)
-        loop_ratios, e2e_ratios = [], []
+        loop_ratios, e2e_ratios, bare_ratios = [], [], []
         for round_ in range(args.rounds):
             config = ExtractConfig(cache_dir=str(tmp / f"cache{round_}"), batch_size=batch)
             before = forward_alone(forward_fn, pixels, batch)
             result = extract_features(args.data, config, progress=False)
+            bare = bare_loop(forward_fn, args.data, model.input_shape[1], batch)
             after = forward_alone(forward_fn, pixels, batch)
             forward = (before + after) / 2
             n = sum(result.splits.values())
             loop_ratios.append(result.images_per_second / forward)
             e2e_ratios.append(n / result.seconds / forward)
+            bare_ratios.append(bare / forward)
             print(f"round {round_ + 1}: forward alone {forward:6.1f} images/s (before {before:.1f}, "
                   f"after {after:.1f}); extraction loop {result.images_per_second:6.1f} images/s, "
-                  f"end to end {n / result.seconds:6.1f} images/s ({result.seconds:.1f} s); "
-                  f"ratios {loop_ratios[-1]:.2f} / {e2e_ratios[-1]:.2f}", flush=True)
+                  f"end to end {n / result.seconds:6.1f} images/s ({result.seconds:.1f} s), "
+                  f"bare loop {bare:6.1f} images/s; ratios {loop_ratios[-1]:.2f} / "
+                  f"{e2e_ratios[-1]:.2f} / {bare_ratios[-1]:.2f}", flush=True)
         print(f"backbone: mobilenet alpha 0.25 @224, batch {batch}, {n} images, {os.cpu_count()} cores")
         print(f"median ratio, extraction loop / forward alone:  {statistics.median(loop_ratios):.2f} "
               "(read, decode, resize, forward, chunk writes)")
         print(f"median ratio, end to end / forward alone:       {statistics.median(e2e_ratios):.2f} "
               "(also fingerprints, model build, HDF5 assembly)")
+        print(f"median ratio, bare loop / forward alone:        {statistics.median(bare_ratios):.2f} "
+              "(decoding pipeline into the forward pass, nothing kept)")
+
+        decode_ms, forward_ms = cpu_ms_per_image(args.data, model.input_shape[1], forward_fn,
+                                                 pixels, batch)
+        forward = forward_alone(forward_fn, pixels, batch)
+        cores = os.cpu_count() or 1
+        ceiling = min(1.0, cores / ((decode_ms + forward_ms) / 1e3) / forward)
+        print(f"CPU per image: decode + resize {decode_ms:.2f} ms (one thread), forward "
+              f"{forward_ms:.2f} ms ({forward_ms * forward / 1e3:.2f} of {cores} cores busy at "
+              f"{forward:.0f} images/s); ceiling of the ratio with perfect sharing: {ceiling:.2f}")
 
         started = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data",
