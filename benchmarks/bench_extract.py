@@ -8,8 +8,10 @@ In one run, on the same backbone and batch size:
    writes, HDF5 assembly) into a fresh cache, and its ratio to (1); three
    rounds, each ratio printed, and their median (these machines are noisy:
    the forward pass alone swings by +-20 % within a minute);
-   Beside it, the least any extraction can do: a bare loop of the same
-   decoding pipeline into the forward pass, with nothing kept;
+   Beside it, on the training split: the least any extraction can do, a
+   bare loop of the same decoding pipeline into the forward pass with
+   nothing kept, and the plain ``keras.utils.image_dataset_from_directory``
+   loop into the same forward pass (the usual way, the baseline);
 3. the CPU budget: CPU time per image of decoding and resizing (one thread)
    and of the forward pass, and the ceiling they set on the ratio (2)
    on this machine's cores even if both shared them perfectly;
@@ -88,6 +90,19 @@ def bare_loop(forward, data: Path, size: int, batch: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+def keras_loop(forward, data: Path, size: int, batch: int) -> float:
+    """Images/s of ``image_dataset_from_directory`` feeding the forward pass."""
+    import keras
+
+    images = keras.utils.image_dataset_from_directory(
+        data / "train", image_size=(size, size), batch_size=batch, shuffle=False, verbose=False)
+    started, n = time.perf_counter(), 0
+    for pixels, _ in images:
+        forward(pixels).numpy()
+        n += int(pixels.shape[0])
+    return n / (time.perf_counter() - started)
+
+
 def cpu_ms_per_image(data: Path, size: int, forward, pixels, batch: int) -> tuple[float, float]:
     """CPU milliseconds per image: decoding + resizing on one thread, and the forward pass."""
     import tensorflow as tf
@@ -158,23 +173,26 @@ def main() -> None:
         model = backbones.build(backbones.resolve())
         forward_fn = backbones.compiled_forward(model)
         pixels = decoded_pixels(args.data, model.input_shape[1], args.forward_images)
-        loop_ratios, e2e_ratios, bare_ratios = [], [], []
+        loop_ratios, e2e_ratios, bare_ratios, keras_ratios = [], [], [], []
         for round_ in range(args.rounds):
             config = ExtractConfig(cache_dir=str(tmp / f"cache{round_}"), batch_size=batch)
             before = forward_alone(forward_fn, pixels, batch)
             result = extract_features(args.data, config, progress=False)
             bare = bare_loop(forward_fn, args.data, model.input_shape[1], batch)
+            plain = keras_loop(forward_fn, args.data, model.input_shape[1], batch)
             after = forward_alone(forward_fn, pixels, batch)
             forward = (before + after) / 2
             n = sum(result.splits.values())
             loop_ratios.append(result.images_per_second / forward)
             e2e_ratios.append(n / result.seconds / forward)
             bare_ratios.append(bare / forward)
+            keras_ratios.append(plain / forward)
             print(f"round {round_ + 1}: forward alone {forward:6.1f} images/s (before {before:.1f}, "
                   f"after {after:.1f}); extraction loop {result.images_per_second:6.1f} images/s, "
                   f"end to end {n / result.seconds:6.1f} images/s ({result.seconds:.1f} s), "
-                  f"bare loop {bare:6.1f} images/s; ratios {loop_ratios[-1]:.2f} / "
-                  f"{e2e_ratios[-1]:.2f} / {bare_ratios[-1]:.2f}", flush=True)
+                  f"bare loop {bare:6.1f}, image_dataset_from_directory loop {plain:6.1f} images/s; "
+                  f"ratios {loop_ratios[-1]:.2f} / {e2e_ratios[-1]:.2f} / {bare_ratios[-1]:.2f} / "
+                  f"{keras_ratios[-1]:.2f}", flush=True)
         print(f"backbone: mobilenet alpha 0.25 @224, batch {batch}, {n} images, {os.cpu_count()} cores")
         print(f"median ratio, extraction loop / forward alone:  {statistics.median(loop_ratios):.2f} "
               "(read, decode, resize, forward, chunk writes)")
@@ -182,6 +200,8 @@ def main() -> None:
               "(also fingerprints, model build, HDF5 assembly)")
         print(f"median ratio, bare loop / forward alone:        {statistics.median(bare_ratios):.2f} "
               "(decoding pipeline into the forward pass, nothing kept)")
+        print(f"median ratio, image_dataset_from_directory / forward alone: "
+              f"{statistics.median(keras_ratios):.2f} (the plain Keras loop)")
 
         decode_ms, forward_ms = cpu_ms_per_image(args.data, model.input_shape[1], forward_fn,
                                                  pixels, batch)
