@@ -68,43 +68,46 @@ def decoded_pixels(data: Path, size: int, n: int):
     return tf.stack([load_image(tf.constant(p), size) for p in paths])
 
 
-def forward_alone(forward, pixels, batch: int) -> float:
+def forward_alone(forward, pixels, batch: int) -> tuple[float, float]:
+    """Images/s of the forward pass on in-memory tensors, and its CPU ms per image."""
     n = int(pixels.shape[0])
     forward(pixels[:batch]).numpy()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(2):
         for i in range(0, n, batch):
             forward(pixels[i:i + batch]).numpy()
-    return 2 * n / (time.perf_counter() - started)
+    return 2 * n / (time.perf_counter() - started), (time.process_time() - cpu) / (2 * n) * 1e3
 
 
-def bare_loop(forward, data: Path, size: int, batch: int) -> float:
-    """Images/s of the decoding pipeline feeding the forward pass, nothing kept."""
-    from pipeline.decode import image_batches
-
-    paths = [str(data / p) for p, _ in discover(data).splits["train"]]
+def fed_rate(forward, batches) -> float:
+    """Images/s of a loop feeding each batch of pixels to the forward pass, nothing kept."""
     started, n = time.perf_counter(), 0
-    for indices, images in image_batches(paths, range(len(paths)), size, "auto", batch):
-        forward(images).numpy()
-        n += len(indices)
-    return n / (time.perf_counter() - started)
-
-
-def keras_loop(forward, data: Path, size: int, batch: int) -> float:
-    """Images/s of ``image_dataset_from_directory`` feeding the forward pass."""
-    import keras
-
-    images = keras.utils.image_dataset_from_directory(
-        data / "train", image_size=(size, size), batch_size=batch, shuffle=False, verbose=False)
-    started, n = time.perf_counter(), 0
-    for pixels, _ in images:
+    for pixels in batches:
         forward(pixels).numpy()
         n += int(pixels.shape[0])
     return n / (time.perf_counter() - started)
 
 
-def cpu_ms_per_image(data: Path, size: int, forward, pixels, batch: int) -> tuple[float, float]:
-    """CPU milliseconds per image: decoding + resizing on one thread, and the forward pass."""
+def bare_loop(forward, data: Path, size: int, batch: int) -> float:
+    """The extraction's own decoding pipeline feeding the forward pass."""
+    from pipeline.decode import image_batches
+
+    paths = [str(data / p) for p, _ in discover(data).splits["train"]]
+    return fed_rate(forward, (images for _, images in
+                              image_batches(paths, range(len(paths)), size, "auto", batch)))
+
+
+def keras_loop(forward, data: Path, size: int, batch: int) -> float:
+    """``image_dataset_from_directory`` feeding the forward pass."""
+    import keras
+
+    images = keras.utils.image_dataset_from_directory(
+        data / "train", image_size=(size, size), batch_size=batch, shuffle=False, verbose=False)
+    return fed_rate(forward, (pixels for pixels, _ in images))
+
+
+def decode_cpu_ms(data: Path, size: int, batch: int) -> float:
+    """CPU milliseconds per image of decoding + resizing on one thread (bytes in memory)."""
     import tensorflow as tf
 
     from pipeline.decode import decode_image
@@ -116,13 +119,7 @@ def cpu_ms_per_image(data: Path, size: int, forward, pixels, batch: int) -> tupl
     started = time.process_time()
     for _ in decoded:
         pass
-    decode_ms = (time.process_time() - started) / len(paths) * 1e3
-    n = int(pixels.shape[0])
-    forward(pixels[:batch]).numpy()
-    started = time.process_time()
-    for i in range(0, n, batch):
-        forward(pixels[i:i + batch]).numpy()
-    return decode_ms, (time.process_time() - started) / n * 1e3
+    return (time.process_time() - started) / len(paths) * 1e3
 
 
 def subset(data: Path, n: int, into: Path) -> Path:
@@ -176,11 +173,11 @@ def main() -> None:
         loop_ratios, e2e_ratios, bare_ratios, keras_ratios = [], [], [], []
         for round_ in range(args.rounds):
             config = ExtractConfig(cache_dir=str(tmp / f"cache{round_}"), batch_size=batch)
-            before = forward_alone(forward_fn, pixels, batch)
+            before = forward_alone(forward_fn, pixels, batch)[0]
             result = extract_features(args.data, config, progress=False)
             bare = bare_loop(forward_fn, args.data, model.input_shape[1], batch)
             plain = keras_loop(forward_fn, args.data, model.input_shape[1], batch)
-            after = forward_alone(forward_fn, pixels, batch)
+            after = forward_alone(forward_fn, pixels, batch)[0]
             forward = (before + after) / 2
             n = sum(result.splits.values())
             loop_ratios.append(result.images_per_second / forward)
@@ -203,9 +200,8 @@ def main() -> None:
         print(f"median ratio, image_dataset_from_directory / forward alone: "
               f"{statistics.median(keras_ratios):.2f} (the plain Keras loop)")
 
-        decode_ms, forward_ms = cpu_ms_per_image(args.data, model.input_shape[1], forward_fn,
-                                                 pixels, batch)
-        forward = forward_alone(forward_fn, pixels, batch)
+        decode_ms = decode_cpu_ms(args.data, model.input_shape[1], batch)
+        forward, forward_ms = forward_alone(forward_fn, pixels, batch)
         cores = os.cpu_count() or 1
         ceiling = min(1.0, cores / ((decode_ms + forward_ms) / 1e3) / forward)
         print(f"CPU per image: decode + resize {decode_ms:.2f} ms (one thread), forward "

@@ -59,10 +59,14 @@ def _add_cluster(p, what: str) -> None:
     group.add_argument("--workers", type=int, help=f"start a local Dask cluster of N processes ({what})")
 
 
+def _wants_cluster(args) -> bool:
+    return bool(args.cluster) or args.workers is not None
+
+
 @contextmanager
 def _cluster(args):
     """The Dask client the flags ask for, or None."""
-    if not (args.cluster or args.workers is not None):
+    if not _wants_cluster(args):
         yield None
         return
     from .cluster import close, connect
@@ -86,10 +90,10 @@ def _run_extract(args) -> int:
         split=SplitConfig(args.validation_fraction, args.test_fraction, args.test_from_validation),
     )
     shard = parse_shard(args.shard) if args.shard else None
-    if shard and (args.cluster or args.workers is not None):
+    if shard and _wants_cluster(args):
         raise ConfigError("`--shard` extracts one shard here; `--cluster`/`--workers` extract "
                           "every shard on Dask. Fix: pass one or the other.")
-    if args.shards is not None and not (args.cluster or args.workers is not None):
+    if args.shards is not None and not _wants_cluster(args):
         raise ConfigError("`--shards` sets how many shards run on a Dask cluster. Fix: add "
                           "`--cluster ADDRESS` or `--workers N`, or extract one shard with `--shard I/N`.")
     with _cluster(args) as client:

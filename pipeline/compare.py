@@ -5,10 +5,10 @@ Each hyper-parameter candidate is fitted on train and scored on validation
 is exactly that); the best candidate's model is kept, not fitted again.
 The test split is read from the cache only after every classifier is chosen
 and fitted, and each final model is evaluated on it exactly once.
-scikit-learn models fit in a background thread, or in parallel worker
+scikit-learn models fit in the calling thread, or in parallel worker
 processes on machines with cores enough for them, while the Keras head trains
-alongside in this process; their threads are limited so the cores are not
-oversubscribed. scikit-learn and joblib are imported on first use, so
+alongside in a background thread; their threads are limited so the cores are
+not oversubscribed. scikit-learn and joblib are imported on first use, so
 importing the package stays cheap for stage 1.
 """
 
@@ -148,7 +148,7 @@ def _select(name: str, estimator, grid: dict, train: SplitData, validation: Spli
 
 def _one_blas_thread():
     """Limit BLAS to one thread: on the small matrices of a feature cache, a
-    multi-threaded BLAS makes lbfgs over twenty times slower (see BENCHMARKS.md).
+    multi-threaded BLAS makes lbfgs about ten times slower (see BENCHMARKS.md).
     OpenMP, which the gradient-boosted trees use well, is left alone."""
     from threadpoolctl import threadpool_limits
 

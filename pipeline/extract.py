@@ -296,12 +296,9 @@ def _extract_split(forward, root: Path, split: str, manifest: SplitManifest, par
         bar.update(len(bad))
 
     for idx, images in _chunk_aligned(batches, size, config.batch_size):
-        out = forward(images).numpy()
-        chunk_of = idx // size
-        for k in np.unique(chunk_of):
-            mask = chunk_of == k
-            rows.setdefault(int(k), []).append(idx[mask])
-            feats.setdefault(int(k), []).append(out[mask])
+        k = int(idx[0]) // size  # a batch never crosses a chunk (see _chunk_aligned)
+        rows.setdefault(k, []).append(idx)
+        feats.setdefault(k, []).append(forward(images).numpy())
         bar.update(len(idx))
         last = int(idx[-1])
         while todo and min((todo[0] + 1) * size, n) - 1 <= last:
