@@ -5,7 +5,7 @@ In one run, on the same backbone and batch size:
 1. the forward pass alone on in-memory, already decoded tensors (images/s),
    measured right before and right after each extraction and averaged;
 2. the full extraction of the dataset (read, decode, resize, forward, chunk
-   writes, HDF5 assembly) into a fresh cache, and its ratio to (1); three
+   store segment writes, the view file) into a fresh cache, and its ratio to (1); three
    rounds, each ratio printed, and their median (these machines are noisy:
    the forward pass alone swings by +-20 % within a minute);
    Beside it, on the training split: the least any extraction can do, a

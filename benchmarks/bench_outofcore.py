@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.cache import base_attrs  # noqa: E402
+from pipeline.features.view import base_attrs  # noqa: E402
 from pipeline.outofcore import in_memory_bytes  # noqa: E402
 
 PEAK = 'next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024'

@@ -3,8 +3,8 @@
 1. Extract the dataset once, uninterrupted, into cache A (the reference).
 2. Into cache B, start the same ``run_pipeline.py extract`` command again and
    again, each time sending SIGKILL at a random moment (during start-up, after
-   1-3 new chunks plus a random fraction of the next, or, once no chunk is
-   left, while the chunks are assembled into the HDF5 file), until ``--kills``
+   1-3 new store segments plus a random fraction of the next, or, once no
+   chunk is left, while the view file is written), until ``--kills``
    runs were killed or a run finished; then let one run finish.
 3. Check that B and A hold the same rows: features (bit for bit), labels,
    paths, fingerprints and quarantine lists of every split.
@@ -66,9 +66,9 @@ def main() -> int:
     print(f"reference: {sum(reference['splits'].values())} rows in {reference['seconds']} s")
 
     def chunks_on_disk() -> int:
-        return sum(1 for _ in (work / "b").glob("*.partial/*.npz"))
+        return sum(1 for _ in (work / "b").glob("store/*/seg-*.h5"))
 
-    def assembling() -> bool:  # the HDF5 file is being written under a temporary name
+    def assembling() -> bool:  # the view file is being written under a temporary name
         return any((work / "b").glob("*.h5.tmp-*"))
 
     total_chunks = sum(-(-n // args.chunk_size) for n in reference["splits"].values())
@@ -109,11 +109,13 @@ def main() -> int:
             return 1
         result = json.loads(out)
         break
-    if result["hit"]:  # killed after the file was complete, before the chunks were removed
-        print("final run: a cache hit on the file the last killed run completed")
+    if result["hit"]:  # killed after the view was complete, before the process ended
+        print("final run: a cache hit on the view the last killed run completed")
     else:
         print(f"final run: resumed {result['resumed_images']} images, extracted "
-              f"{sum(result['splits'].values()) - result['resumed_images']}")
+              f"{result['computed']}")
+    strays = [str(p) for p in (work / "b").rglob("*") if p.name.endswith(".lock")]
+    print(f"lock files left: {len(strays)}")
 
     a, b = arrays(Path(reference["cache"])), arrays(Path(result["cache"]))
     same = a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -22,12 +22,11 @@ the run classifies new images::
 """
 
 from .backbones import BACKBONES, get_backbone, list_backbones
-from .cache import FeatureCache
 from .compare import CompareResult, compare
 from .config import CompareConfig, ExtractConfig, FinetuneConfig
 from .data import SplitConfig, discover
 from .errors import PipelineError
-from .extract import ExtractResult, extract_features
+from .features import ExtractResult, FeatureCache, extract_features
 from .finetune import FinetuneResult, finetune
 from .predict import predict
 

@@ -69,7 +69,7 @@ def _cluster(args):
     if not _wants_cluster(args):
         yield None
         return
-    from .cluster import close, connect
+    from .features.cluster import close, connect
 
     client = connect(args.cluster, args.workers)
     try:
@@ -79,8 +79,8 @@ def _cluster(args):
 
 
 def _run_extract(args) -> int:
-    from .extract import extract_features
-    from .shards import parse_shard
+    from .features import extract_features
+    from .features.shards import parse_shard
 
     config = ExtractConfig(
         backbone=args.backbone, alpha=args.alpha, image_size=args.image_size,
@@ -98,7 +98,7 @@ def _run_extract(args) -> int:
                           "`--cluster ADDRESS` or `--workers N`, or extract one shard with `--shard I/N`.")
     with _cluster(args) as client:
         if client is not None:
-            from .cluster import extract_on_cluster
+            from .features.cluster import extract_on_cluster
 
             result = extract_on_cluster(args.data, config, client, args.shards)
         else:
@@ -109,6 +109,7 @@ def _run_extract(args) -> int:
         return 0
     state = "cache hit" if result.hit else f"{result.images_per_second:.0f} images/s"
     print(f"{result.path}  ({state}, {result.seconds:.1f} s)")
+    print(f"  computed {result.computed} images, reused {result.reused} rows from the feature store")
     for split, n in result.splits.items():
         print(f"  {split:<10} {n:>7} rows  features {tuple(result.feature_shape)}")
     for split, classes in result.missing.items():
@@ -121,7 +122,7 @@ def _run_extract(args) -> int:
 
 
 def _run_inspect(args) -> int:
-    from .cache import FeatureCache
+    from .features import FeatureCache
 
     summary = FeatureCache(args.file, allow_shard=True).summary()
     if args.json:
@@ -143,6 +144,8 @@ def _run_inspect(args) -> int:
     if summary["shard"]:
         print(f"  {'shard':<14} {summary['shard']['index']} of {summary['shard']['count']}")
     print(f"  {'created':<14} {summary['created']} from {summary['data_root']}")
+    if summary["store"]:
+        print(f"  {'store':<14} {summary['store']}")
     print(f"  {'versions':<14} " + ", ".join(f"{k} {v}" for k, v in summary["library_versions"].items()))
     print(f"  {'quarantined':<14} {len(summary['quarantined'])}")
     for q in summary["quarantined"]:
@@ -151,8 +154,8 @@ def _run_inspect(args) -> int:
 
 
 def _run_merge(args) -> int:
-    from .cache import FeatureCache
-    from .shards import merge
+    from .features import FeatureCache
+    from .features.shards import merge
 
     cache = FeatureCache(merge(args.shards, args.out))
     if args.json:
@@ -161,6 +164,61 @@ def _run_merge(args) -> int:
     print(f"{cache.path}  (merged {cache.extraction['shards']} shards, features not copied)")
     for split, n in cache.counts.items():
         print(f"  {split:<10} {n:>7} rows  features {tuple(cache.feature_shape)}")
+    return 0
+
+
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list or clean up the feature store and its views")
+    actions = p.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("ls", help="stores (spec, rows, bytes) and the views using each")
+    gc = actions.add_parser("gc", help="drop unused views, and store rows no view holds")
+    gc.add_argument("--older-than", type=float, metavar="DAYS",
+                    help="also drop views not used for DAYS days (default: keep every view)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be dropped; change nothing")
+    for q in (ls, gc):
+        q.add_argument("--cache-dir", default="cache")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _run_cache(args) -> int:
+    from .features.manage import collect_garbage, list_cache
+
+    if args.action == "gc":
+        report = collect_garbage(args.cache_dir, args.older_than, args.dry_run)
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return 0
+        verb = "would drop" if args.dry_run else "dropped"
+        print(f"{verb} {len(report['views_dropped'])} views and {report['rows_dropped']} store rows"
+              + ("" if args.dry_run else f", freed {_megabytes(report['bytes_freed'])}"))
+        for view in report["views_dropped"]:
+            print(f"  view  {view}")
+        for store in report["stores"]:
+            print(f"  store {store['store']}: {store['rows_kept']} rows kept for {store['views']} views, "
+                  f"{store['rows_dropped']} dropped")
+        return 0
+    listing = list_cache(args.cache_dir)
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for store in listing["stores"]:
+        spec = store["spec"]
+        print(f"{store['store']}  ({spec['backbone']}, {spec['image_size']} px, {spec['pooling']} "
+              f"pooling, weights {spec['weights']}, {spec['dtype']})")
+        print(f"  {store['rows']} rows, {_megabytes(store['bytes'])} in {store['segments']} segments, "
+              f"{store['rejected']} unreadable images; last used {store['last_used'] or 'never'}")
+        for view in store["views"]:
+            print(f"    {view['path']}  {view['rows']} rows, last used {view['last_used']}")
+    for view in listing["views_without_store"]:
+        print(f"{view['path']}  {view['rows']} rows (format 1, outside the store; `cache gc` leaves it)")
+    for bad in listing["unreadable"]:
+        print(f"{bad['path']}  not readable: {bad['problem']}")
+    if not (listing["stores"] or listing["views_without_store"] or listing["unreadable"]):
+        print(f"{listing['cache_dir']} holds no features yet")
     return 0
 
 
@@ -393,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("shards", nargs="+", help="every shard file, e.g. cache/NAME.shard-*.h5")
     p.add_argument("--out", help="merged file (default: the unsharded cache name, next to the shards)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_cache(sub)
     p = sub.add_parser("backbones", help="list the backbones, their sizes and feature shapes")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'efficientnet*'")
     p.add_argument("--json", action="store_true")
@@ -405,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": _run_run, "extract": _run_extract, "inspect": _run_inspect,
-            "merge": _run_merge, "backbones": _run_backbones,
+            "merge": _run_merge, "cache": _run_cache, "backbones": _run_backbones,
             "compare": _run_compare, "classifiers": _run_classifiers, "finetune": _run_finetune,
             "predict": _run_predict}
 

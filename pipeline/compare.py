@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import outofcore, report
-from .cache import FeatureCache, SplitData, key_hash, library_versions
+from ._files import key_hash, library_versions
+from .features.view import FeatureCache, SplitData
 from .config import CompareConfig
 from .errors import ConfigError
 from .runs import RunWriter, check_writable, default_run_dir
@@ -232,7 +233,7 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
     Args:
         features: a finished feature cache file (from ``extract_features``).
         config: stage-2 settings.
-        cluster: a ``distributed.Client`` (see :mod:`pipeline.cluster`) to
+        cluster: a ``distributed.Client`` (see :mod:`pipeline.features.cluster`) to
             run the scikit-learn searches on; None runs them on this machine.
 
     Returns:

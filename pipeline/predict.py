@@ -20,7 +20,7 @@ import numpy as np
 from . import backbones
 from .data import is_image_name
 from .errors import ConfigError, RunError
-from .extract import spec_from_key
+from .features.spec import spec_from_key
 from .report import full_proba
 from .runs import load_model, read_manifest
 

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones
-from .cache import FeatureCache, fingerprint_all, key_hash
+from ._files import key_hash
+from .features.hashing import STAT_CACHE, fingerprint_files
+from .features.spec import spec_from_key
+from .features.view import FeatureCache
 from .config import FinetuneConfig
 from .errors import ConfigError, RunError
-from .extract import spec_from_key
 from .runs import load_model, read_manifest
 
 AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "shear", "contrast")
@@ -77,10 +79,11 @@ def _check_images(cache: FeatureCache, root: Path) -> None:
     for split in cache.splits:
         images = cache.index(split)
         total += len(images.paths)
-        present = [p for p in images.paths if (root / p).is_file()]
-        missing += sorted(set(images.paths) - set(present))
-        found = dict(zip(present, fingerprint_all(root, present)))
-        changed += [p for p, f in zip(images.paths, images.fingerprints) if p in found and found[p] != f]
+        # The stat cache beside the view spares reading images that did not change.
+        now = fingerprint_files(root, list(images.paths), cache.path.parent / STAT_CACHE)
+        missing += sorted(now.unreadable)
+        changed += [p for p, was, is_ in zip(images.paths, images.fingerprints, now.digests)
+                    if is_ is not None and is_ != was]
     if missing or changed:
         raise RunError(
             f"The images under {root} are not the ones the cache was made from: "

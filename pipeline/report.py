@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import atomic_write
+from ._files import atomic_write
 from .runs import RunWriter, read_manifest
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc")

@@ -16,7 +16,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .cache import atomic_write
+from ._files import atomic_write
 from .errors import ConfigError, RunError
 
 MANIFEST = "manifest.json"

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .cache import key_hash
+from ._files import key_hash
 from .config import RunConfig, run_config_toml
 from .errors import ConfigError, RunError, WeightsError
 
@@ -48,7 +48,7 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
         PipelineError: bad settings, data or weights that cannot be obtained,
             or a run folder of other settings without ``overwrite``.
     """
-    from .extract import extract_features
+    from .features import extract_features
     from .sources import resolve
 
     started = time.perf_counter()

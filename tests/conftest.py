@@ -72,7 +72,7 @@ def write_feature_cache(path: Path, splits: dict, classes=("cats", "dogs")) -> P
     """A feature cache file in the stage-1 format, from ``{split: (features, labels)}``."""
     import h5py
 
-    from pipeline.cache import base_attrs
+    from pipeline.features.view import base_attrs
 
     key = {"format_version": 1, "backbone": "synthetic", "alpha": None, "weights": "none",
            "image_size": 32, "pooling": "avg", "preprocessing": "none", "decode": "full",

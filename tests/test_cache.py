@@ -29,7 +29,7 @@ def test_summary_describes_the_file(cache_file):
     (lambda p: p.write_bytes(p.read_bytes()[:2048]), "is not a readable HDF5 file"),
     (lambda p: h5py.File(p, "w").close(), "is an HDF5 file but not a feature cache written by this tool"),
     (lambda p: h5py.File(p, "a").attrs.__setitem__("format_version", 99),
-     "has cache format 99; this version reads format 1"),
+     "has cache format 99; this version reads formats 1, 2. Fix: run extract again"),
     (lambda p: h5py.File(p, "a").attrs.__setitem__("key_hash", "x"), "is damaged: its key does not match"),
 ])
 def test_bad_cache_files(cache_file, damage, message):

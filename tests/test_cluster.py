@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline import CompareConfig, ExtractConfig, compare, extract_features
-from pipeline import cluster as dask_cluster
+from pipeline.features import cluster as dask_cluster
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 

@@ -9,7 +9,7 @@ from conftest import blobs, write_feature_cache
 from sklearn.linear_model import LogisticRegression
 
 from pipeline import CompareConfig, compare, report
-from pipeline.cache import SplitData
+from pipeline.features import SplitData
 from pipeline.compare import _select, _workers
 from pipeline.errors import CacheError, ConfigError, RunError
 from pipeline.runs import load_model
@@ -116,10 +116,14 @@ def test_an_earlier_run_is_kept_unless_overwrite_is_asked(tmp_path, feature_cach
 
 
 def test_a_partial_cache_says_how_to_resume(tmp_path):
-    (tmp_path / "m-224-avg-0123.partial").mkdir()
-    with pytest.raises(CacheError, match=r"m-224-avg-0123\.h5 is partial: its extraction was interrupted"
-                                         r".*run the same `python run_pipeline\.py extract \.\.\.` command again"):
-        compare(tmp_path / "m-224-avg-0123.h5", _config(tmp_path))
+    from pipeline.features.store import FeatureStore
+
+    store = FeatureStore.create(tmp_path / "store" / "m-224-avg-abc", {"spec": 1})
+    store.write_segment(["0" * 32], np.zeros((1, 4), "float32"), {}, view="0123456789abcdef" + "0" * 48)
+    with pytest.raises(CacheError, match=r"m-224-avg-0123456789abcdef\.h5 is partial: its extraction was "
+                                         r"interrupted.*run the same `python run_pipeline\.py extract \.\.\.` "
+                                         r"command again"):
+        compare(tmp_path / "m-224-avg-0123456789abcdef.h5", _config(tmp_path))
 
 
 def test_a_file_that_is_not_a_feature_cache_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""Stage 1: the cache key, quarantine, resume and crash safety."""
+"""Stage 1: the view key, quarantine, resume and crash safety."""
 
 import shutil
 
@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import ExtractConfig, extract_features
 from pipeline import backbones
-from pipeline.cache import PartialCache
+from pipeline.features.store import FeatureStore
 from pipeline.errors import CacheError
 
 from conftest import make_dataset, write_image
@@ -42,7 +42,7 @@ def test_extract_writes_every_split_and_a_hit_skips_the_backbone(tmp_path, tiny_
     train = cache.load("train")
     assert train.features.shape == (12, 256) and train.features.dtype == np.float32
     assert [cache.classes[l] for l in train.labels] == [p.split("/")[1] for p in train.paths]
-    assert not list((tmp_path / "cache").glob("*.partial"))
+    assert not [p for p in (tmp_path / "cache").rglob("*") if ".tmp" in p.name or p.suffix == ".lock"]
 
     def no_build(*args, **kwargs):
         raise AssertionError("a cache hit must not build the backbone")
@@ -64,7 +64,7 @@ def test_changing_one_image_is_a_miss(tmp_path, tiny_data):
     first = extract_features(tiny_data, cfg)
     write_image(tiny_data / "train" / "cats" / "cats0.jpg", seed=99)
     second = extract_features(tiny_data, cfg)
-    assert not second.hit and second.path != first.path
+    assert not second.hit and second.path != first.path and second.computed == 1
 
 
 @pytest.mark.parametrize("change", [dict(pooling="max"), dict(image_size=40), dict(dtype="float16"),
@@ -72,7 +72,7 @@ def test_changing_one_image_is_a_miss(tmp_path, tiny_data):
 def test_every_feature_setting_is_in_the_key(tmp_path, tiny_data, change):
     base = extract_features(tiny_data, config(tmp_path)).path
     other = extract_features(tiny_data, config(tmp_path, **change))
-    assert not other.hit and other.path != base
+    assert not other.hit and other.path != base and other.computed == 24
 
 
 def test_spatial_features_and_float16(tmp_path, tiny_data):
@@ -121,25 +121,25 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
     data = make_dataset(tmp_path / "data", per_class=10)
     reference = extract_features(data, config(tmp_path, cache_dir=str(tmp_path / "a")))
     cfg = config(tmp_path, cache_dir=str(tmp_path / "b"))
-    original = PartialCache.write_chunk
+    original = FeatureStore.write_segment
     written = []
 
-    def killed_after_three(self, split, index, *args):
+    def killed_after_three(self, fingerprints, *args, **kwargs):
         if len(written) == 3:  # the fourth chunk of train: mid-split
             raise KeyboardInterrupt("killed")
-        written.append((split, index))
-        return original(self, split, index, *args)
+        written.append(len(fingerprints))
+        return original(self, fingerprints, *args, **kwargs)
 
-    monkeypatch.setattr(PartialCache, "write_chunk", killed_after_three)
+    monkeypatch.setattr(FeatureStore, "write_segment", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
         extract_features(data, cfg)
     monkeypatch.undo()
-    assert written == [("train", 0), ("train", 1), ("train", 2)]
+    assert written == [4, 4, 4]
     assert not list((tmp_path / "b").glob("*.h5")), "nothing may look complete"
-    partial = next((tmp_path / "b").glob("*.partial"))
-    (partial / "train-000003.tmp").write_bytes(b"half a chunk")  # a write cut short
+    store = next((tmp_path / "b" / "store").iterdir())
+    (store / "seg-0123.h5.tmp-99").write_bytes(b"half a chunk")  # a write cut short
     resumed = extract_features(data, cfg)
-    assert resumed.resumed_images == 12
+    assert resumed.resumed_images == 12 and resumed.computed == 28
     assert resumed.path.name == reference.path.name
     assert_same_arrays(arrays(resumed.path), arrays(reference.path))
 

@@ -52,18 +52,19 @@ def test_a_full_disk_keeps_the_finished_chunks_and_the_next_run_resumes(tmp_path
     assert "the disk is full (or a file size limit was reached)" in run.stderr
     assert "Fix: free space (or raise the limit), then run the same command again; it resumes" in run.stderr
     assert "Traceback" not in run.stderr
-    partial = next(cache.glob("*.partial"))
-    assert not list(partial.glob("*.tmp")), "the half-written chunk is removed"
-    assert not list(partial.glob("*.npz"))
+    store = next((cache / "store").iterdir())
+    assert str(store) in run.stderr
+    assert not list(store.glob("*.tmp-*")), "the half-written chunk is removed"
+    assert not list(store.glob("seg-*.h5"))
 
-    run = extract_with_a_full_disk(data, cache, 12_000)  # the chunks fit, the HDF5 file does not
-    assert run.returncode == 2 and "the disk is full" in run.stderr and str(partial) in run.stderr
-    assert len(list(partial.glob("train-*.npz"))) == 5 and len(list(partial.glob("validation-*.npz"))) == 5
-    assert not list(cache.glob("*.h5")) and not list(cache.glob("*.tmp-*")), "nothing looks complete"
+    run = extract_with_a_full_disk(data, cache, 16_000)  # the chunks fit, the view does not
+    assert run.returncode == 2 and "the disk is full" in run.stderr, run.stderr[-2000:]
+    assert len(list(store.glob("seg-*.h5"))) == 10
+    assert not list(cache.glob("*.h5")) and not list(cache.rglob("*.tmp-*")), "nothing looks complete"
 
     resumed = extract_features(data, config(cache))
-    assert resumed.resumed_images == 40 and resumed.splits == {"train": 20, "validation": 20}
-    assert not partial.exists()
+    assert resumed.resumed_images == 40 and resumed.computed == 0
+    assert resumed.splits == {"train": 20, "validation": 20}
 
 
 def test_a_read_only_cache_folder_serves_hits_and_refuses_misses_clearly(tmp_path, monkeypatch):
@@ -105,4 +106,5 @@ def test_two_extractions_of_one_cache_at_once_one_waits_for_the_other(tmp_path):
     assert "waiting for another extraction of" in waited
     assert results[0]["cache"] == results[1]["cache"]
     assert results[0]["splits"] == results[1]["splits"] == {"train": 80, "validation": 80}
-    assert not list((tmp_path / "cache").glob("*.partial"))
+    assert [r["computed"] for r in results if not r["hit"]] == [160]
+    assert not list((tmp_path / "cache").rglob("*.lock"))

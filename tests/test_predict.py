@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.cache import FeatureCache
+from pipeline.features import FeatureCache
 from pipeline.cli import main
 from pipeline.errors import ConfigError, RunError
 from pipeline.predict import export, predict

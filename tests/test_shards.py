@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pipeline import ExtractConfig, extract_features
-from pipeline.cache import FeatureCache
+from pipeline.features import FeatureCache
 from pipeline.cli import main
 from pipeline.errors import CacheError, ConfigError
-from pipeline.shards import merge, owned_chunks, parse_shard
+from pipeline.features.shards import merge, owned_chunks, parse_shard
 
 from conftest import make_dataset
 

@@ -2,10 +2,11 @@
 
 ``--cluster ADDRESS`` connects to a running scheduler; ``--workers N`` starts
 a local cluster of N single-threaded worker processes. Extraction plans once
-here (every image fingerprinted once, for the cache key), sends the plan to
-each worker once, and submits one task per shard, each writing its shard
-file into the cache folder, which every worker must see at the same path
-(shared storage); the client then merges them. Stage 2
+here (every image fingerprinted once, for the view key), sends the plan to
+each worker once, and submits one task per shard, each computing what the
+feature store lacks of its images and writing its shard file into the cache
+folder, which every worker must see at the same path (shared storage); the
+client then merges them. Stage 2
 runs each scikit-learn search through joblib's Dask backend, so the
 candidates of a grid are fitted on the workers.
 
@@ -19,8 +20,10 @@ import os
 import time
 from dataclasses import replace
 
-from .config import ExtractConfig
-from .errors import ConfigError, first_line
+from ..config import ExtractConfig
+from ..errors import ConfigError, first_line
+from .extract import ExtractResult, carry_out, plan
+from .shards import merge
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,6 @@ def close(client) -> None:
 
 
 def _extract_shard(work, shard: tuple[int, int]):
-    from .extract import carry_out
-
     return carry_out(work.for_shard(shard), progress=False)
 
 
@@ -75,9 +76,6 @@ def extract_on_cluster(data: str | os.PathLike, config: ExtractConfig, client,
     Returns:
         The :class:`~pipeline.extract.ExtractResult` of the merged file.
     """
-    from .extract import ExtractResult, plan
-    from .shards import merge
-
     started = time.perf_counter()
     # Workers resolve no relative path of their own: the data root is already absolute.
     work = plan(data, replace(config, cache_dir=str(config.cache_path.resolve())))
@@ -95,12 +93,13 @@ def extract_on_cluster(data: str | os.PathLike, config: ExtractConfig, client,
     parts = client.gather(futures)
     merged = merge([p.path for p in parts])
     first = parts[0]
-    images = sum(sum(p.splits.values()) + len(p.quarantined) - p.resumed_images for p in parts)
+    computed = sum(p.computed for p in parts)
     seconds = time.perf_counter() - started
     return ExtractResult(
         path=merged, hit=False, splits={s: sum(p.splits[s] for p in parts) for s in first.splits},
         classes=first.classes, feature_shape=first.feature_shape,
         quarantined=[q for p in parts for q in p.quarantined], seconds=seconds,
-        images_per_second=images / seconds if seconds else 0.0,
+        images_per_second=computed / seconds if seconds and computed else 0.0,
         resumed_images=sum(p.resumed_images for p in parts), missing=first.missing,
-        ignored_files=first.ignored_files)
+        ignored_files=first.ignored_files, computed=computed,
+        reused=sum(p.reused for p in parts), fingerprinted=work.fingerprinted)

@@ -1,9 +1,10 @@
 """Sharded extraction: which chunks a shard owns, and merging shard files.
 
 Shard ``i`` of ``N`` (1-based) owns a contiguous run of whole chunks of every
-split, so its batches are exactly those of an unsharded run and all N shards
-together are the dataset, each image once. A shard file is an ordinary cache
-file (same key) whose ``shard`` attribute says which rows it holds.
+split, and all N shards together are the dataset, each image once. A shard
+computes what the store lacks of its own images (into the same store as any
+extraction) and writes a shard file: an ordinary view (same key) whose
+``shard`` attribute says which rows it holds.
 
 :func:`merge` joins shard files into one cache file whose ``features`` and
 ``labels`` are HDF5 virtual datasets mapping the shards' arrays: no feature is
@@ -23,7 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import CacheError, ConfigError
+from ..errors import CacheError, ConfigError
+from .view import FeatureCache
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _STR = h5py.string_dtype("utf-8")
@@ -54,12 +56,18 @@ def shard_file_name(name: str, shard: tuple[int, int]) -> str:
     return f"{Path(name).stem}.shard-{index:0{width}d}-of-{count}.h5"
 
 
+def owned_rows(n: int, chunk_size: int, shard: tuple[int, int]) -> range:
+    """The rows of a split of ``n`` images that a shard owns: whole chunks of it."""
+    chunks = owned_chunks(-(-n // chunk_size), shard)
+    return range(min(chunks.start * chunk_size, n), min(chunks.stop * chunk_size, n))
+
+
 def shard_attr(shard: tuple[int, int], chunk_size: int, rows: dict[str, int]) -> str:
     """The ``shard`` attribute: which rows of each split this shard holds."""
     ranges = {}
     for split, n in rows.items():
-        chunks = owned_chunks(-(-n // chunk_size), shard)
-        ranges[split] = [min(chunks.start * chunk_size, n), min(chunks.stop * chunk_size, n)]
+        owned = owned_rows(n, chunk_size, shard)
+        ranges[split] = [owned.start, owned.stop]
     return json.dumps({"index": shard[0], "count": shard[1], "rows": ranges})
 
 
@@ -75,8 +83,6 @@ def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) 
         CacheError: a shard is missing, given twice, from another
             extraction or another sharding, or not a shard file.
     """
-    from .cache import FeatureCache
-
     if not paths:
         raise CacheError("`merge` needs the shard files (e.g. cache/NAME.shard-*.h5); got none.")
     shards = [FeatureCache(p, allow_shard=True) for p in paths]
@@ -146,7 +152,7 @@ def _merge_split(group, split: str, shards, folder: Path) -> None:
     """Virtual ``features`` and ``labels``; the small string arrays are copied."""
     sizes = [s.counts.get(split, 0) for s in shards]
     strings = {name: [] for name in ("paths", "fingerprints", "quarantine/paths",
-                                     "quarantine/reasons")}
+                                     "quarantine/reasons", "quarantine/fingerprints")}
     for cache in shards:
         with h5py.File(cache.path, "r") as h5:
             for name, values in strings.items():
@@ -170,25 +176,3 @@ def _merge_split(group, split: str, shards, folder: Path) -> None:
         group.create_virtual_dataset(name, layout)
     for name, values in strings.items():
         group.create_dataset(name, data=np.asarray(values, dtype=object), dtype=_STR)
-
-
-def check_sources(path: Path, h5) -> None:
-    """A merged cache's shard files must all be there, with its key."""
-    folder = path.parent
-    for rel in json.loads(h5.attrs["shards"]):
-        source = folder / rel
-        problem = None
-        if not source.is_file():
-            problem = "is missing"
-        else:
-            try:
-                with h5py.File(source, "r") as src:
-                    if src.attrs.get("key_hash") != h5.attrs["key_hash"]:
-                        problem = "belongs to another extraction (its key differs)"
-            except OSError:
-                problem = "is not a readable HDF5 file"
-        if problem:
-            raise CacheError(
-                f"{path} is a merged cache whose features live in its shard files, and "
-                f"{source} {problem}. Fix: put the shard files back next to it, or extract "
-                "that shard again and run `merge` again.")

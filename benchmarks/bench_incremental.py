@@ -1,0 +1,197 @@
+"""The feature store: what a changed dataset costs, and what a view costs to resolve and read.
+
+Parts (each prints its figures):
+
+1. ``--data``: the real photos, each step as the command a user runs
+   (``run_pipeline.py extract --json`` in a fresh process, so TensorFlow's
+   import is counted): a full extraction into an empty cache, the same
+   folder with 10 new photos, then a no-change rerun.
+2. A synthetic store of ``--rows`` rows (``--dim`` float32 features, one
+   segment per ``--chunk-size`` rows): resolving a view of every row against
+   it (index + materialised view file), in a child process so its peak
+   memory is its own.
+3. Stage 2's read of a split from that materialised view, against the same
+   rows as an HDF5 virtual dataset mapping the store's segments (in store
+   order, the best case for it, and in a shuffled order, as after a
+   re-split), with the disk each takes.
+
+Usage (the real data and weights are in ../shared; see its README):
+
+    KERAS_HOME=... python benchmarks/bench_incremental.py --data ../shared/data/cats_and_dogs_filtered
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def extract(data: Path, cache: Path) -> dict:
+    command = [sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data", str(data),
+               "--cache-dir", str(cache), "--json", "--no-progress"]
+    started = time.perf_counter()
+    out = subprocess.run(command, check=True, capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+    result = json.loads(out)
+    result["command_seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def real_photos(data: Path, work: Path) -> None:
+    from PIL import Image
+
+    copy = shutil.copytree(data, work / "photos")
+    cache = work / "cache"
+    rows = []
+    full = extract(copy, cache)
+    rows.append(("full extraction", full))
+    sources = sorted((copy / "train" / "cats").glob("*.jpg"))[:10]
+    for i, source in enumerate(sources):  # 10 new photos: mirrored copies, new bytes
+        Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+            source.with_name(f"new_{i}.jpg"), quality=90)
+    rows.append(("10 photos added", extract(copy, cache)))
+    rows.append(("no-change rerun", extract(copy, cache)))
+    print(f"{'step':<18} {'computed':>8} {'reused':>7} {'read':>6} {'seconds (JSON)':>15} "
+          f"{'command s':>10} {'images/s':>9}")
+    for name, r in rows:
+        print(f"{name:<18} {r['computed']:>8} {r['reused']:>7} {r['fingerprinted']:>6} "
+              f"{r['seconds']:>15.3f} {r['command_seconds']:>10.2f} {r['images_per_second']:>9.1f}")
+
+
+def synthetic_store(folder: Path, rows: int, dim: int, chunk: int) -> list[str]:
+    from pipeline.features.store import FeatureStore
+
+    store = FeatureStore.create(folder, {"synthetic": True, "dim": dim})
+    rng = np.random.default_rng(0)
+    fps = [f"{i:032x}" for i in rng.permutation(2**40)[:rows]]
+    for start in range(0, rows, chunk):
+        part = fps[start:start + chunk]
+        store.write_segment(part, rng.normal(size=(len(part), dim)).astype("float32"), {}, view="bench")
+    return fps
+
+
+def resolve_child(folder: Path, fps_file: Path, view: Path) -> None:
+    """In a child process: index the store and write a view of every row; print time and peak RSS."""
+    from pipeline.features.store import FeatureStore
+    from pipeline.features.view import SplitManifest, base_attrs, write_view
+
+    fps = fps_file.read_text().split()
+    started = time.perf_counter()
+    store = FeatureStore(folder)
+    index = store.index()
+    indexed = time.perf_counter() - started
+    # A view orders rows by path, not by when they were computed: shuffle.
+    order = np.random.default_rng(1).permutation(len(fps))
+    manifest = SplitManifest(tuple(f"img/{i}.jpg" for i in order), tuple(int(i % 2) for i in order),
+                             tuple(fps[i] for i in order))
+    key = {"synthetic": True}
+    write_view(view, {"train": manifest}, index, {}, base_attrs(key, ["a", "b"], folder, {}), folder)
+    total = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"index_s": round(indexed, 3), "resolve_s": round(total, 3), "peak_rss_mb": round(peak)}))
+
+
+def virtual_view(path: Path, store: Path, fps: list[str], order: np.ndarray, dim: int) -> None:
+    """The same rows as a virtual dataset over the segments: one mapping per run of rows."""
+    import h5py
+
+    from pipeline.features.store import FeatureStore
+
+    index = FeatureStore(store).index()
+    at = index.locate(np.asarray([fps[i] for i in order], dtype="S32"))
+    seg, row = index.segment[at], index.row[at]
+    layout = h5py.VirtualLayout(shape=(len(order), dim), dtype="float32")
+    sources = {}
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and seg[stop] == seg[start] and row[stop] == row[stop - 1] + 1:
+            stop += 1
+        s = int(seg[start])
+        if s not in sources:
+            with h5py.File(index.segments[s], "r") as h5:
+                sources[s] = h5py.VirtualSource(h5["features"])
+        layout[start:stop] = sources[s][int(row[start]):int(row[start]) + stop - start]
+        start = stop
+    with h5py.File(path, "w") as h5:
+        h5.create_virtual_dataset("train/features", layout)
+
+
+def read_speed(work: Path, fps: list[str], rows: int, dim: int) -> None:
+    import h5py
+
+    from pipeline.features import FeatureCache
+
+    view = work / "view.h5"
+    t = []
+    for _ in range(3):
+        started = time.perf_counter()
+        FeatureCache(view).load("train")
+        t.append(time.perf_counter() - started)
+    print(f"materialised view: load('train') {min(t):.3f} s ({rows / min(t):,.0f} rows/s), "
+          f"{view.stat().st_size / 1e6:.1f} MB on disk (the store: "
+          f"{sum(p.stat().st_size for p in (work / 'store').glob('*.h5')) / 1e6:.1f} MB)")
+    cases = {"store order": np.arange(rows),
+             "shuffled": np.random.default_rng(1).permutation(rows)}
+    for name, order in cases.items():
+        path = work / f"virtual-{name.replace(' ', '-')}.h5"
+        started = time.perf_counter()
+        virtual_view(path, work / "store", fps, order, dim)
+        built = time.perf_counter() - started
+        t = []
+        for _ in range(3):
+            started = time.perf_counter()
+            with h5py.File(path, "r") as h5:
+                h5["train/features"][()]
+            t.append(time.perf_counter() - started)
+        print(f"virtual view, {name:<11}: built in {built:.2f} s, read {min(t):.3f} s "
+              f"({rows / min(t):,.0f} rows/s), {path.stat().st_size / 1e6:.2f} MB on disk")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="the real photos (part 1 is skipped without)")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--resolve-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.resolve_child:
+        resolve_child(*(Path(p) for p in args.resolve_child))
+        return 0
+    print(subprocess.run(["sh", "-c", "lscpu | grep 'Model name'"], capture_output=True,
+                         text=True).stdout.strip())
+    work = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
+    if args.data:
+        real_photos(Path(args.data), work)
+    started = time.perf_counter()
+    fps = synthetic_store(work / "store", args.rows, args.dim, args.chunk_size)
+    print(f"synthetic store: {args.rows:,} rows x {args.dim} float32 in "
+          f"{-(-args.rows // args.chunk_size)} segments, written in {time.perf_counter() - started:.1f} s")
+    (work / "fps.txt").write_text("\n".join(fps))
+    out = subprocess.run([sys.executable, __file__, "--resolve-child", str(work / "store"),
+                          str(work / "fps.txt"), str(work / "view.h5")],
+                         check=True, capture_output=True, text=True).stdout
+    r = json.loads(out)
+    print(f"resolve a {args.rows:,}-row view: index {r['index_s']} s, index + view written "
+          f"{r['resolve_s']} s, peak RSS {r['peak_rss_mb']} MB (child process, imports included)")
+    read_speed(work, fps, args.rows, args.dim)
+    shutil.rmtree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

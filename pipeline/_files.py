@@ -1,0 +1,44 @@
+"""Leaf helpers every module may import: atomic writes, hashing, versions.
+
+Nothing here imports another module of the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """Content fingerprint of one file (blake2b, 128 bits, hex)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def key_hash(key: dict) -> str:
+    """sha256 of a JSON-able dict, independent of key order."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def library_versions(names=("tensorflow", "keras", "numpy", "h5py")) -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions

@@ -1,0 +1,385 @@
+"""Stage 1: the backbone runs once per image content; a dataset becomes a view of the store.
+
+An extraction fingerprints every image (reading only files whose stat
+changed), finds which fingerprints the store of its feature spec lacks,
+runs the backbone on those alone, in chunks that each become one store
+segment, and then writes the dataset's view. Relabelling, re-splitting,
+adding or removing images, or a second folder of the same photos computes
+nothing for the images the store already holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import backbones
+from .._files import key_hash
+from ..config import ExtractConfig
+from ..data import Dataset, discover
+from ..errors import CacheError
+from . import shards
+from .hashing import STAT_CACHE, fingerprint_files
+from .spec import feature_spec, store_folder_name, view_file_name, view_key
+from .store import FeatureStore, Index, store_root
+from .view import FeatureCache, SplitManifest, base_attrs, write_view
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What a stage-1 run produced.
+
+    Attributes:
+        path: the finished view file.
+        hit: True when the view already existed and nothing was computed.
+        splits: rows per split.
+        feature_shape: shape of one feature row.
+        quarantined: unreadable images, ``{"split", "path", "reason"}`` each.
+        seconds: wall time of this call.
+        images_per_second: images decoded and run through the backbone per
+            second (0 when none was).
+        resumed_images: rows a killed earlier run of this extraction had computed.
+        computed: images the backbone ran on in this call.
+        reused: rows of the view taken from the store, computed before this call.
+        fingerprinted: files read to fingerprint them (the others matched the
+            stat cache).
+    """
+
+    path: Path
+    hit: bool
+    splits: dict[str, int]
+    classes: list[str]
+    feature_shape: tuple[int, ...]
+    quarantined: list[dict]
+    seconds: float
+    images_per_second: float
+    resumed_images: int = 0
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    ignored_files: int = 0
+    computed: int = 0
+    reused: int = 0
+    fingerprinted: int = 0
+
+    def open(self) -> FeatureCache:
+        """The view file, opened and checked."""
+        return FeatureCache(self.path)
+
+    def to_dict(self) -> dict:
+        return {
+            "cache": str(self.path),
+            "hit": self.hit,
+            "classes": self.classes,
+            "splits": self.splits,
+            "feature_shape": list(self.feature_shape),
+            "quarantined": self.quarantined,
+            "missing_classes": self.missing,
+            "ignored_files": self.ignored_files,
+            "resumed_images": self.resumed_images,
+            "computed": self.computed,
+            "reused": self.reused,
+            "fingerprinted": self.fingerprinted,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 1),
+        }
+
+
+def _prepare_cache_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CacheError(
+            f"`--cache-dir` {folder} cannot be written ({exc.strerror or exc}). "
+            "Fix: pass a folder you can write with `--cache-dir`."
+        ) from None
+
+
+def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractConfig(),
+                     progress: bool | None = None,
+                     shard: tuple[int, int] | None = None) -> ExtractResult:
+    """Stage 1: features of every image of every split, as a view of the feature store.
+
+    A second call with the same images and settings is a cache hit: it
+    finds the view without building the backbone. Any other call runs the
+    backbone only on images whose content the store lacks; a call after a
+    killed run resumes after its last whole chunk.
+
+    Args:
+        data: the dataset folder (see :func:`pipeline.data.discover`).
+        config: stage 1 settings.
+        progress: show a progress bar (None: only on a terminal).
+        shard: ``(i, n)`` to extract only shard i of n (1-based) into its own
+            file, to be joined with :func:`pipeline.features.shards.merge`.
+
+    Raises:
+        PipelineError: bad layout, settings, weights or cache folder.
+    """
+    return carry_out(plan(data, config).for_shard(shard), progress)
+
+
+def carry_out(work: "Plan", progress: bool | None = None) -> ExtractResult:
+    """The planned view: found whole, or written (computing only what the store lacks)."""
+    found = work.hit()  # a finished view needs no write access: a read-only folder is fine
+    if found:
+        return found
+    _prepare_cache_dir(work.config.cache_path)
+    store = FeatureStore.create(work.store_folder, work.feature)
+    # A whole extraction holds the store alone, so a second one of the same
+    # spec waits and then reuses what this one computes; shards share it.
+    with store.locked(exclusive=work.shard is None, what=work.path.name):
+        return work.hit() or work.run(store, progress)
+
+
+def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
+    """What an extraction would write, and where: the view key, from every image's bytes."""
+    started = time.perf_counter()
+    dataset = discover(data, config.split)
+    spec = backbones.resolve(config.backbone, config.image_size, config.pooling,
+                             config.alpha, config.weights)
+    feature = feature_spec(spec, config)
+    cache_dir = config.cache_path
+    paths = [p for items in dataset.splits.values() for p, _ in items]
+    prints = fingerprint_files(dataset.root, paths, cache_dir / STAT_CACHE)
+    for rel, reason in prints.unreadable.items():
+        log.warning("quarantined %s: %s", rel, reason)
+    manifests, start = {}, 0
+    for split, items in dataset.splits.items():
+        digests = prints.digests[start:start + len(items)]
+        start += len(items)
+        manifests[split] = SplitManifest(tuple(p for p, _ in items), tuple(l for _, l in items),
+                                         tuple(digests))
+    images = {split: [list(row) for row in zip(m.paths, m.labels, m.fingerprints)]
+              for split, m in manifests.items()}
+    key = view_key(feature, list(dataset.classes), images)
+    return Plan(dataset, spec, config, feature, manifests, prints.unreadable, key,
+                cache_dir / view_file_name(key),
+                store_root(cache_dir) / store_folder_name(feature),
+                fingerprinted=prints.read, started=started)
+
+
+@dataclass
+class Plan:
+    """One extraction, planned: :meth:`hit` finds it done, :meth:`run` does it."""
+
+    dataset: Dataset
+    spec: backbones.BackboneSpec
+    config: ExtractConfig
+    feature: dict  # the feature spec
+    manifests: dict[str, SplitManifest]
+    unreadable: dict[str, str]  # relative path -> why it could not be read
+    key: dict
+    path: Path
+    store_folder: Path
+    shard: tuple[int, int] | None = None
+    fingerprinted: int = 0
+    started: float = 0.0
+
+    def for_shard(self, shard: tuple[int, int] | None) -> "Plan":
+        """The same extraction, limited to shard ``(i, n)`` and its own file (None: all of it)."""
+        if shard is None:
+            return self
+        return replace(self, path=self.path.with_name(shards.shard_file_name(self.path.name, shard)),
+                       shard=shard, started=time.perf_counter())
+
+    def _owned(self) -> dict[str, SplitManifest]:
+        """The rows this extraction's view holds: all, or a shard's whole chunks of each split."""
+        if self.shard is None:
+            return self.manifests
+        owned = {}
+        for split, m in self.manifests.items():
+            rows = shards.owned_rows(len(m.paths), self.config.chunk_size, self.shard)
+            owned[split] = SplitManifest(m.paths[rows.start:rows.stop], m.labels[rows.start:rows.stop],
+                                         m.fingerprints[rows.start:rows.stop])
+        return owned
+
+    def _result(self, cache: FeatureCache, hit: bool, rate: float = 0.0, resumed: int = 0,
+                computed: int = 0, reused: int | None = None) -> ExtractResult:
+        if reused is None:  # a hit: every row with content came from the store
+            reused = sum(cache.counts.values()) + len(cache.quarantined) - len(self.unreadable)
+        return ExtractResult(
+            path=self.path, hit=hit, splits=cache.counts, classes=list(self.dataset.classes),
+            feature_shape=cache.feature_shape, quarantined=cache.quarantined,
+            seconds=time.perf_counter() - self.started, images_per_second=rate,
+            resumed_images=resumed, missing={k: list(v) for k, v in self.dataset.missing.items()},
+            ignored_files=len(self.dataset.ignored), computed=computed, reused=reused,
+            fingerprinted=self.fingerprinted)
+
+    def hit(self) -> ExtractResult | None:
+        """The finished view, when it exists and is whole; else None."""
+        if not self.path.exists():
+            return None
+        try:
+            cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
+        except CacheError as exc:
+            log.warning("rebuilding the cache: %s", exc)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(self.path)  # when it was last used, for `cache gc --older-than`
+        log.info("cache hit: %s", self.path)
+        return self._result(cache, hit=True)
+
+    def _todo(self, owned: dict[str, SplitManifest], index: Index) -> list[list[tuple[str, str]]]:
+        """The images the store lacks, each content once, in chunks of ``chunk_size``.
+
+        Chunks are cut in each split's order, so a run resumed after a kill
+        (which finished whole chunks) cuts the rest exactly as before.
+        """
+        size = self.config.chunk_size
+        claimed = set(index.bad)
+        chunks = []
+        for m in owned.values():
+            fps = [f or "" for f in m.fingerprints]
+            known = index.locate(np.asarray(fps, dtype="S32")) >= 0
+            todo = []
+            for rel, fp, have in zip(m.paths, m.fingerprints, known):
+                if fp is None or have or fp in claimed:
+                    continue
+                claimed.add(fp)
+                todo.append((fp, rel))
+            chunks += [todo[i:i + size] for i in range(0, len(todo), size)]
+        return chunks
+
+    def run(self, store: FeatureStore, progress: bool | None = None) -> ExtractResult:
+        """Compute what the store lacks, then write the view."""
+        config = self.config
+        if self.shard is None:  # the exclusive lock: whatever a killed writer left is stale
+            store.remove_stale_temporaries()
+            for tmp in self.path.parent.glob(f"{self.path.name}.tmp-*"):
+                tmp.unlink(missing_ok=True)
+        owned = self._owned()
+        index = store.index()
+        tag = key_hash(self.key)
+        chunks = self._todo(owned, index)
+        wanted = [f for m in owned.values() for f in m.fingerprints if f]
+        at = index.locate(np.asarray(wanted, dtype="S32"))
+        reused = int((at >= 0).sum()) + sum(f in index.bad for f in wanted)
+        resumed = int(sum(index.views[index.segment[p]] == tag for p in at[at >= 0]))
+        if resumed:
+            log.info("resuming: %d images already extracted by an earlier run", resumed)
+        computed = sum(len(c) for c in chunks)
+        compute_seconds = 0.0
+        if chunks:
+            strategy = backbones.gpu_strategy()
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                model = backbones.build(self.spec, seed=config.seed)
+            forward = backbones.compiled_forward(model, strategy)
+            feature_shape = tuple(int(d) for d in model.output_shape[1:])
+            compute_started = time.perf_counter()  # the loop alone: decode, forward, write
+            with _progress_bar(computed, progress) as bar:
+                _compute(forward, self.dataset.root, chunks, store, self.spec, config,
+                         feature_shape, tag, bar)
+            compute_seconds = time.perf_counter() - compute_started
+            index = store.index()
+        rate = computed / compute_seconds if compute_seconds > 0 else 0.0
+        extraction = {"seconds": round(compute_seconds, 3), "images": computed,
+                      "images_per_second": round(rate, 1), "resumed_images": resumed,
+                      "batch_size": config.batch_size}
+        attrs = base_attrs(self.key, list(self.dataset.classes), self.dataset.root, extraction)
+        attrs["store"] = os.path.relpath(store.folder, self.path.parent)
+        if self.shard is not None:
+            attrs["shard"] = shards.shard_attr(self.shard, config.chunk_size,
+                                               {s: len(m.paths) for s, m in self.manifests.items()})
+        write_view(self.path, owned, index, self.unreadable, attrs, store.folder)
+        cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
+        log.info("wrote %s (computed %d images, reused %d rows)", self.path, computed, reused)
+        return self._result(cache, hit=False, rate=rate, resumed=resumed, computed=computed,
+                            reused=reused)
+
+
+def _compute(forward, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore,
+             spec: backbones.BackboneSpec, config: ExtractConfig, feature_shape: tuple[int, ...],
+             tag: str, bar) -> None:
+    """Run the backbone over ``chunks``; each finished chunk becomes one store segment."""
+    from ..decode import image_batches, why_unreadable
+
+    size = config.chunk_size
+    # Image j of chunk k gets index k * size + j, so a chunk is `index // size`.
+    indices = [k * size + j for k, chunk in enumerate(chunks) for j in range(len(chunk))]
+    abs_paths = [str(root / rel) for chunk in chunks for _, rel in chunk]
+    batches = image_batches(abs_paths, indices, spec.image_size, config.decode, config.batch_size)
+    todo = deque(range(len(chunks)))
+    rows: dict[int, list[np.ndarray]] = {}
+    feats: dict[int, list[np.ndarray]] = {}
+
+    def flush(k: int) -> None:
+        got = (np.concatenate(rows.pop(k)) - k * size) if k in rows else np.zeros(0, np.int64)
+        out = np.concatenate(feats.pop(k)) if k in feats else np.zeros((0, *feature_shape), np.float32)
+        chunk = chunks[k]
+        bad = {}
+        for j in sorted(set(range(len(chunk))) - set(got.tolist())):
+            fp, rel = chunk[j]
+            bad[fp] = why_unreadable(str(root / rel), spec.image_size, config.decode)
+            log.warning("quarantined %s: %s", rel, bad[fp])
+        store.write_segment([chunk[j][0] for j in got], out.astype(config.dtype), bad, view=tag)
+        bar.update(len(bad))
+
+    for idx, images in _chunk_aligned(batches, size, config.batch_size):
+        k = int(idx[0]) // size  # a batch never crosses a chunk (see _chunk_aligned)
+        rows.setdefault(k, []).append(idx)
+        feats.setdefault(k, []).append(forward(images).numpy())
+        bar.update(len(idx))
+        last = int(idx[-1])
+        while todo and todo[0] * size + len(chunks[todo[0]]) - 1 <= last:
+            flush(todo.popleft())
+    while todo:
+        flush(todo.popleft())
+
+
+def _chunk_aligned(batches, chunk_size: int, batch_size: int):
+    """Batches that never cross a chunk boundary: ``(indices, images)``.
+
+    The decoding pipeline drops unreadable images, which would shift every
+    later batch. Here each chunk is cut into batches of its own readable
+    images, so an image meets the same batch-mates whether the chunk is
+    computed in a whole run, a shard or a resumed run: the features are
+    bit-identical (a backbone's arithmetic can depend on the batch size).
+    Batches that need no regrouping (the usual case) pass through uncopied.
+    """
+    import tensorflow as tf
+
+    pending: list[tuple[np.ndarray, object]] = []
+    held = 0
+
+    def emit(n: int):
+        nonlocal pending, held
+        idx = np.concatenate([i for i, _ in pending])
+        images = pending[0][1] if len(pending) == 1 else tf.concat([x for _, x in pending], 0)
+        pending = [(idx[n:], images[n:])] if n < len(idx) else []
+        held = len(idx) - n
+        return idx[:n], images[:n]
+
+    for idx, images in batches:
+        idx = idx.numpy()
+        chunk_of = idx // chunk_size
+        cuts = np.flatnonzero(np.diff(chunk_of)) + 1
+        for start, stop in zip([0, *cuts], [*cuts, len(idx)]):
+            part = (idx, images) if stop - start == len(idx) else (idx[start:stop], images[start:stop])
+            if pending and pending[0][0][0] // chunk_size != chunk_of[start]:
+                yield emit(held)  # the tail of the previous chunk
+            if not pending and stop - start == batch_size:
+                yield part  # the usual case: a whole batch of one chunk, not copied
+                continue
+            pending.append(part)
+            held += stop - start
+            while held >= batch_size:
+                yield emit(batch_size)
+    if pending:
+        yield emit(held)
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc="extract", disable=None if enabled is None else not enabled,
+                smoothing=0.1, dynamic_ncols=True)

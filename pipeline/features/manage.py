@@ -1,0 +1,149 @@
+"""Look after a cache folder: list its stores and views (``cache ls``), collect garbage (``cache gc``).
+
+A view's modification time is when it was last used: extraction touches it
+on every hit. ``gc`` drops views not used for a given number of days, then,
+in each store, every row that no remaining view holds, and writes the rows
+it keeps into fresh segments. Views are self-contained copies, so dropping
+rows never breaks one; ``gc`` holds each store's exclusive lock while it
+works, so it never runs beside an extraction of the same spec.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import CacheError, ConfigError
+from .store import SPEC_FILE, FeatureStore, store_root
+from .view import FeatureCache
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class ViewFile:
+    path: Path
+    store: Path | None  # None: a format-1 file, outside any store
+    rows: int
+    last_used: float
+    shards: tuple[Path, ...]  # the shard files a merged view maps
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
+def _views(cache_dir: Path) -> tuple[list[ViewFile], list[dict]]:
+    """Every view file in ``cache_dir``, and the files that could not be read as one."""
+    views, problems = [], []
+    for path in sorted(cache_dir.glob("*.h5")):
+        try:
+            cache = FeatureCache(path, allow_shard=True)
+        except CacheError as exc:
+            problems.append({"path": str(path), "problem": str(exc)})
+            continue
+        store = (path.parent / cache.store).resolve() if cache.store else None
+        shards = tuple((path.parent / s).resolve() for s in cache.shards)
+        views.append(ViewFile(path, store, sum(cache.counts.values()), path.stat().st_mtime, shards))
+    return views, problems
+
+
+def _merged_shards(views: list[ViewFile]) -> dict[Path, ViewFile]:
+    """Shard file -> the merged view that maps it (it lives as long as that one)."""
+    return {shard: view for view in views for shard in view.shards}
+
+
+def list_cache(cache_dir: str | Path) -> dict:
+    """Stores (spec, rows, bytes), the views using each, and files outside any store."""
+    cache_dir = Path(cache_dir).expanduser()
+    if not cache_dir.is_dir():
+        raise ConfigError(f"`--cache-dir` {cache_dir} does not exist. Fix: pass the folder "
+                          "extract wrote to (default: cache).")
+    views, problems = _views(cache_dir)
+    stores = []
+    root = store_root(cache_dir)
+    for folder in sorted(p for p in root.glob("*") if (p / SPEC_FILE).is_file()) if root.is_dir() else []:
+        store = FeatureStore(folder)
+        using = [v for v in views if v.store == folder.resolve()]
+        spec = store.spec()
+        stores.append({
+            "store": str(folder), "spec": spec, **store.usage(),
+            "views": [{"path": str(v.path), "rows": v.rows, "last_used": _when(v.last_used)}
+                      for v in using],
+            "last_used": _when(max(v.last_used for v in using)) if using else None,
+        })
+    outside = [{"path": str(v.path), "rows": v.rows, "last_used": _when(v.last_used)}
+               for v in views if v.store is None]
+    return {"cache_dir": str(cache_dir), "stores": stores, "views_without_store": outside,
+            "unreadable": problems}
+
+
+def collect_garbage(cache_dir: str | Path, older_than_days: float | None = None,
+                    dry_run: bool = False, chunk_size: int = 512) -> dict:
+    """Drop views unused for ``older_than_days`` and every store row no remaining view holds.
+
+    Args:
+        older_than_days: views last used longer ago are dropped (None: keep
+            every view; only rows no view holds are dropped).
+        dry_run: say what would be dropped, change nothing.
+
+    Returns:
+        What was (or would be) dropped: views, rows, and bytes freed.
+    """
+    cache_dir = Path(cache_dir).expanduser()
+    if older_than_days is not None and older_than_days < 0:
+        raise ConfigError(f"`--older-than` takes a number of days, 0 or more. Got {older_than_days}.")
+    if not cache_dir.is_dir():
+        raise ConfigError(f"`--cache-dir` {cache_dir} does not exist. Fix: pass the folder "
+                          "extract wrote to (default: cache).")
+    views, _ = _views(cache_dir)
+    cutoff = time.time() - older_than_days * DAY if older_than_days is not None else None
+    old = {v.path.resolve() for v in views if cutoff is not None and v.last_used < cutoff
+           and v.store is not None}
+    # A shard file lives as long as a merged view that maps it.
+    for shard, merged in _merged_shards(views).items():
+        if merged.path.resolve() not in old:
+            old.discard(shard)
+    dropped = [v for v in views if v.path.resolve() in old]
+    report = {"dry_run": dry_run, "views_dropped": [str(v.path) for v in dropped], "stores": []}
+    if not dry_run:
+        for view in dropped:
+            view.path.unlink(missing_ok=True)
+    root = store_root(cache_dir)
+    folders = sorted(p for p in root.glob("*") if (p / SPEC_FILE).is_file()) if root.is_dir() else []
+    for folder in folders:
+        store = FeatureStore(folder)
+        with store.locked(exclusive=True, what=f"store {folder.name} (gc)"):
+            # Read the views again under the lock: one written meanwhile counts.
+            live = [v for v in _views(cache_dir)[0]
+                    if v.store == folder.resolve() and v.path.resolve() not in (old if dry_run else set())]
+            keep: set[str] = set()
+            for view in live:
+                keep |= FeatureCache(view.path, allow_shard=True).fingerprints_used()
+            report["stores"].append(_collect_store(store, keep, live, dry_run, chunk_size))
+    report["bytes_freed"] = sum(s["bytes_freed"] for s in report["stores"])
+    report["rows_dropped"] = sum(s["rows_dropped"] for s in report["stores"])
+    return report
+
+
+def _collect_store(store: FeatureStore, keep: set[str], live: list, dry_run: bool,
+                   chunk_size: int) -> dict:
+    if dry_run:
+        index = store.index()
+        drop = [f for f in index.fingerprints if f.decode() not in keep]
+        return {"store": str(store.folder), "views": len(live), "rows_dropped": len(drop),
+                "rows_kept": len(index.fingerprints) - len(drop), "bytes_freed": 0}
+    store.remove_stale_temporaries()
+    if not live:
+        freed = sum(p.stat().st_size for p in store.folder.iterdir() if p.is_file())
+        rows = store.usage()["rows"]
+        shutil.rmtree(store.folder)
+        return {"store": str(store.folder), "views": 0, "rows_dropped": rows, "rows_kept": 0,
+                "bytes_freed": freed, "removed": True}
+    return {"store": str(store.folder), "views": len(live), **store.compact(keep, chunk_size)}

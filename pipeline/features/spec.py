@@ -1,0 +1,93 @@
+"""What shapes a feature row (the spec), and what names a dataset's view (the key).
+
+The *spec* is everything that changes the numbers of one image's features:
+backbone and weights identity, input size, pooling, decoding, preprocessing,
+stored dtype, format. The feature store keeps one folder per spec, with rows
+keyed by the image's content. The *view key* is the spec plus the dataset:
+its class names and every image's relative path, label and fingerprint. It
+names a view file; nothing from stage 2 or 3 is in either.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import backbones
+from .._files import key_hash
+from ..config import ExtractConfig
+from ..errors import WeightsError
+
+# 2: views over a content-addressed store. Format 1 files (one self-contained
+# file per dataset) have the same layout and are still read.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+
+# Exactly the fields of the spec; a view key holds them and `classes`, `images`.
+SPEC_FIELDS = ("format_version", "backbone", "alpha", "weights", "seed", "image_size", "pooling",
+               "preprocessing", "decode", "resize", "dtype")
+
+
+def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
+    """Exactly what shapes one image's features, and nothing else."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "backbone": spec.backbone.name,
+        "alpha": spec.alpha,
+        "weights": spec.weights_identity,
+        "seed": config.seed if spec.weights == "none" else None,
+        "image_size": spec.image_size,
+        "pooling": spec.pooling,
+        "preprocessing": f"keras.applications.{spec.backbone.module}.preprocess_input "
+                         f"({spec.backbone.preprocessing})",
+        "decode": config.decode,
+        "resize": "bilinear, no crop",
+        "dtype": config.dtype,
+    }
+
+
+def view_key(feature: dict, classes: list[str], images: dict[str, list]) -> dict:
+    """The spec plus the dataset: ``images`` is split -> [[path, label, fingerprint], ...]."""
+    return {**feature, "classes": list(classes), "images": key_hash(images)}
+
+
+def spec_of(key: dict) -> dict:
+    """The feature spec inside a view key."""
+    return {name: key.get(name) for name in SPEC_FIELDS}
+
+
+def _stem(spec: dict) -> str:
+    alpha = f"_a{spec['alpha']:g}" if spec.get("alpha") is not None else ""
+    return f"{spec['backbone']}{alpha}-{spec['image_size']}-{spec['pooling']}"
+
+
+def view_file_name(key: dict) -> str:
+    """``<backbone>[_a<alpha>]-<size>-<pooling>-<hash>.h5``."""
+    return f"{_stem(key)}-{key_hash(key)[:16]}.h5"
+
+
+def store_folder_name(spec: dict) -> str:
+    """The store folder of one spec: ``<backbone>[_a<alpha>]-<size>-<pooling>-<hash>``."""
+    return f"{_stem(spec)}-{key_hash(spec)[:16]}"
+
+
+def spec_from_key(key: dict, weights: str | os.PathLike | None = None) -> backbones.BackboneSpec:
+    """The backbone a cache was made with, to rebuild it (stage 3, predict).
+
+    Args:
+        weights: the weights file, when stage 1 used one (the key holds only
+            its sha256).
+
+    Raises:
+        WeightsError: a weights file is needed, or is not the one recorded.
+    """
+    recorded = key["weights"]
+    given = recorded if recorded in ("imagenet", "none") else weights
+    if given is None:
+        raise WeightsError(f"Stage 1 used a weights file ({recorded}). Fix: pass it again "
+                           "with `--weights PATH`.")
+    spec = backbones.resolve(key["backbone"], key["image_size"], key["pooling"], key["alpha"],
+                             str(given) if isinstance(given, Path) else given)
+    if spec.weights_identity != recorded:
+        raise WeightsError(f"`--weights` {weights} is not the file stage 1 used ({recorded}).")
+    return spec

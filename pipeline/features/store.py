@@ -1,0 +1,257 @@
+"""The feature store: one folder per feature spec, rows keyed by image content.
+
+Layout of ``<cache_dir>/store/<backbone>-<size>-<pooling>-<spec hash>/``::
+
+    spec.json                    the feature spec (see :mod:`.spec`)
+    seg-<hash>.h5                immutable segments, one per chunk of computed images:
+        fingerprints (n,) S32    blake2b-128 hex of each image's bytes
+        features (n, *shape)     the backbone's output, as stored (float32/float16)
+        bad/fingerprints, bad/reasons   images the decoder rejected, and why
+        attrs: view              the key hash of the extraction that computed it
+
+A segment is written whole in memory, then to a temporary name, flushed and
+renamed: a row is either whole or absent, and a run killed at any moment
+loses at most the chunk in flight. Segments are never changed; ``gc`` writes
+the rows still needed into new segments before it removes old ones.
+
+Concurrency: extractions hold an ``flock`` on the store folder itself (no
+lock file): exclusive for a whole extraction, so a second one of the same
+spec waits and then reuses every row the first computed; shared for shards,
+which compute disjoint rows side by side; exclusive for ``gc``. The kernel
+releases the lock when its holder exits, even when killed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .._files import atomic_write
+from ..errors import CacheError, first_line
+
+log = logging.getLogger(__name__)
+
+STORE = "store"
+SPEC_FILE = "spec.json"
+FP = "S32"  # a fingerprint as 32 ASCII hex characters
+_STR = h5py.string_dtype("utf-8")
+
+
+def write_failed(exc: Exception, what: Path, kept: Path) -> CacheError:
+    """The message of a write that failed, a full disk above all."""
+    # HDF5 reports a failed write as a RuntimeError that quotes the errno.
+    code = getattr(exc, "errno", None)
+    quoted = re.search(r"errno = (\d+)", str(exc))
+    code = code if code is not None else int(quoted.group(1)) if quoted else None
+    full = code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    cause = "the disk is full (or a file size limit was reached)" if full else "it could not be written"
+    return CacheError(
+        f"Writing {what} failed: {cause} ({first_line(exc)}). Every image finished before it "
+        f"is kept in {kept}, and no finished cache file was changed. Fix: free space "
+        "(or raise the limit), then run the same command again; it resumes where it stopped.")
+
+
+def durable_write(path: Path, data: bytes, kept: Path) -> None:
+    """Write ``data`` to a temporary name, flush it to disk, rename: whole or absent."""
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(exc, path, kept) from None
+    finally:
+        tmp.unlink(missing_ok=True)  # gives back the space a half write took
+
+
+@dataclass
+class Index:
+    """Where every row of a store is: sorted fingerprints and their segment and row."""
+
+    segments: list[Path]
+    fingerprints: np.ndarray  # (n,) S32, sorted, unique
+    segment: np.ndarray  # (n,) int32, index into segments
+    row: np.ndarray  # (n,) int32, row within the segment
+    bad: dict[str, str]  # fingerprint -> why the decoder rejected it
+    views: list[str]  # per segment: the key hash of the extraction that wrote it
+    feature_shape: tuple[int, ...] | None
+    dtype: str | None
+
+    def locate(self, fingerprints: np.ndarray) -> np.ndarray:
+        """Position in this index of each fingerprint, -1 where the store lacks it."""
+        fingerprints = np.asarray(fingerprints, dtype=FP)
+        pos = np.searchsorted(self.fingerprints, fingerprints)
+        pos = np.minimum(pos, max(len(self.fingerprints) - 1, 0))
+        found = (self.fingerprints[pos] == fingerprints) if len(self.fingerprints) else \
+            np.zeros(len(fingerprints), bool)
+        return np.where(found, pos, -1)
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        """The features at ``positions`` (from :meth:`locate`, none -1), in that order."""
+        out = np.empty((len(positions), *self.feature_shape), dtype=self.dtype)
+        segment, row = self.segment[positions], self.row[positions]
+        for s in np.unique(segment):
+            where = np.flatnonzero(segment == s)
+            wanted, inverse = np.unique(row[where], return_inverse=True)
+            with h5py.File(self.segments[s], "r") as h5:
+                features = h5["features"]
+                # h5py reads increasing indices; past a quarter of the rows, one read is faster.
+                data = features[()][wanted] if len(wanted) * 4 > features.shape[0] else features[wanted]
+            out[where] = data[inverse]
+        return out
+
+
+class FeatureStore:
+    """The rows of one feature spec, in ``folder``."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    @classmethod
+    def create(cls, folder: Path, spec: dict) -> "FeatureStore":
+        """The store of ``spec``, made if absent (the caller checked the folder is writable)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / SPEC_FILE).is_file():
+            atomic_write(folder / SPEC_FILE, json.dumps(spec, sort_keys=True, indent=1).encode())
+        return cls(folder)
+
+    def spec(self) -> dict:
+        return json.loads((self.folder / SPEC_FILE).read_text())
+
+    def segments(self) -> list[Path]:
+        return sorted(self.folder.glob("seg-*.h5"))
+
+    @contextmanager
+    def locked(self, exclusive: bool, what: str):
+        """Hold the store's lock (see the module's docstring) while writing or collecting."""
+        fd = os.open(self.folder, os.O_RDONLY)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another extraction of %s to finish (store %s)", what,
+                         self.folder.name)
+                fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def index(self) -> Index:
+        """Every row and rejected image of the store, from its segments' fingerprints."""
+        segments = self.segments()
+        fps, seg, row, views = [], [], [], []
+        bad: dict[str, str] = {}
+        shape = dtype = None
+        for s, path in enumerate(segments):
+            try:
+                with h5py.File(path, "r") as h5:
+                    got = h5["fingerprints"][()]
+                    bad.update(zip((f.decode() for f in h5["bad/fingerprints"][()]),
+                                   (r.decode() for r in h5["bad/reasons"][()])))
+                    shape, dtype = h5["features"].shape[1:], str(h5["features"].dtype)
+                    views.append(str(h5.attrs.get("view", "")))
+            except (OSError, KeyError) as exc:
+                # Segments are renamed into place whole, so this is outside damage.
+                log.warning("ignoring damaged store segment %s (%s); its images are computed "
+                            "again", path, first_line(exc))
+                views.append("")
+                continue
+            fps.append(got.astype(FP))
+            seg.append(np.full(len(got), s, np.int32))
+            row.append(np.arange(len(got), dtype=np.int32))
+        fps_all = np.concatenate(fps) if fps else np.zeros(0, FP)
+        # A fingerprint may sit in two segments (two writers, or gc killed midway):
+        # the rows are the same image's, so the first one serves.
+        fps_all, first = np.unique(fps_all, return_index=True)
+        seg_all = np.concatenate(seg)[first] if seg else np.zeros(0, np.int32)
+        row_all = np.concatenate(row)[first] if row else np.zeros(0, np.int32)
+        return Index(segments, fps_all, seg_all, row_all, bad, views,
+                     tuple(shape) if shape is not None else None, dtype)
+
+    def write_segment(self, fingerprints: list[str], features: np.ndarray, bad: dict[str, str],
+                      view: str) -> Path:
+        """Add one chunk of rows (and rejected images) to the store, atomically."""
+        name = hashlib.blake2b("".join([view, "|", *fingerprints, "|", *sorted(bad)]).encode(),
+                               digest_size=10).hexdigest()
+        path = self.folder / f"seg-{name}.h5"
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as h5:
+            h5.create_dataset("fingerprints", data=np.asarray(fingerprints, dtype=FP))
+            h5.create_dataset("features", data=features)
+            h5.create_dataset("bad/fingerprints", data=np.asarray(sorted(bad), dtype=FP))
+            h5.create_dataset("bad/reasons", data=[bad[f] for f in sorted(bad)], dtype=_STR)
+            h5.attrs["view"] = view
+        durable_write(path, buffer.getvalue(), self.folder)
+        return path
+
+    def remove_stale_temporaries(self) -> None:
+        """Remove what killed writers left; call with the exclusive lock (no writer runs)."""
+        for tmp in self.folder.glob("seg-*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+
+    def usage(self) -> dict:
+        """Rows, rejected images and bytes on disk."""
+        index = self.index()
+        return {"rows": len(index.fingerprints), "rejected": len(index.bad),
+                "segments": len(index.segments),
+                "bytes": sum(p.stat().st_size for p in index.segments)}
+
+    def compact(self, keep: set[str], chunk_size: int) -> dict:
+        """Keep only the rows (and rejected images) in ``keep``; hold the exclusive lock.
+
+        Segments whose rows are all kept stay as they are. The kept rows of the
+        others are written into new segments first, and only then are the old
+        ones removed: a kill at any moment loses no row that is kept.
+        """
+        index = self.index()
+        keep_arr = np.asarray(sorted(keep), dtype=FP)
+        kept = np.isin(index.fingerprints, keep_arr)
+        bad_kept = {f: r for f, r in index.bad.items() if f in keep}
+        whole, partly = [], []
+        for s, path in enumerate(index.segments):
+            rows = np.flatnonzero(index.segment == s)
+            with h5py.File(path, "r") as h5:
+                n_rows, bad_fps = h5["features"].shape[0], [f.decode() for f in h5["bad/fingerprints"][()]]
+            all_kept = (len(rows) == n_rows and kept[rows].all()
+                        and all(f in keep for f in bad_fps))
+            (whole if all_kept else partly).append(s)
+        moving = np.flatnonzero(kept & np.isin(index.segment, partly))
+        in_whole = {f for s in whole for f in self._bad_of(index.segments[s])}
+        moving_bad = {f: r for f, r in bad_kept.items() if f not in in_whole}
+        written: set[Path] = set()
+        for start in range(0, max(len(moving), 1 if moving_bad else 0), chunk_size):
+            part = moving[start:start + chunk_size]
+            written.add(self.write_segment([f.decode() for f in index.fingerprints[part]],
+                                           index.gather(part), moving_bad if start == 0 else {},
+                                           view="gc"))
+        before = sum(p.stat().st_size for p in index.segments)
+        for s in partly:
+            if index.segments[s] not in written:
+                index.segments[s].unlink()
+        return {"rows_dropped": int((~kept).sum()), "rows_kept": int(kept.sum()),
+                "segments_removed": len(partly), "segments_written": len(written),
+                "bytes_freed": before - sum(p.stat().st_size for p in self.segments())}
+
+    @staticmethod
+    def _bad_of(path: Path) -> list[str]:
+        with h5py.File(path, "r") as h5:
+            return [f.decode() for f in h5["bad/fingerprints"][()]]
+
+
+def store_root(cache_dir: Path) -> Path:
+    return cache_dir / STORE
