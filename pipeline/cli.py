@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import backbones
-from .config import (DECODE_MODES, DTYPES, REFITS, SCORINGS, CompareConfig, ExtractConfig,
+from .config import (COMPUTE_PRECISIONS, DECODE_MODES, DTYPES, ENGINES, REFITS, SCORINGS, CompareConfig, ExtractConfig,
                      FinetuneConfig)
 from .data import SplitConfig
 from .errors import ConfigError, PipelineError
@@ -39,6 +39,10 @@ def _add_extract(sub) -> None:
                    help="auto: decode large JPEGs at reduced scale; full: every pixel")
     p.add_argument("--cache-dir", default="cache")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="forward pass: auto (OpenVINO without a GPU, else Keras), keras or openvino")
+    p.add_argument("--precision", default="float32", choices=COMPUTE_PRECISIONS,
+                   help="bf16: OpenVINO on a CPU with bfloat16 units (other numbers: a spec of its own)")
     p.add_argument("--validation-fraction", type=float, default=0.1,
                    help="share sent to validation when the folder has no split folders")
     p.add_argument("--test-fraction", type=float, default=0.1,
@@ -86,7 +90,7 @@ def _run_extract(args) -> int:
         backbone=args.backbone, alpha=args.alpha, image_size=args.image_size,
         pooling=args.pooling, weights=args.weights, dtype=args.dtype,
         batch_size=args.batch_size, chunk_size=args.chunk_size, decode=args.decode,
-        cache_dir=args.cache_dir, seed=args.seed,
+        cache_dir=args.cache_dir, seed=args.seed, engine=args.engine, precision=args.precision,
         split=SplitConfig(args.validation_fraction, args.test_fraction, args.test_from_validation),
     )
     shard = parse_shard(args.shard) if args.shard else None
@@ -369,13 +373,15 @@ def _add_predict(sub) -> None:
     p.add_argument("--export", metavar="DIR", help="also save the model as .keras and SavedModel")
     p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="what computes a stage-2 model's features (as extract's --engine)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _run_predict(args) -> int:
     from .predict import export, predict
 
-    result = predict(args.run, args.paths, args.model, args.batch_size, args.weights)
+    result = predict(args.run, args.paths, args.model, args.batch_size, args.weights, args.engine)
     text = json.dumps(result.to_dict(), indent=2) if args.json else result.to_csv()
     if args.out:
         as_json = args.out.lower().endswith(".json")

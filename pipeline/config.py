@@ -13,6 +13,8 @@ from .data import SplitConfig
 from .errors import ConfigError
 
 DTYPES = ("float32", "float16")
+ENGINES = ("auto", "keras", "openvino")
+COMPUTE_PRECISIONS = ("float32", "bf16")
 DECODE_MODES = ("auto", "full")
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 REFITS = ("train", "train+validation")
@@ -53,6 +55,11 @@ class ExtractConfig:
             exactly as ``keras.utils.image_dataset_from_directory`` does.
         cache_dir: folder of the HDF5 feature files.
         seed: seeds random weights (``weights="none"``).
+        engine: what runs the forward pass: "auto" (OpenVINO on a machine
+            without a GPU, else Keras), "keras" or "openvino". Float32 engines
+            give the same features and share the store's rows.
+        precision: "float32", or "bf16" (OpenVINO on a CPU with bfloat16
+            units: faster, but other numbers, so a feature spec of its own).
         split: how images are assigned to splits.
     """
 
@@ -67,10 +74,14 @@ class ExtractConfig:
     decode: str = "auto"
     cache_dir: str = "cache"
     seed: int = 0
+    engine: str = "auto"
+    precision: str = "float32"
     split: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:
         _one_of("dtype", self.dtype, DTYPES)
+        _one_of("engine", self.engine, ENGINES)
+        _one_of("precision", self.precision, COMPUTE_PRECISIONS)
         _one_of("decode", self.decode, DECODE_MODES)
         _positive(self, "batch_size", "chunk_size")
         if self.chunk_size < self.batch_size:

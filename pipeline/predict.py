@@ -2,7 +2,9 @@
 
 A stage-2 classifier is composed with the stage-1 backbone recorded in the
 run's cache key (size, preprocessing, pooling, decoding), so the user never
-re-states them; the fine-tuned model takes pixels directly.
+re-states them, and its features come from the same engine as extraction's
+(OpenVINO on a CPU, with the model stage 1 converted); the fine-tuned model
+takes pixels directly.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy as np
 from . import backbones
 from .data import is_image_name
 from .errors import ConfigError, RunError
-from .features.spec import spec_from_key
+from .features import engines
+from .features.spec import spec_from_key, spec_of, store_folder_name
+from .features.store import STORE
 from .report import full_proba
 from .runs import load_model, read_manifest
 
@@ -78,12 +82,25 @@ def model_name(run: Path, manifest: dict, model: str) -> str:
     return model
 
 
+def _feature_engine(manifest: dict, spec: backbones.BackboneSpec, batch_size: int, engine: str):
+    """The engine stage 1 would use for this run's features, with its converted model if kept."""
+    key = manifest["cache"]["key"]
+    precision = key.get("precision", "float32")
+    store = Path(manifest["cache"]["path"]).parent / STORE / store_folder_name(spec_of(key))
+    return engines.build(engines.choose(engine, precision), spec, key.get("seed") or 0, batch_size,
+                         store if store.is_dir() else None, precision)
+
+
 def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
-            batch_size: int = 32, weights: str | None = None) -> PredictResult:
+            batch_size: int = 32, weights: str | None = None, engine: str = "auto") -> PredictResult:
     """Class probabilities of images (files or folders) from one model of a run.
 
     Unreadable images are listed in ``unreadable`` with the decoder's reason;
     they never stop the others.
+
+    Args:
+        engine: what computes a stage-2 classifier's features (see
+            :mod:`pipeline.features.engines`); the fine-tuned model runs on Keras.
     """
     from .decode import image_batches, why_unreadable
 
@@ -96,22 +113,17 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     paths = expand(inputs)
     classes = manifest["classes"]
     loaded = load_model(run, name)
-    if entry["format"] == "keras-model":  # pixels in already
-        known = range(len(classes))
-
-        def model_proba(images):
-            return np.asarray(loaded(images, training=False))
-    else:
-        known = loaded.classes_
-        forward = backbones.compiled_forward(backbones.build(spec, seed=key.get("seed") or 0))
-
-        def model_proba(images):
-            return loaded.predict_proba(forward(images).numpy())
-
+    batches = image_batches(paths, range(len(paths)), spec.image_size, key["decode"], batch_size)
     seen, probabilities = [], []
-    for idx, images in image_batches(paths, range(len(paths)), spec.image_size, key["decode"], batch_size):
-        probabilities.append(full_proba(model_proba(images), known, len(classes)))
-        seen += idx.numpy().tolist()
+    if entry["format"] == "keras-model":  # pixels in already
+        for idx, images in batches:
+            probabilities.append(full_proba(np.asarray(loaded(images, training=False)),
+                                            range(len(classes)), len(classes)))
+            seen += idx.numpy().tolist()
+    else:
+        for idx, features in _feature_engine(manifest, spec, batch_size, engine).map(batches):
+            probabilities.append(full_proba(loaded.predict_proba(features), loaded.classes_, len(classes)))
+            seen += idx.numpy().tolist()
     rows = []
     for i, p in zip(seen, np.concatenate(probabilities) if probabilities else []):
         rows.append({"path": paths[i], "class": classes[int(np.argmax(p))],

@@ -38,6 +38,29 @@ def test_real_features_are_imagenet_features(real_cache):
     assert (predicted == val.labels).mean() > 0.85
 
 
+def test_openvino_and_keras_give_the_same_features_of_real_photos(real_cache, shared_dir, tmp_path):
+    """The default engine on this CPU-only machine is OpenVINO; Keras must agree to 1e-4 of the scale."""
+    cache = real_cache.open()
+    assert cache.extraction["engine"].startswith("openvino")
+    data = tmp_path / "subset"
+    for split in ("train", "validation"):
+        for cls in ("cats", "dogs"):
+            folder = shared_dir / "data" / "cats_and_dogs_filtered" / split / cls
+            for photo in sorted(folder.iterdir())[:40]:
+                (data / split / cls).mkdir(parents=True, exist_ok=True)
+                (data / split / cls / photo.name).symlink_to(photo)
+    config = ExtractConfig(backbone="mobilenet", alpha=0.25, image_size=224, engine="keras",
+                           cache_dir=str(tmp_path / "cache"))
+    keras_view = extract_features(data, config).open()
+    for split in ("train", "validation"):
+        ours = cache.load(split)
+        theirs = keras_view.load(split)
+        rows = {p: i for i, p in enumerate(ours.paths)}
+        got = ours.features[[rows[p] for p in theirs.paths]]
+        scale = np.abs(theirs.features).max()
+        assert np.abs(got - theirs.features).max() <= 1e-4 * scale, split
+
+
 @pytest.fixture(scope="session")
 def real_run(real_cache, tmp_path_factory):
     from pipeline import CompareConfig, compare

@@ -25,7 +25,7 @@ from .._files import key_hash
 from ..config import ExtractConfig
 from ..data import Dataset, discover
 from ..errors import CacheError
-from . import shards
+from . import engines, shards
 from .hashing import STAT_CACHE, fingerprint_files
 from .spec import feature_spec, store_folder_name, view_file_name, view_key
 from .store import FeatureStore, Index, store_root
@@ -268,23 +268,21 @@ class Plan:
         if resumed:
             log.info("resuming: %d images already extracted by an earlier run", resumed)
         computed = sum(len(c) for c in chunks)
-        compute_seconds = 0.0
+        compute_seconds, engine = 0.0, None
         if chunks:
-            strategy = backbones.gpu_strategy()
-            with strategy.scope() if strategy is not None else contextlib.nullcontext():
-                model = backbones.build(self.spec, seed=config.seed)
-            forward = backbones.compiled_forward(model, strategy)
-            feature_shape = tuple(int(d) for d in model.output_shape[1:])
+            engine = engines.build(engines.choose(config.engine, config.precision), self.spec,
+                                   config.seed, config.batch_size, store.folder, config.precision)
             compute_started = time.perf_counter()  # the loop alone: decode, forward, write
             with _progress_bar(computed, progress) as bar:
-                _compute(forward, self.dataset.root, chunks, store, self.spec, config,
-                         feature_shape, tag, bar)
+                _compute(engine, self.dataset.root, chunks, store, self.spec, config, tag, bar)
             compute_seconds = time.perf_counter() - compute_started
             index = store.index()
         rate = computed / compute_seconds if compute_seconds > 0 else 0.0
         extraction = {"seconds": round(compute_seconds, 3), "images": computed,
                       "images_per_second": round(rate, 1), "resumed_images": resumed,
-                      "batch_size": config.batch_size}
+                      "batch_size": config.batch_size,
+                      "engine": engine.name if engine else None,
+                      "conversion_seconds": round(engine.conversion_seconds, 2) if engine else 0.0}
         attrs = base_attrs(self.key, list(self.dataset.classes), self.dataset.root, extraction)
         attrs["store"] = os.path.relpath(store.folder, self.path.parent)
         if self.shard is not None:
@@ -297,9 +295,8 @@ class Plan:
                             reused=reused)
 
 
-def _compute(forward, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore,
-             spec: backbones.BackboneSpec, config: ExtractConfig, feature_shape: tuple[int, ...],
-             tag: str, bar) -> None:
+def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore,
+             spec: backbones.BackboneSpec, config: ExtractConfig, tag: str, bar) -> None:
     """Run the backbone over ``chunks``; each finished chunk becomes one store segment."""
     from ..decode import image_batches, why_unreadable
 
@@ -314,7 +311,8 @@ def _compute(forward, root: Path, chunks: list[list[tuple[str, str]]], store: Fe
 
     def flush(k: int) -> None:
         got = (np.concatenate(rows.pop(k)) - k * size) if k in rows else np.zeros(0, np.int64)
-        out = np.concatenate(feats.pop(k)) if k in feats else np.zeros((0, *feature_shape), np.float32)
+        out = (np.concatenate(feats.pop(k)) if k in feats
+               else np.zeros((0, *engine.feature_shape), np.float32))
         chunk = chunks[k]
         bad = {}
         for j in sorted(set(range(len(chunk))) - set(got.tolist())):
@@ -324,10 +322,10 @@ def _compute(forward, root: Path, chunks: list[list[tuple[str, str]]], store: Fe
         store.write_segment([chunk[j][0] for j in got], out.astype(config.dtype), bad, view=tag)
         bar.update(len(bad))
 
-    for idx, images in _chunk_aligned(batches, size, config.batch_size):
+    for idx, features in engine.map(_chunk_aligned(batches, size, config.batch_size)):
         k = int(idx[0]) // size  # a batch never crosses a chunk (see _chunk_aligned)
         rows.setdefault(k, []).append(idx)
-        feats.setdefault(k, []).append(forward(images).numpy())
+        feats.setdefault(k, []).append(features)
         bar.update(len(idx))
         last = int(idx[-1])
         while todo and todo[0] * size + len(chunks[todo[0]]) - 1 <= last:

@@ -2,7 +2,8 @@
 
 The *spec* is everything that changes the numbers of one image's features:
 backbone and weights identity, input size, pooling, decoding, preprocessing,
-stored dtype, format. The feature store keeps one folder per spec, with rows
+compute precision, stored dtype, format (not the engine: float32 engines give
+the same numbers). The feature store keeps one folder per spec, with rows
 keyed by the image's content. The *view key* is the spec plus the dataset:
 its class names and every image's relative path, label and fingerprint. It
 names a view file; nothing from stage 2 or 3 is in either.
@@ -25,7 +26,7 @@ READABLE_FORMATS = (1, 2)
 
 # Exactly the fields of the spec; a view key holds them and `classes`, `images`.
 SPEC_FIELDS = ("format_version", "backbone", "alpha", "weights", "seed", "image_size", "pooling",
-               "preprocessing", "decode", "resize", "dtype")
+               "preprocessing", "decode", "resize", "precision", "dtype")
 
 
 def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
@@ -42,6 +43,8 @@ def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
                          f"({spec.backbone.preprocessing})",
         "decode": config.decode,
         "resize": "bilinear, no crop",
+        # float32 engines agree to ~2e-5 and share rows; bfloat16 does not.
+        "precision": config.precision,
         "dtype": config.dtype,
     }
 

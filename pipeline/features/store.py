@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,8 @@ class FeatureStore:
         """Remove what killed writers left; call with the exclusive lock (no writer runs)."""
         for tmp in self.folder.glob("seg-*.tmp-*"):
             tmp.unlink(missing_ok=True)
+        for staging in self.folder.glob(".openvino-*"):  # a converted model being saved
+            shutil.rmtree(staging, ignore_errors=True)
 
     def usage(self) -> dict:
         """Rows, rejected images and bytes on disk."""

@@ -1,0 +1,193 @@
+"""What runs the backbone's forward pass: Keras (TensorFlow) or OpenVINO.
+
+Both run the very same network, converted once from the Keras model, and in
+float32 give the same features (to about 2e-5 on values up to ~6), so they
+share store rows: the engine is not part of the feature spec. OpenVINO's
+bfloat16 changes the numbers, so ``precision="bf16"`` is its own spec.
+
+``auto`` is OpenVINO on a machine without a GPU (it runs the same network
+2-4x faster than TensorFlow on a CPU) and Keras when TensorFlow sees a GPU
+or OpenVINO is not installed. A backbone OpenVINO cannot convert falls back
+to Keras with a warning.
+
+An engine maps batches ``(indices, images)`` to ``(indices, features)`` in
+order. OpenVINO's runs through an ``AsyncInferQueue``: inference releases
+the GIL, so tf.data decodes the next batches while the current ones run.
+Its model is compiled for a fixed batch size (static shapes are faster on
+its CPU plugin); a short last batch is padded and the padding dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from .. import backbones
+from ..config import ENGINES
+from ..errors import ConfigError, first_line
+
+log = logging.getLogger(__name__)
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino
+
+
+def _gpu_visible() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def choose(engine: str, precision: str = "float32") -> str:
+    """The engine ``engine`` resolves to on this machine: "keras" or "openvino"."""
+    if engine not in ENGINES:
+        raise ConfigError(f"`--engine` must be one of {', '.join(ENGINES)}. Got {engine!r}.")
+    if precision == "bf16" and engine == "keras":
+        raise ConfigError("`--precision bf16` runs on the OpenVINO engine. Fix: pass "
+                          "`--engine openvino` (or auto), or `--precision float32`.")
+    if engine == "keras":
+        return "keras"
+    if _openvino() is None:
+        if engine == "openvino" or precision == "bf16":
+            raise ConfigError("`--engine openvino` needs the openvino package. Fix: "
+                              "pip install openvino, or pass `--engine keras`.")
+        return "keras"
+    if engine == "auto" and precision == "float32" and _gpu_visible():
+        return "keras"
+    return "openvino"
+
+
+class KerasEngine:
+    """TensorFlow's forward pass (every GPU of the machine when it has several)."""
+
+    def __init__(self, spec: backbones.BackboneSpec, seed: int):
+        import contextlib
+
+        strategy = backbones.gpu_strategy()
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = backbones.build(spec, seed=seed)
+        self.forward = backbones.compiled_forward(model, strategy)
+        self.feature_shape = tuple(int(d) for d in model.output_shape[1:])
+        self.name = "keras"
+        self.conversion_seconds = 0.0
+
+    def map(self, batches):
+        for idx, images in batches:
+            yield idx, self.forward(images).numpy()
+
+
+class OpenVINOEngine:
+    """OpenVINO's CPU runtime, on the network converted once per feature spec.
+
+    Args:
+        folder: where the converted model is kept (the store's folder), so it
+            is converted once per spec; None converts it every time.
+    """
+
+    def __init__(self, spec: backbones.BackboneSpec, seed: int, batch_size: int,
+                 folder: Path | None = None, precision: str = "float32"):
+        ov = _openvino()
+        self.batch_size = batch_size
+        self.name = f"openvino {ov.__version__.split('-')[0]}"
+        started = time.perf_counter()
+        model = self._converted(ov, spec, seed, folder)
+        self.conversion_seconds = time.perf_counter() - started
+        size = spec.image_size
+        model.reshape({model.inputs[0].get_any_name(): [batch_size, size, size, 3]})
+        self.feature_shape = tuple(int(d) for d in model.outputs[0].get_partial_shape().to_shape()[1:])
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "THROUGHPUT",
+                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if precision == "bf16" and "bf16" not in got:
+            raise ConfigError(
+                f"`--precision bf16`: this CPU has no bfloat16 units, so OpenVINO would run "
+                f"{got} and store those rows as bf16 ones. Fix: extract on a CPU with AVX512_BF16 "
+                "or AMX, or use `--precision float32`.")
+        self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+    def _converted(self, ov, spec, seed: int, folder: Path | None):
+        xml = folder / f"openvino-{ov.__version__.split('-')[0]}" / "model.xml" if folder else None
+        if xml is not None and xml.is_file():
+            return ov.Core().read_model(xml)
+        model = backbones.build(spec, seed=seed)
+        try:
+            with warnings.catch_warnings():
+                # OpenVINO traces the model with a tuple where Keras names its input.
+                warnings.simplefilter("ignore", UserWarning)
+                converted = ov.convert_model(model)
+        except Exception as exc:  # noqa: BLE001 - any converter failure means: use Keras
+            raise ConversionError(f"OpenVINO could not convert {spec.backbone.name} "
+                                  f"({first_line(exc)})") from exc
+        if xml is not None:
+            staging = folder / f".openvino-{os.getpid()}"
+            try:
+                ov.save_model(converted, staging / "model.xml", compress_to_fp16=False)
+                staging.rename(xml.parent)  # whole or absent; a concurrent twin may win
+            except (OSError, RuntimeError) as exc:  # OpenVINO reports a failed write as RuntimeError
+                if not xml.is_file():  # else a concurrent twin kept it first
+                    log.warning("could not keep the converted model in %s (%s); the next extraction "
+                                "converts it again", folder, first_line(exc))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        if xml is not None and xml.is_file():
+            log.info("converted %s to OpenVINO once for this feature spec (%s)", spec.backbone.name,
+                     xml.parent)
+        return converted
+
+    def map(self, batches):
+        ov = _openvino()
+        queue = ov.AsyncInferQueue(self.compiled, self.requests)
+        done: dict[int, np.ndarray] = {}
+
+        def finished(request, seq):
+            done[seq] = request.get_output_tensor(0).data.copy()
+
+        queue.set_callback(finished)
+        pending: deque = deque()  # (seq, indices, rows) in submission order
+        for seq, (idx, images) in enumerate(batches):
+            pixels = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
+            rows = len(pixels)
+            if rows < self.batch_size:
+                pixels = np.concatenate([pixels, np.zeros((self.batch_size - rows, *pixels.shape[1:]),
+                                                          pixels.dtype)])
+            queue.start_async({0: pixels}, userdata=seq)  # waits while every request is busy
+            pending.append((seq, idx, rows))
+            while pending and pending[0][0] in done:
+                seq0, idx0, rows0 = pending.popleft()
+                yield idx0, done.pop(seq0)[:rows0]
+        queue.wait_all()
+        while pending:
+            seq0, idx0, rows0 = pending.popleft()
+            yield idx0, done.pop(seq0)[:rows0]
+
+
+class ConversionError(Exception):
+    """OpenVINO could not convert a backbone (the caller falls back to Keras)."""
+
+
+def build(engine: str, spec: backbones.BackboneSpec, seed: int, batch_size: int,
+          folder: Path | None = None, precision: str = "float32"):
+    """The engine ``engine`` (from :func:`choose`), ready to map batches."""
+    if engine == "openvino":
+        try:
+            return OpenVINOEngine(spec, seed, batch_size, folder, precision)
+        except ConversionError as exc:
+            if precision == "bf16":
+                raise ConfigError(f"{exc}. Fix: use `--precision float32`, which runs on Keras.") from None
+            log.warning("%s; running it with Keras/TensorFlow instead (same features, slower on a CPU)",
+                        exc)
+    return KerasEngine(spec, seed)

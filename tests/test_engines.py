@@ -1,0 +1,110 @@
+"""Engines: Keras and OpenVINO run the same network, give the same float32 features, share rows."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from pipeline import ExtractConfig, extract_features
+from pipeline import backbones
+from pipeline.errors import ConfigError
+from pipeline.features import engines
+
+from conftest import make_dataset, write_image
+
+ov = pytest.importorskip("openvino")
+
+
+def config(cache, **kwargs):
+    return ExtractConfig(**{"weights": "none", "image_size": 32, "batch_size": 4, "chunk_size": 8,
+                            "cache_dir": str(cache), **kwargs})
+
+
+def features(result):
+    cache = result.open()
+    return np.concatenate([cache.load(s).features for s in cache.splits])
+
+
+def test_auto_is_openvino_on_a_cpu_and_keras_beside_a_gpu(monkeypatch):
+    monkeypatch.setattr(engines, "_gpu_visible", lambda: False)
+    assert engines.choose("auto") == "openvino"
+    assert engines.choose("keras") == "keras"
+    monkeypatch.setattr(engines, "_gpu_visible", lambda: True)
+    assert engines.choose("auto") == "keras" and engines.choose("openvino") == "openvino"
+
+
+def test_engine_messages(monkeypatch):
+    with pytest.raises(ConfigError, match=r"`--precision bf16` runs on the OpenVINO engine. Fix: pass "
+                                          r"`--engine openvino`"):
+        engines.choose("keras", "bf16")
+    with pytest.raises(ConfigError, match=r"`--engine` must be one of auto, keras, openvino"):
+        ExtractConfig(engine="tensorrt")
+    monkeypatch.setattr(engines, "_openvino", lambda: None)
+    assert engines.choose("auto") == "keras"
+    with pytest.raises(ConfigError, match=r"`--engine openvino` needs the openvino package"):
+        engines.choose("openvino")
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "mobilenet"])
+def test_openvino_gives_the_keras_features_and_shares_their_rows(tmp_path, backbone):
+    # VGG16's random-weight features vary from image to image (MobileNet's nearly vanish).
+    data = make_dataset(tmp_path / "data", per_class=4)
+    keras_run = extract_features(data, config(tmp_path / "a", backbone=backbone, engine="keras"))
+    ov_run = extract_features(data, config(tmp_path / "b", backbone=backbone, engine="openvino"))
+    assert keras_run.path.name == ov_run.path.name  # the engine is not in the spec
+    assert ov_run.open().extraction["engine"].startswith("openvino")
+    assert keras_run.open().extraction["engine"] == "keras"
+    ours, theirs = features(ov_run), features(keras_run)
+    scale = np.abs(theirs).max()
+    assert scale > 0 and np.abs(ours - theirs).max() <= 1e-4 * scale
+    # Float32 engines share rows: switching engine over the same store computes nothing.
+    again = extract_features(data, config(tmp_path / "a", backbone=backbone, engine="openvino"))
+    assert again.hit and again.computed == 0
+
+
+def test_the_converted_model_is_kept_and_converted_once_per_spec(tmp_path, monkeypatch):
+    data = make_dataset(tmp_path / "data", per_class=3)
+    first = extract_features(data, config(tmp_path / "cache", engine="openvino"))
+    assert first.open().extraction["conversion_seconds"] > 0
+    assert list((tmp_path / "cache" / "store").glob("*/openvino-*/model.xml"))
+    calls = []
+    real = ov.convert_model
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    write_image(data / "train" / "cats" / "new.jpg", seed=5)
+    second = extract_features(data, config(tmp_path / "cache", engine="openvino"))
+    assert second.computed == 1 and calls == []
+
+
+def test_a_backbone_openvino_cannot_convert_falls_back_to_keras(tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation FancyOp")
+
+    monkeypatch.setattr(ov, "convert_model", broken)
+    data = make_dataset(tmp_path / "data", per_class=2)
+    with caplog.at_level(logging.WARNING):
+        result = extract_features(data, config(tmp_path / "cache", engine="openvino"))
+    assert result.open().extraction["engine"] == "keras" and result.computed == 8
+    assert ("OpenVINO could not convert mobilenet (unsupported operation FancyOp); running it with "
+            "Keras/TensorFlow instead") in caplog.text
+
+
+def test_bf16_is_a_spec_of_its_own_or_refused_where_the_cpu_has_no_bf16(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=2)
+    capabilities = str(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if "BF16" not in capabilities.upper():
+        with pytest.raises(ConfigError, match=r"`--precision bf16`: this CPU has no bfloat16 units"):
+            extract_features(data, config(tmp_path / "cache", precision="bf16"))
+        return
+    f32 = extract_features(data, config(tmp_path / "cache"))
+    bf16 = extract_features(data, config(tmp_path / "cache", precision="bf16"))
+    assert bf16.path != f32.path and bf16.computed == 8
+
+
+def test_a_short_last_batch_is_padded_and_its_rows_match_a_full_one():
+    spec = backbones.resolve("vgg16", 32, "avg", None, "none")
+    engine = engines.OpenVINOEngine(spec, seed=0, batch_size=4)
+    pixels = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    out = list(engine.map([(np.arange(4), pixels[:4]), (np.arange(4, 6), pixels[4:])]))
+    assert [len(f) for _, f in out] == [4, 2] and [list(i) for i, _ in out] == [[0, 1, 2, 3], [4, 5]]
+    alone = list(engine.map([(np.arange(4), pixels[2:6])]))[0][1]
+    np.testing.assert_allclose(out[1][1], alone[2:], rtol=1e-5, atol=1e-5)
