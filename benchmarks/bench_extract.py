@@ -1,25 +1,25 @@
-"""Stage 1 throughput: extraction against the backbone's forward pass alone.
+"""Stage 1 throughput per engine, against what two cores can do and the plain Keras loop.
 
-In one run, on the same backbone and batch size:
+In one run, on MobileNet 0.25 @224 and the same batch size, ``--rounds``
+rounds (these machines are noisy: rates swing by +-20 % within a minute),
+each measuring side by side:
 
-1. the forward pass alone on in-memory, already decoded tensors (images/s),
-   measured right before and right after each extraction and averaged;
-2. the full extraction of the dataset (read, decode, resize, forward, chunk
-   store segment writes, the view file) into a fresh cache, and its ratio to (1); three
-   rounds, each ratio printed, and their median (these machines are noisy:
-   the forward pass alone swings by +-20 % within a minute);
-   Beside it, on the training split: the least any extraction can do, a
-   bare loop of the same decoding pipeline into the forward pass with
-   nothing kept, and the plain ``keras.utils.image_dataset_from_directory``
-   loop into the same forward pass (the usual way, the baseline);
-3. the CPU budget: CPU time per image of decoding and resizing (one thread)
-   and of the forward pass, and the ceiling they set on the ratio (2)
-   on this machine's cores even if both shared them perfectly;
-4. the peak resident memory of a whole extraction of 1000 and of 3000 images,
-   each in its own process;
-5. the wall time of a cache-hit rerun through the command line;
-6. large photos (the same images re-encoded with a 2000 px long side):
-   extraction with ``--decode full`` and ``--decode auto``.
+1. decoding alone: the extraction's tf.data pipeline (read, decode, resize)
+   over every image, nothing computed (images/s);
+2. the forward pass alone per engine (Keras/TensorFlow, OpenVINO f32) on
+   in-memory, already decoded batches, before and after the extractions;
+3. the two-core limit: ``1 / (1/decode + 1/fastest forward)``, what a loop
+   reaches if decoding and inference share the cores perfectly;
+4. our extraction per engine into a fresh cache (``images_per_second``:
+   the loop alone, as ``extract --json`` reports it);
+5. the plain Keras loop: ``keras.utils.image_dataset_from_directory`` of each
+   split into the Keras forward pass, what users write by hand;
+
+then the medians of the ratios (extraction / limit, extraction / plain
+loop), a cache-hit rerun through the command line, peak memory for 1000 and
+3000 images, and the large-photo case (the images re-encoded with a 2000 px
+long side, where decoding dominates): decoding alone, and extraction with
+``--decode full`` and ``--decode auto``.
 
 Usage (the real data and weights are in ../shared; see its README):
 
@@ -43,9 +43,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
 from pipeline import ExtractConfig, extract_features  # noqa: E402
 from pipeline import backbones  # noqa: E402
 from pipeline.data import discover  # noqa: E402
+from pipeline.features import engines  # noqa: E402
 
 PEAK_RSS = """
 import os, sys
@@ -68,58 +71,45 @@ def decoded_pixels(data: Path, size: int, n: int):
     return tf.stack([load_image(tf.constant(p), size) for p in paths])
 
 
-def forward_alone(forward, pixels, batch: int) -> tuple[float, float]:
-    """Images/s of the forward pass on in-memory tensors, and its CPU ms per image."""
+def forward_alone(engine, pixels, batch: int) -> float:
+    """Images/s of an engine's forward pass on in-memory batches."""
     n = int(pixels.shape[0])
-    forward(pixels[:batch]).numpy()
-    started, cpu = time.perf_counter(), time.process_time()
+    batches = [(np.arange(i, min(i + batch, n)), pixels[i:i + batch]) for i in range(0, n, batch)]
+    list(engine.map(batches[:2]))  # warm
+    started = time.perf_counter()
     for _ in range(2):
-        for i in range(0, n, batch):
-            forward(pixels[i:i + batch]).numpy()
-    return 2 * n / (time.perf_counter() - started), (time.process_time() - cpu) / (2 * n) * 1e3
+        for _ in engine.map(batches):
+            pass
+    return 2 * n / (time.perf_counter() - started)
 
 
-def fed_rate(forward, batches) -> float:
-    """Images/s of a loop feeding each batch of pixels to the forward pass, nothing kept."""
-    started, n = time.perf_counter(), 0
-    for pixels in batches:
-        forward(pixels).numpy()
-        n += int(pixels.shape[0])
-    return n / (time.perf_counter() - started)
+def all_paths(data: Path) -> list[str]:
+    return [str(data / p) for split in discover(data).splits.values() for p, _ in split]
 
 
-def bare_loop(forward, data: Path, size: int, batch: int) -> float:
-    """The extraction's own decoding pipeline feeding the forward pass."""
+def decode_alone(paths: list[str], size: int, batch: int, mode: str = "auto") -> float:
+    """Images/s of the extraction's decoding pipeline, nothing computed."""
     from pipeline.decode import image_batches
 
-    paths = [str(data / p) for p, _ in discover(data).splits["train"]]
-    return fed_rate(forward, (images for _, images in
-                              image_batches(paths, range(len(paths)), size, "auto", batch)))
+    started = time.perf_counter()
+    for _ in image_batches(paths, range(len(paths)), size, mode, batch):
+        pass
+    return len(paths) / (time.perf_counter() - started)
 
 
-def keras_loop(forward, data: Path, size: int, batch: int) -> float:
-    """``image_dataset_from_directory`` feeding the forward pass."""
+def keras_loop(engine, data: Path, size: int, batch: int) -> float:
+    """``image_dataset_from_directory`` of each split feeding the Keras forward pass."""
     import keras
 
-    images = keras.utils.image_dataset_from_directory(
-        data / "train", image_size=(size, size), batch_size=batch, shuffle=False, verbose=False)
-    return fed_rate(forward, (pixels for pixels, _ in images))
-
-
-def decode_cpu_ms(data: Path, size: int, batch: int) -> float:
-    """CPU milliseconds per image of decoding + resizing on one thread (bytes in memory)."""
-    import tensorflow as tf
-
-    from pipeline.decode import decode_image
-
-    paths = [str(data / p) for p, _ in discover(data).splits["train"][:400]]
-    contents = tf.constant([Path(p).read_bytes() for p in paths])  # no disk time
-    decoded = (tf.data.Dataset.from_tensor_slices(contents)
-               .map(lambda c: decode_image(c, size), num_parallel_calls=1).batch(batch))
-    started = time.process_time()
-    for _ in decoded:
-        pass
-    return (time.process_time() - started) / len(paths) * 1e3
+    started, n = time.perf_counter(), 0
+    for split in discover(data).splits:
+        folder = data / split if (data / split).is_dir() else data / "val"
+        images = keras.utils.image_dataset_from_directory(
+            folder, image_size=(size, size), batch_size=batch, shuffle=False, verbose=False)
+        for pixels, _ in images:
+            engine.forward(pixels).numpy()
+            n += int(pixels.shape[0])
+    return n / (time.perf_counter() - started)
 
 
 def subset(data: Path, n: int, into: Path) -> Path:
@@ -155,6 +145,10 @@ def large_copies(data: Path, n: int, into: Path, side: int = 2000) -> Path:
     return into
 
 
+def median(values) -> float:
+    return statistics.median(values)
+
+
 def main() -> None:
     shared = os.environ.get("PIPELINE_SHARED_DIR", str(ROOT.parent / "shared"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -165,52 +159,57 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     batch = args.batch_size
+    cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"], capture_output=True,
+                         text=True).stdout.strip()
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; mobilenet alpha 0.25 @224, batch {batch}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = backbones.build(backbones.resolve())
-        forward_fn = backbones.compiled_forward(model)
-        pixels = decoded_pixels(args.data, model.input_shape[1], args.forward_images)
-        loop_ratios, e2e_ratios, bare_ratios, keras_ratios = [], [], [], []
+        spec = backbones.resolve()
+        keras_engine = engines.KerasEngine(spec, seed=0)
+        (tmp / "ov").mkdir()
+        ov_engine = engines.OpenVINOEngine(spec, 0, batch, tmp / "ov")
+        print(f"OpenVINO conversion (once per feature spec): {ov_engine.conversion_seconds:.1f} s")
+        size = spec.image_size
+        pixels = decoded_pixels(args.data, size, args.forward_images)
+        paths = all_paths(args.data)
+        rows = []
         for round_ in range(args.rounds):
-            config = ExtractConfig(cache_dir=str(tmp / f"cache{round_}"), batch_size=batch)
-            before = forward_alone(forward_fn, pixels, batch)[0]
-            result = extract_features(args.data, config, progress=False)
-            bare = bare_loop(forward_fn, args.data, model.input_shape[1], batch)
-            plain = keras_loop(forward_fn, args.data, model.input_shape[1], batch)
-            after = forward_alone(forward_fn, pixels, batch)[0]
-            forward = (before + after) / 2
-            n = sum(result.splits.values())
-            loop_ratios.append(result.images_per_second / forward)
-            e2e_ratios.append(n / result.seconds / forward)
-            bare_ratios.append(bare / forward)
-            keras_ratios.append(plain / forward)
-            print(f"round {round_ + 1}: forward alone {forward:6.1f} images/s (before {before:.1f}, "
-                  f"after {after:.1f}); extraction loop {result.images_per_second:6.1f} images/s, "
-                  f"end to end {n / result.seconds:6.1f} images/s ({result.seconds:.1f} s), "
-                  f"bare loop {bare:6.1f}, image_dataset_from_directory loop {plain:6.1f} images/s; "
-                  f"ratios {loop_ratios[-1]:.2f} / {e2e_ratios[-1]:.2f} / {bare_ratios[-1]:.2f} / "
-                  f"{keras_ratios[-1]:.2f}", flush=True)
-        print(f"backbone: mobilenet alpha 0.25 @224, batch {batch}, {n} images, {os.cpu_count()} cores")
-        print(f"median ratio, extraction loop / forward alone:  {statistics.median(loop_ratios):.2f} "
-              "(read, decode, resize, forward, chunk writes)")
-        print(f"median ratio, end to end / forward alone:       {statistics.median(e2e_ratios):.2f} "
-              "(also fingerprints, model build, HDF5 assembly)")
-        print(f"median ratio, bare loop / forward alone:        {statistics.median(bare_ratios):.2f} "
-              "(decoding pipeline into the forward pass, nothing kept)")
-        print(f"median ratio, image_dataset_from_directory / forward alone: "
-              f"{statistics.median(keras_ratios):.2f} (the plain Keras loop)")
-
-        decode_ms = decode_cpu_ms(args.data, model.input_shape[1], batch)
-        forward, forward_ms = forward_alone(forward_fn, pixels, batch)
-        cores = os.cpu_count() or 1
-        ceiling = min(1.0, cores / ((decode_ms + forward_ms) / 1e3) / forward)
-        print(f"CPU per image: decode + resize {decode_ms:.2f} ms (one thread), forward "
-              f"{forward_ms:.2f} ms ({forward_ms * forward / 1e3:.2f} of {cores} cores busy at "
-              f"{forward:.0f} images/s); ceiling of the ratio with perfect sharing: {ceiling:.2f}")
+            r = {"decode": decode_alone(paths, size, batch),
+                 "fwd_keras": forward_alone(keras_engine, pixels, batch),
+                 "fwd_ov": forward_alone(ov_engine, pixels, batch)}
+            for name in ("openvino", "keras"):
+                config = ExtractConfig(cache_dir=str(tmp / f"cache-{name}{round_}"), batch_size=batch,
+                                       engine=name)
+                result = extract_features(args.data, config, progress=False)
+                r[f"ours_{name}"] = result.images_per_second
+            r["plain"] = keras_loop(keras_engine, args.data, size, batch)
+            r["fwd_keras"] = (r["fwd_keras"] + forward_alone(keras_engine, pixels, batch)) / 2
+            r["fwd_ov"] = (r["fwd_ov"] + forward_alone(ov_engine, pixels, batch)) / 2
+            r["limit"] = 1 / (1 / r["decode"] + 1 / max(r["fwd_ov"], r["fwd_keras"]))
+            rows.append(r)
+            print(f"round {round_ + 1}: decode alone {r['decode']:.0f}; forward alone keras "
+                  f"{r['fwd_keras']:.0f}, openvino {r['fwd_ov']:.0f}; two-core limit {r['limit']:.0f}; "
+                  f"extraction openvino {r['ours_openvino']:.0f}, keras {r['ours_keras']:.0f}; "
+                  f"plain Keras loop {r['plain']:.0f} images/s; ratios openvino/limit "
+                  f"{r['ours_openvino'] / r['limit']:.2f}, openvino/plain {r['ours_openvino'] / r['plain']:.2f}, "
+                  f"keras/plain {r['ours_keras'] / r['plain']:.2f}", flush=True)
+        n = len(paths)
+        print(f"medians over {args.rounds} rounds, {n} images (images/s):")
+        for label, key in (("decode alone", "decode"), ("forward alone, keras", "fwd_keras"),
+                           ("forward alone, openvino f32", "fwd_ov"), ("two-core limit", "limit"),
+                           ("extraction, openvino", "ours_openvino"), ("extraction, keras", "ours_keras"),
+                           ("plain Keras loop", "plain")):
+            print(f"  {label:<28} {median(r[key] for r in rows):7.0f}")
+        print(f"  extraction openvino / two-core limit:   "
+              f"{median(r['ours_openvino'] / r['limit'] for r in rows):.2f}")
+        print(f"  extraction openvino / plain Keras loop: "
+              f"{median(r['ours_openvino'] / r['plain'] for r in rows):.2f}")
+        print(f"  extraction keras / plain Keras loop:    "
+              f"{median(r['ours_keras'] / r['plain'] for r in rows):.2f}")
 
         started = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data",
-                        str(args.data), "--cache-dir", str(tmp / "cache0"), "--json"],
+                        str(args.data), "--cache-dir", str(tmp / "cache-openvino0"), "--json"],
                        check=True, capture_output=True)
         print(f"cache-hit rerun (CLI):    {time.perf_counter() - started:7.2f} s")
 
@@ -220,14 +219,16 @@ def main() -> None:
 
         big = large_copies(args.data, args.large_images, tmp / "large")
         size_kb = sum(p.stat().st_size for p in big.rglob("*.jpg")) / args.large_images / 1024
-        rates = {}
+        big_paths = all_paths(big)
+        print(f"large photos (2000 px, {size_kb:.0f} KB avg, {args.large_images} images), images/s:")
         for mode in ("full", "auto"):
-            cfg = ExtractConfig(cache_dir=str(tmp / f"large-{mode}"), batch_size=batch, decode=mode)
-            rates[mode] = extract_features(big, cfg, progress=False).images_per_second
-        print(f"large photos (2000 px, {size_kb:.0f} KB avg, {args.large_images} images):")
-        print(f"  --decode full:          {rates['full']:7.1f} images/s")
-        print(f"  --decode auto:          {rates['auto']:7.1f} images/s "
-              f"({rates['auto'] / rates['full']:.2f}x)")
+            decode = decode_alone(big_paths, size, batch, mode)
+            cfg = ExtractConfig(cache_dir=str(tmp / f"large-{mode}"), batch_size=batch, decode=mode,
+                                engine="openvino")
+            rate = extract_features(big, cfg, progress=False).images_per_second
+            limit = 1 / (1 / decode + 1 / rows[-1]["fwd_ov"])
+            print(f"  --decode {mode}: decode alone {decode:6.1f}, extraction (openvino) {rate:6.1f}, "
+                  f"limit {limit:6.1f}, ratio {rate / limit:.2f}")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
 
 

@@ -7,6 +7,7 @@ backbone model applies its own preprocessing on top.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 
@@ -59,16 +60,23 @@ def image_batches(
     The index travels with each image, so whoever consumes the batches can
     tell which images were dropped and quarantine them (see :func:`why_unreadable`)
     without decoding anything twice on the fast path.
+
+    Decoding runs on one thread per core, two batches ahead, with tf.data's
+    autotuning off: beside OpenVINO, which keeps the cores busy, the
+    autotuner at times settled on too little parallelism and the whole loop
+    ran at about half speed for the rest of the run (see BENCHMARKS.md).
     """
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant(list(indices), tf.int64), tf.constant(list(paths)))
     )
     ds = ds.map(
         lambda i, p: (i, load_image(p, size, mode)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=len(os.sched_getaffinity(0)),
         deterministic=True,
     )
-    return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.ignore_errors().batch(batch_size).prefetch(2).with_options(options)
 
 
 def labelled_batches(paths: Sequence[str], labels: Sequence[int], size: int, mode: str,

@@ -82,13 +82,15 @@ def model_name(run: Path, manifest: dict, model: str) -> str:
     return model
 
 
-def _feature_engine(manifest: dict, spec: backbones.BackboneSpec, batch_size: int, engine: str):
+def _feature_engine(manifest: dict, spec: backbones.BackboneSpec, batch_size: int, engine: str,
+                    images: int):
     """The engine stage 1 would use for this run's features, with its converted model if kept."""
     key = manifest["cache"]["key"]
     precision = key.get("precision", "float32")
     store = Path(manifest["cache"]["path"]).parent / STORE / store_folder_name(spec_of(key))
-    return engines.build(engines.choose(engine, precision), spec, key.get("seed") or 0, batch_size,
-                         store if store.is_dir() else None, precision)
+    store = store if store.is_dir() else None
+    return engines.build(engines.choose(engine, precision, images, store), spec, key.get("seed") or 0,
+                         batch_size, store, precision)
 
 
 def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
@@ -121,7 +123,7 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
                                             range(len(classes)), len(classes)))
             seen += idx.numpy().tolist()
     else:
-        for idx, features in _feature_engine(manifest, spec, batch_size, engine).map(batches):
+        for idx, features in _feature_engine(manifest, spec, batch_size, engine, len(paths)).map(batches):
             probabilities.append(full_proba(loaded.predict_proba(features), loaded.classes_, len(classes)))
             seen += idx.numpy().tolist()
     rows = []

@@ -24,7 +24,8 @@ def test_summary_describes_the_file(cache_file):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda p: p.unlink(), "does not exist. Fix: run `python run_pipeline.py extract"),
+    (lambda p: p.unlink(), "does not exist, but the feature store holds rows its extraction computed"),
+    (lambda p: p.with_name("other-0123456789abcdef.h5"), None),
     (lambda p: p.write_bytes(b"nope"), "is not a readable HDF5 file"),
     (lambda p: p.write_bytes(p.read_bytes()[:2048]), "is not a readable HDF5 file"),
     (lambda p: h5py.File(p, "w").close(), "is an HDF5 file but not a feature cache written by this tool"),
@@ -33,7 +34,10 @@ def test_summary_describes_the_file(cache_file):
     (lambda p: h5py.File(p, "a").attrs.__setitem__("key_hash", "x"), "is damaged: its key does not match"),
 ])
 def test_bad_cache_files(cache_file, damage, message):
-    damage(cache_file)
+    if message is None:  # a name no extraction wrote
+        cache_file, message = damage(cache_file), "does not exist. Fix: run `python run_pipeline.py extract"
+    else:
+        damage(cache_file)
     with pytest.raises(CacheError) as err:
         FeatureCache(cache_file)
     assert message in str(err.value)

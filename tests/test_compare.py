@@ -120,9 +120,9 @@ def test_a_partial_cache_says_how_to_resume(tmp_path):
 
     store = FeatureStore.create(tmp_path / "store" / "m-224-avg-abc", {"spec": 1})
     store.write_segment(["0" * 32], np.zeros((1, 4), "float32"), {}, view="0123456789abcdef" + "0" * 48)
-    with pytest.raises(CacheError, match=r"m-224-avg-0123456789abcdef\.h5 is partial: its extraction was "
-                                         r"interrupted.*run the same `python run_pipeline\.py extract \.\.\.` "
-                                         r"command again"):
+    with pytest.raises(CacheError, match=r"m-224-avg-0123456789abcdef\.h5 does not exist, but the feature "
+                                         r"store holds rows its extraction computed: it was interrupted.*"
+                                         r"run the same `python run_pipeline\.py extract \.\.\.` command again"):
         compare(tmp_path / "m-224-avg-0123456789abcdef.h5", _config(tmp_path))
 
 

@@ -25,10 +25,15 @@ def features(result):
     return np.concatenate([cache.load(s).features for s in cache.splits])
 
 
-def test_auto_is_openvino_on_a_cpu_and_keras_beside_a_gpu(monkeypatch):
+def test_auto_is_openvino_on_a_cpu_once_conversion_pays_and_keras_beside_a_gpu(monkeypatch, tmp_path):
     monkeypatch.setattr(engines, "_gpu_visible", lambda: False)
-    assert engines.choose("auto") == "openvino"
-    assert engines.choose("keras") == "keras"
+    assert engines.choose("auto", images=engines.AUTO_MIN_IMAGES) == "openvino"
+    assert engines.choose("auto", images=10, folder=tmp_path) == "keras"  # conversion would not pay
+    kept = tmp_path / f"openvino-{ov.__version__.split('-')[0]}" / "model.xml"
+    kept.parent.mkdir()
+    kept.write_text("<net/>")
+    assert engines.choose("auto", images=10, folder=tmp_path) == "openvino"  # converted already
+    assert engines.choose("keras") == "keras" and engines.choose("openvino", images=1) == "openvino"
     monkeypatch.setattr(engines, "_gpu_visible", lambda: True)
     assert engines.choose("auto") == "keras" and engines.choose("openvino") == "openvino"
 

@@ -5,10 +5,13 @@ float32 give the same features (to about 2e-5 on values up to ~6), so they
 share store rows: the engine is not part of the feature spec. OpenVINO's
 bfloat16 changes the numbers, so ``precision="bf16"`` is its own spec.
 
-``auto`` is OpenVINO on a machine without a GPU (it runs the same network
-2-4x faster than TensorFlow on a CPU) and Keras when TensorFlow sees a GPU
-or OpenVINO is not installed. A backbone OpenVINO cannot convert falls back
-to Keras with a warning.
+``auto`` is the faster engine for the job: OpenVINO on a machine without a
+GPU (it runs the same network 2-4x faster than TensorFlow on a CPU) once
+its one conversion pays, that is when the spec's converted model is already
+kept or at least :data:`AUTO_MIN_IMAGES` images are to be computed (a few
+seconds of conversion cost more than a Keras pass over a handful of images);
+Keras when TensorFlow sees a GPU or OpenVINO is not installed. A backbone
+OpenVINO cannot convert falls back to Keras with a warning.
 
 An engine maps batches ``(indices, images)`` to ``(indices, features)`` in
 order. OpenVINO's runs through an ``AsyncInferQueue``: inference releases
@@ -50,8 +53,27 @@ def _gpu_visible() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def choose(engine: str, precision: str = "float32") -> str:
-    """The engine ``engine`` resolves to on this machine: "keras" or "openvino"."""
+# MobileNet 0.25 @224 on two cores: about 3 s to convert, and OpenVINO saves
+# about 2.5 ms an image over Keras, so the conversion pays after ~1000 images.
+AUTO_MIN_IMAGES = 1000
+
+
+def kept_model(folder: Path | None) -> Path | None:
+    """The converted model kept in a store folder, for this OpenVINO version (None: none)."""
+    ov = _openvino()
+    if ov is None or folder is None:
+        return None
+    xml = folder / f"openvino-{ov.__version__.split('-')[0]}" / "model.xml"
+    return xml if xml.is_file() else None
+
+
+def choose(engine: str, precision: str = "float32", images: int = AUTO_MIN_IMAGES,
+           folder: Path | None = None) -> str:
+    """The engine ``engine`` resolves to on this machine for ``images`` images: "keras" or "openvino".
+
+    Args:
+        folder: the store folder where a converted model may be kept already.
+    """
     if engine not in ENGINES:
         raise ConfigError(f"`--engine` must be one of {', '.join(ENGINES)}. Got {engine!r}.")
     if precision == "bf16" and engine == "keras":
@@ -64,8 +86,9 @@ def choose(engine: str, precision: str = "float32") -> str:
             raise ConfigError("`--engine openvino` needs the openvino package. Fix: "
                               "pip install openvino, or pass `--engine keras`.")
         return "keras"
-    if engine == "auto" and precision == "float32" and _gpu_visible():
-        return "keras"
+    if engine == "auto" and precision == "float32":
+        if _gpu_visible() or (images < AUTO_MIN_IMAGES and kept_model(folder) is None):
+            return "keras"
     return "openvino"
 
 
@@ -120,9 +143,10 @@ class OpenVINOEngine:
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
     def _converted(self, ov, spec, seed: int, folder: Path | None):
+        kept = kept_model(folder)
+        if kept is not None:
+            return ov.Core().read_model(kept)
         xml = folder / f"openvino-{ov.__version__.split('-')[0]}" / "model.xml" if folder else None
-        if xml is not None and xml.is_file():
-            return ov.Core().read_model(xml)
         model = backbones.build(spec, seed=seed)
         try:
             with warnings.catch_warnings():

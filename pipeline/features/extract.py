@@ -270,8 +270,9 @@ class Plan:
         computed = sum(len(c) for c in chunks)
         compute_seconds, engine = 0.0, None
         if chunks:
-            engine = engines.build(engines.choose(config.engine, config.precision), self.spec,
-                                   config.seed, config.batch_size, store.folder, config.precision)
+            name = engines.choose(config.engine, config.precision, computed, store.folder)
+            engine = engines.build(name, self.spec, config.seed, config.batch_size, store.folder,
+                                   config.precision)
             compute_started = time.perf_counter()  # the loop alone: decode, forward, write
             with _progress_bar(computed, progress) as bar:
                 _compute(engine, self.dataset.root, chunks, store, self.spec, config, tag, bar)

@@ -178,10 +178,10 @@ class FeatureCache:
         self.path = Path(path)
         if not self.path.is_file() and _interrupted(self.path):
             raise CacheError(
-                f"Feature cache {self.path} is partial: its extraction was interrupted before "
-                "every image was computed (what it finished is kept in the feature store). Fix: "
-                "run the same `python run_pipeline.py extract ...` command again; it resumes "
-                "where it stopped.")
+                f"Feature cache {self.path} does not exist, but the feature store holds rows its "
+                "extraction computed: it was interrupted (or the file was removed). Fix: run the "
+                "same `python run_pipeline.py extract ...` command again; it resumes where it "
+                "stopped and computes only what is missing.")
         if not self.path.is_file():
             raise CacheError(
                 f"Feature cache {self.path} does not exist. Fix: run "
