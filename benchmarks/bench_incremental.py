@@ -53,7 +53,10 @@ def extract(data: Path, cache: Path) -> dict:
 def real_photos(data: Path, work: Path) -> None:
     from PIL import Image
 
+    from pipeline.features.hashing import RACY_SECONDS
+
     copy = shutil.copytree(data, work / "photos")
+    time.sleep(RACY_SECONDS)  # as photos on disk are: not written within the last moments
     cache = work / "cache"
     rows = []
     full = extract(copy, cache)
@@ -62,6 +65,7 @@ def real_photos(data: Path, work: Path) -> None:
     for i, source in enumerate(sources):  # 10 new photos: mirrored copies, new bytes
         Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
             source.with_name(f"new_{i}.jpg"), quality=90)
+    time.sleep(RACY_SECONDS)
     rows.append(("10 photos added", extract(copy, cache)))
     rows.append(("no-change rerun", extract(copy, cache)))
     print(f"{'step':<18} {'computed':>8} {'reused':>7} {'read':>6} {'seconds (JSON)':>15} "
@@ -76,7 +80,7 @@ def synthetic_store(folder: Path, rows: int, dim: int, chunk: int) -> list[str]:
 
     store = FeatureStore.create(folder, {"synthetic": True, "dim": dim})
     rng = np.random.default_rng(0)
-    fps = [f"{i:032x}" for i in rng.permutation(2**40)[:rows]]
+    fps = [rng.bytes(16).hex() for _ in range(rows)]
     for start in range(0, rows, chunk):
         part = fps[start:start + chunk]
         store.write_segment(part, rng.normal(size=(len(part), dim)).astype("float32"), {}, view="bench")
