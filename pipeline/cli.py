@@ -10,8 +10,10 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +24,49 @@ from .data import SplitConfig
 from .errors import ConfigError, PipelineError
 
 log = logging.getLogger("pipeline")
+
+# Native libraries (TensorFlow's C++ runtime, absl, CUDA probes) write to file
+# descriptor 2 directly, past Python's logging, and TF_CPP_MIN_LOG_LEVEL no
+# longer silences them all; so, unless -v, stderr passes through a filter.
+_NATIVE_NOISE = re.compile(
+    rb"^(?:[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before "
+    rb"absl::InitializeLog\(\)|.*(?:cuInit|cudart_stub|TF-TRT|oneDNN custom operations|This TensorFlow "
+    rb"binary is optimized|Unable to register cu(?:DNN|FFT|BLAS) factory|computation placer already))")
+
+
+_END = b"\x00end of the filtered stderr\n"
+
+
+@contextmanager
+def _native_logs_filtered():
+    """Drop the native libraries' log lines from stderr; everything else passes through."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    drained = threading.Event()
+
+    def pump():
+        # Child processes (joblib, Dask) inherit the pipe, so it is read until
+        # its last writer is gone; the marker says when this process's lines are out.
+        with os.fdopen(read, "rb") as lines, os.fdopen(os.dup(saved), "wb", buffering=0) as out:
+            for line in lines:
+                if line == _END:
+                    drained.set()
+                elif not _NATIVE_NOISE.match(line):
+                    out.write(line)
+        drained.set()
+
+    threading.Thread(target=pump, name="stderr-filter", daemon=True).start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.write(2, _END)
+        drained.wait(timeout=5)
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _add_extract(sub) -> None:
@@ -481,8 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv if argv else ["run"])  # no arguments: the main job
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return COMMANDS[args.command](args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if not args.verbose:  # TensorFlow's own Python-side info lines
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    with nullcontext() if args.verbose else _native_logs_filtered():
+        try:
+            return COMMANDS[args.command](args)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2

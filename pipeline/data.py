@@ -214,7 +214,10 @@ def discover(root: str | os.PathLike, config: SplitConfig = SplitConfig()) -> Da
     for name, absent in missing.items():
         log.warning("split %r has no images of class(es) %s", name, ", ".join(absent))
     if ignored:
-        log.info("ignored %d files that are not images in class folders", len(ignored))
+        shown = sorted(ignored)[:5]
+        more = f" and {len(ignored) - len(shown)} more" if len(ignored) > len(shown) else ""
+        log.warning("ignored %d files that are not images (by their extension, one of %s): %s%s",
+                    len(ignored), ", ".join(IMAGE_EXTENSIONS), ", ".join(shown), more)
     return Dataset(root, layout, classes, splits, tuple(sorted(ignored)), missing)
 
 

@@ -18,12 +18,14 @@ from .errors import DataSourceError, first_line
 
 log = logging.getLogger(__name__)
 
-# name -> (public address, archive name, folder inside the archive)
+# name -> (public address, archive names, folder inside the archive). The first
+# archive name is ours; the others are what tutorials save it as (the
+# TensorFlow transfer-learning tutorial: get_file("cats_and_dogs.zip", ...)).
 KERAS_DATASETS = {
     "cats_and_dogs_filtered": ("https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",
-                               "cats_and_dogs_filtered.zip", "cats_and_dogs_filtered"),
+                               ("cats_and_dogs_filtered.zip", "cats_and_dogs.zip"), "cats_and_dogs_filtered"),
     "flower_photos": ("https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz",
-                      "flower_photos.tgz", "flower_photos"),
+                      ("flower_photos.tgz",), "flower_photos"),
 }
 PNG_SIGNATURE = b"\x89PNG"
 _ALTERNATIVES = ("run on your own images with `--data DIR` (one folder per class), "
@@ -63,15 +65,18 @@ def keras_dataset(name: str, timeout: float = 30.0) -> Path:
     """A dataset from the Keras cache, downloaded there by ``keras.utils.get_file`` if missing."""
     if name not in KERAS_DATASETS:
         raise DataSourceError(f"`--data keras:NAME` knows {', '.join(KERAS_DATASETS)}. Got {name!r}.")
-    origin, archive, inner = KERAS_DATASETS[name]
+    origin, archives, inner = KERAS_DATASETS[name]
+    archive = archives[0]
     datasets = keras_home() / "datasets"
-    stem = archive.split(".")[0]
     # Keras 3 extracts into <stem>_extracted/; Keras 2 (and the tutorials
     # written for it) next to the archive.
-    places = [datasets / f"{stem}_extracted" / inner, datasets / inner]
+    places = [datasets / f"{a.split('.')[0]}_extracted" / inner for a in archives] + [datasets / inner]
     for place in places:
         if place.is_dir():
             return place
+    for candidate in archives:  # downloaded but never extracted: no network needed
+        if (datasets / candidate).is_file():
+            return _unpack(datasets / candidate, inner)
     import keras
 
     log.info("downloading %s from %s into %s", name, origin, datasets)
@@ -89,6 +94,27 @@ def keras_dataset(name: str, timeout: float = 30.0) -> Path:
     finally:
         socket.setdefaulttimeout(previous)
     return extracted / inner
+
+
+def _unpack(archive: Path, inner: str) -> Path:
+    """Extract a Keras-cached archive where Keras 3 would (``<stem>_extracted/``), atomically."""
+    target = archive.with_name(f"{archive.name.split('.')[0]}_extracted")
+    staging = archive.with_name(f".{target.name}.tmp-{os.getpid()}")
+    log.info("extracting %s into %s", archive, target)
+    try:
+        shutil.unpack_archive(archive, staging)
+        os.replace(staging, target)
+    except (OSError, ValueError, EOFError) as exc:  # shutil.ReadError is an OSError
+        raise DataSourceError(
+            f"{archive} is in the Keras cache but could not be extracted ({first_line(exc)}). "
+            f"Fix: delete it so it is downloaded again, or put the extracted {inner} folder at "
+            f"{target / inner}.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not (target / inner).is_dir():
+        raise DataSourceError(f"{archive} holds no {inner} folder. Fix: delete it so it is "
+                              "downloaded again, or pass the image folder with `--data DIR`.")
+    return target / inner
 
 
 def tfds_dataset(name: str, folder: Path) -> Path:

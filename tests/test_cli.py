@@ -1,6 +1,7 @@
 """The command line: JSON output, and user errors without tracebacks."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+
+from conftest import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "none", "--image-size", "32", "--no-progress"]
@@ -94,3 +97,17 @@ def test_compare_user_errors_exit_2_without_traceback(tmp_path, feature_cache):
     assert run.returncode == 2
     assert "error: `--classifiers` must name entries of logreg, dense" in run.stderr
     assert "Got 'forest'" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_command_says_nothing_of_tensorflow_absl_or_cuda_on_stderr(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=2)
+    script = ROOT / "run_pipeline.py"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
+    done = subprocess.run([sys.executable, str(script), "extract", "--data", str(data), "--weights", "none",
+                           "--image-size", "32", "--cache-dir", str(tmp_path / "cache"), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for noise in ("I0000", "W0000", "E0000", "cuInit", "cudart", "absl::InitializeLog"):
+        assert noise not in done.stderr, done.stderr
+    assert "INFO pipeline.features.extract: wrote " in done.stderr  # our own lines pass
+    assert "computed 8 images" in done.stdout

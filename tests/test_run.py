@@ -43,10 +43,37 @@ def test_default_run_without_caches_says_what_is_missing_and_what_to_do(offline,
 
 
 @pytest.mark.parametrize("layout", ["cats_and_dogs_filtered_extracted/cats_and_dogs_filtered",
+                                    "cats_and_dogs_extracted/cats_and_dogs_filtered",  # the tutorial, Keras 3
                                     "cats_and_dogs_filtered"])
 def test_keras_dataset_is_read_from_the_keras_cache_offline(offline, layout):
     folder = make_dataset(offline / "keras-home" / "datasets" / layout)
     assert resolve("keras:cats_and_dogs_filtered", offline / "cache") == folder
+
+
+@pytest.mark.parametrize("archive", ["cats_and_dogs.zip", "cats_and_dogs_filtered.zip"])
+def test_a_keras_cached_zip_alone_is_extracted_offline(offline, archive):
+    import shutil
+
+    source = make_dataset(offline / "src" / "cats_and_dogs_filtered")
+    datasets = offline / "keras-home" / "datasets"
+    datasets.mkdir(parents=True)
+    shutil.make_archive(str(datasets / archive.removesuffix(".zip")), "zip", offline / "src")
+    folder = resolve("keras:cats_and_dogs_filtered", offline / "cache")
+    stem = archive.removesuffix(".zip")
+    assert folder == datasets / f"{stem}_extracted" / "cats_and_dogs_filtered"
+    assert sorted(p.name for p in folder.rglob("*.jpg")) == sorted(p.name for p in source.rglob("*.jpg"))
+    assert not [p for p in datasets.iterdir() if ".tmp-" in p.name]
+    assert resolve("keras:cats_and_dogs_filtered", offline / "cache") == folder  # found, not again
+
+
+def test_a_broken_keras_cached_zip_says_what_to_do(offline, capsys):
+    datasets = offline / "keras-home" / "datasets"
+    datasets.mkdir(parents=True)
+    (datasets / "cats_and_dogs.zip").write_bytes(b"PK\x03\x04 cut short")
+    assert main(["run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{datasets / 'cats_and_dogs.zip'} is in the Keras cache but could not be extracted" in err
+    assert "Fix: delete it so it is downloaded again" in err and "Traceback" not in err
 
 
 def test_demo_runs_every_stage_offline_and_reruns_from_its_saved_config(offline, capsys):

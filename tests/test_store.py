@@ -311,3 +311,16 @@ def test_a_format_1_cache_file_is_still_read_and_listed(tmp_path, feature_cache)
     assert cache.format_version == 1 and cache.load("train").features.shape == (80, 16)
     listing = list_cache(feature_cache.parent)
     assert [v["path"] for v in listing["views_without_store"]] == [str(feature_cache)]
+
+
+def test_files_that_are_not_images_are_named_in_the_json_and_the_log(tmp_path, capsys, caplog):
+    data = make_dataset(tmp_path / "data", per_class=2)
+    for name in ("notes.txt", "scan.heic", "clip.mp4"):
+        (data / "train" / "cats" / name).write_bytes(b"x")
+    args = ["extract", "--data", str(data), "--weights", "none", "--image-size", "32",
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ignored"] == ["train/cats/clip.mp4", "train/cats/notes.txt", "train/cats/scan.heic"]
+    assert result["ignored_files"] == 3
+    assert "ignored 3 files that are not images" in caplog.text and "train/cats/scan.heic" in caplog.text

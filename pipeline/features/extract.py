@@ -52,6 +52,7 @@ class ExtractResult:
         reused: rows of the view taken from the store, computed before this call.
         fingerprinted: files read to fingerprint them (the others matched the
             stat cache).
+        ignored: files in the dataset folder that are not images (by extension).
     """
 
     path: Path
@@ -68,6 +69,7 @@ class ExtractResult:
     computed: int = 0
     reused: int = 0
     fingerprinted: int = 0
+    ignored: list[str] = field(default_factory=list)
 
     def open(self) -> FeatureCache:
         """The view file, opened and checked."""
@@ -83,6 +85,7 @@ class ExtractResult:
             "quarantined": self.quarantined,
             "missing_classes": self.missing,
             "ignored_files": self.ignored_files,
+            "ignored": self.ignored,
             "resumed_images": self.resumed_images,
             "computed": self.computed,
             "reused": self.reused,
@@ -212,7 +215,8 @@ class Plan:
             feature_shape=cache.feature_shape, quarantined=cache.quarantined,
             seconds=time.perf_counter() - self.started, images_per_second=rate,
             resumed_images=resumed, missing={k: list(v) for k, v in self.dataset.missing.items()},
-            ignored_files=len(self.dataset.ignored), computed=computed, reused=reused,
+            ignored_files=len(self.dataset.ignored), ignored=list(self.dataset.ignored),
+            computed=computed, reused=reused,
             fingerprinted=self.fingerprinted)
 
     def hit(self) -> ExtractResult | None:
