@@ -22,6 +22,7 @@ its CPU plugin); a short last batch is padded and the padding dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -96,8 +97,6 @@ class KerasEngine:
     """TensorFlow's forward pass (every GPU of the machine when it has several)."""
 
     def __init__(self, spec: backbones.BackboneSpec, seed: int):
-        import contextlib
-
         strategy = backbones.gpu_strategy()
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = backbones.build(spec, seed=seed)

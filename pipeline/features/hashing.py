@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -103,7 +104,7 @@ def fingerprint_files(root: Path, relpaths: list[str], stat_cache: Path | None =
         except OSError as exc:
             unreadable[rel] = f"cannot be read: {exc.strerror or first_line(exc)}"
             continue
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(st.st_mode):
             unreadable[rel] = "is not a regular file"
             continue
         signature = _signature(st)
