@@ -226,16 +226,18 @@ class FeatureStore:
         kept = np.isin(index.fingerprints, keep_arr)
         bad_kept = {f: r for f, r in index.bad.items() if f in keep}
         whole, partly = [], []
+        bad_in_whole: set[str] = set()
         for s, path in enumerate(index.segments):
             rows = np.flatnonzero(index.segment == s)
             with h5py.File(path, "r") as h5:
                 n_rows, bad_fps = h5["features"].shape[0], [f.decode() for f in h5["bad/fingerprints"][()]]
-            all_kept = (len(rows) == n_rows and kept[rows].all()
-                        and all(f in keep for f in bad_fps))
-            (whole if all_kept else partly).append(s)
+            if len(rows) == n_rows and kept[rows].all() and all(f in keep for f in bad_fps):
+                whole.append(s)
+                bad_in_whole.update(bad_fps)
+            else:
+                partly.append(s)
         moving = np.flatnonzero(kept & np.isin(index.segment, partly))
-        in_whole = {f for s in whole for f in self._bad_of(index.segments[s])}
-        moving_bad = {f: r for f, r in bad_kept.items() if f not in in_whole}
+        moving_bad = {f: r for f, r in bad_kept.items() if f not in bad_in_whole}
         written: set[Path] = set()
         for start in range(0, max(len(moving), 1 if moving_bad else 0), chunk_size):
             part = moving[start:start + chunk_size]
@@ -249,11 +251,6 @@ class FeatureStore:
         return {"rows_dropped": int((~kept).sum()), "rows_kept": int(kept.sum()),
                 "segments_removed": len(partly), "segments_written": len(written),
                 "bytes_freed": before - sum(p.stat().st_size for p in self.segments())}
-
-    @staticmethod
-    def _bad_of(path: Path) -> list[str]:
-        with h5py.File(path, "r") as h5:
-            return [f.decode() for f in h5["bad/fingerprints"][()]]
 
 
 def store_root(cache_dir: Path) -> Path:
