@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import backbones
-from .config import (COMPUTE_PRECISIONS, DECODE_MODES, DTYPES, ENGINES, REFITS, SCORINGS, CompareConfig, ExtractConfig,
-                     FinetuneConfig)
+from .config import (COMPUTE_PRECISIONS, DECODE_MODES, DTYPES, ENGINES, MAX_PIXELS, ORIENTATIONS,
+                     REFITS, SCORINGS, CompareConfig, ExtractConfig, FinetuneConfig)
 from .data import SplitConfig
 from .errors import ConfigError, PipelineError
 
@@ -28,10 +28,13 @@ log = logging.getLogger("pipeline")
 # Native libraries (TensorFlow's C++ runtime, absl, CUDA probes) write to file
 # descriptor 2 directly, past Python's logging, and TF_CPP_MIN_LOG_LEVEL no
 # longer silences them all; so, unless -v, stderr passes through a filter.
+# libjpeg's own complaints about a broken file go too: the quarantine line says it.
 _NATIVE_NOISE = re.compile(
     rb"^(?:[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before "
     rb"absl::InitializeLog\(\)|.*(?:cuInit|cudart_stub|TF-TRT|oneDNN custom operations|This TensorFlow "
-    rb"binary is optimized|Unable to register cu(?:DNN|FFT|BLAS) factory|computation placer already))")
+    rb"binary is optimized|Unable to register cu(?:DNN|FFT|BLAS) factory|computation placer already)"
+    rb"|(?:Corrupt JPEG data|Premature end of JPEG file|Improper call to JPEG library|Invalid JPEG "
+    rb"file structure|Not a JPEG file|Bogus |Unsupported JPEG))")
 
 
 _END = b"\x00end of the filtered stderr\n"
@@ -82,6 +85,10 @@ def _add_extract(sub) -> None:
     p.add_argument("--chunk-size", type=int, default=512, help="images per resumable chunk")
     p.add_argument("--decode", default="auto", choices=DECODE_MODES,
                    help="auto: decode large JPEGs at reduced scale; full: every pixel")
+    p.add_argument("--orientation", default="exif", choices=ORIENTATIONS,
+                   help="exif: turn photos upright by their EXIF orientation; ignore: stored pixels")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help="quarantine images whose header claims more pixels, before decoding")
     p.add_argument("--cache-dir", default="cache")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights")
     p.add_argument("--engine", default="auto", choices=ENGINES,
@@ -135,6 +142,7 @@ def _run_extract(args) -> int:
         backbone=args.backbone, alpha=args.alpha, image_size=args.image_size,
         pooling=args.pooling, weights=args.weights, dtype=args.dtype,
         batch_size=args.batch_size, chunk_size=args.chunk_size, decode=args.decode,
+        orientation=args.orientation, max_pixels=args.max_pixels,
         cache_dir=args.cache_dir, seed=args.seed, engine=args.engine, precision=args.precision,
         split=SplitConfig(args.validation_fraction, args.test_fraction, args.test_from_validation),
     )
@@ -180,8 +188,8 @@ def _run_inspect(args) -> int:
     key = summary["key"]
     print(summary["cache"])
     for name in ("backbone", "alpha", "weights", "image_size", "pooling", "preprocessing",
-                 "decode", "dtype"):
-        print(f"  {name:<14} {key[name]}")
+                 "decode", "orientation", "dtype"):
+        print(f"  {name:<14} {key.get(name, 'ignore' if name == 'orientation' else None)}")
     print(f"  {'classes':<14} {', '.join(summary['classes'])}")
     print(f"  {'feature shape':<14} {tuple(summary['feature_shape'])}")
     for split, n in summary["splits"].items():

@@ -16,6 +16,9 @@ DTYPES = ("float32", "float16")
 ENGINES = ("auto", "keras", "openvino")
 COMPUTE_PRECISIONS = ("float32", "bf16")
 DECODE_MODES = ("auto", "full")
+ORIENTATIONS = ("exif", "ignore")
+# Pillow's warning threshold (about 89 Mpx, a 9459 x 9459 image).
+MAX_PIXELS = 89_478_485
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 REFITS = ("train", "train+validation")
 SPATIAL = ("flatten", "avg", "max")
@@ -53,6 +56,10 @@ class ExtractConfig:
             1/8, never below the input size) before resizing, which is much
             faster for phone-sized photos; "full" always decodes every pixel,
             exactly as ``keras.utils.image_dataset_from_directory`` does.
+        orientation: "exif" turns photos upright by their EXIF orientation,
+            as photo viewers show them; "ignore" uses the stored pixels.
+        max_pixels: images whose header claims more pixels are quarantined
+            before they are decoded, so no file can exhaust memory.
         cache_dir: folder of the HDF5 feature files.
         seed: seeds random weights (``weights="none"``).
         engine: what runs the forward pass: "auto" (OpenVINO on a machine
@@ -72,6 +79,8 @@ class ExtractConfig:
     batch_size: int = 32
     chunk_size: int = 512
     decode: str = "auto"
+    orientation: str = "exif"
+    max_pixels: int = MAX_PIXELS
     cache_dir: str = "cache"
     seed: int = 0
     engine: str = "auto"
@@ -83,7 +92,8 @@ class ExtractConfig:
         _one_of("engine", self.engine, ENGINES)
         _one_of("precision", self.precision, COMPUTE_PRECISIONS)
         _one_of("decode", self.decode, DECODE_MODES)
-        _positive(self, "batch_size", "chunk_size")
+        _one_of("orientation", self.orientation, ORIENTATIONS)
+        _positive(self, "batch_size", "chunk_size", "max_pixels")
         if self.chunk_size < self.batch_size:
             raise ConfigError(
                 f"`--chunk-size` must be at least `--batch-size` ({self.batch_size}). "

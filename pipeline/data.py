@@ -28,7 +28,7 @@ from .errors import ConfigError, DataLayoutError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {
     "train": "train",

@@ -65,14 +65,14 @@ class FinetuneResult:
 
 
 def _datasets(source: Source, config: FinetuneConfig) -> dict:
-    from .decode import labelled_batches
+    from .decode import Decoding, labelled_batches
 
-    size, mode = source.spec.image_size, source.cache.key["decode"]
+    decoding = Decoding.of_view(source.cache.key, source.spec.image_size)
     out = {}
     for split in source.cache.splits:
         images = source.cache.index(split)
         paths = [str(source.root / p) for p in images.paths]
-        out[split] = (labelled_batches(paths, images.labels, size, mode, config.batch_size,
+        out[split] = (labelled_batches(paths, images.labels, decoding, config.batch_size,
                                        shuffle_seed=config.seed if split == "train" else None),
                       np.asarray(images.labels))
     return out

@@ -62,7 +62,8 @@ def expand(inputs: list[str]) -> list[str]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
+            paths += sorted(str(p) for p in path.rglob("*")  # a dangling link is listed as unreadable
+                           if (p.is_file() or p.is_symlink()) and is_image_name(p.name))
         elif path.is_file():
             paths.append(str(path))
         else:
@@ -104,7 +105,7 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
         engine: what computes a stage-2 classifier's features (see
             :mod:`pipeline.features.engines`); the fine-tuned model runs on Keras.
     """
-    from .decode import image_batches, why_unreadable
+    from .decode import Decoding, image_batches, why_unreadable
 
     run = Path(run)
     manifest = read_manifest(run)
@@ -115,7 +116,8 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     paths = expand(inputs)
     classes = manifest["classes"]
     loaded = load_model(run, name)
-    batches = image_batches(paths, range(len(paths)), spec.image_size, key["decode"], batch_size)
+    decoding = Decoding.of_view(key, spec.image_size)
+    batches = image_batches(paths, range(len(paths)), decoding, batch_size)
     seen, probabilities = [], []
     if entry["format"] == "keras-model":  # pixels in already
         for idx, images in batches:
@@ -130,7 +132,7 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     for i, p in zip(seen, np.concatenate(probabilities) if probabilities else []):
         rows.append({"path": paths[i], "class": classes[int(np.argmax(p))],
                      "probabilities": {c: float(v) for c, v in zip(classes, p)}})
-    unreadable = [{"path": paths[i], "reason": why_unreadable(paths[i], spec.image_size, key["decode"])}
+    unreadable = [{"path": paths[i], "reason": why_unreadable(paths[i], decoding)}
                   for i in sorted(set(range(len(paths))) - set(seen))]
     for bad in unreadable:
         log.warning("unreadable %s: %s", bad["path"], bad["reason"])

@@ -168,15 +168,15 @@ def handoff_check(source: Source, features, base, n: int) -> dict:
     ``features`` is the rebuilt pixels-to-features part, ``base`` the backbone
     inside it; the head on top is the stage-2 head itself.
     """
-    from .decode import load_image
+    from .decode import Decoding, load_image
 
     import tensorflow as tf
 
     total = source.cache.counts["validation"]
     rows = np.linspace(0, total - 1, min(n, total)).astype(int)
     validation = source.cache.take("validation", rows)  # not the whole split: it may be huge
-    size, mode = source.spec.image_size, source.cache.key["decode"]
-    pixels = tf.stack([load_image(str(source.root / p), size, mode) for p in validation.paths])
+    decoding = Decoding.of_view(source.cache.key, source.spec.image_size)
+    pixels = tf.stack([load_image(str(source.root / p), decoding) for p in validation.paths])
     cached = validation.features.astype("float32")
     rebuilt = features.predict(pixels, verbose=0)
     expected = source.head.predict_proba(cached)

@@ -170,19 +170,17 @@ def test_unwritable_cache_folder(tmp_path, tiny_data):
 
 
 def test_large_jpegs_decode_at_reduced_scale_close_to_full(tmp_path):
-    import tensorflow as tf
     from PIL import Image
 
-    from pipeline.decode import decode_image
+    from pipeline.decode import Decoding, load_image
 
     y, x = np.mgrid[0:600, 0:800]
     smooth = np.stack([x * 255 / 800, y * 255 / 600, (x + y) * 255 / 1400], -1).astype("uint8")
-    path = tmp_path / "big.jpg"
+    path = str(tmp_path / "big.jpg")
     Image.fromarray(smooth).save(path, quality=95)
-    contents = tf.constant(path.read_bytes())
-    auto = decode_image(contents, 64, "auto").numpy()   # 1/8 decode: 100 x 75, then resize
-    full = decode_image(contents, 64, "full").numpy()
+    auto = load_image(path, Decoding(64, "auto")).numpy()   # 1/8 decode: 100 x 75, then resize
+    full = load_image(path, Decoding(64, "full")).numpy()
     assert auto.shape == full.shape == (64, 64, 3)
     assert not np.array_equal(auto, full)
     assert np.abs(auto - full).mean() < 3.0  # gray levels of 255
-    assert decode_image(contents, 400, "auto").numpy().shape == (400, 400, 3)
+    assert load_image(path, Decoding(400, "auto")).numpy().shape == (400, 400, 3)

@@ -53,9 +53,9 @@ def test_the_dense_head_exports_as_one_pixels_in_model(stage2_run, tmp_path):
     paths = export(stage2_run, "dense", tmp_path / "export")
     composed = keras.models.load_model(paths["keras"])
     assert (tmp_path / "export" / "dense_savedmodel" / "saved_model.pb").is_file()
-    from pipeline.decode import load_image
+    from pipeline.decode import Decoding, load_image
 
-    pixels = np.stack([load_image(f, 32, "auto").numpy() for f in files])
+    pixels = np.stack([load_image(f, Decoding(32)).numpy() for f in files])
     p = composed.predict(pixels, verbose=0)[:, 0]
     expected = load_model(stage2_run, "dense").predict_proba(validation.features[:4])[:, 1]
     np.testing.assert_allclose(p, expected, atol=1e-5)

@@ -164,7 +164,7 @@ def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
                                          tuple(digests))
     images = {split: [list(row) for row in zip(m.paths, m.labels, m.fingerprints)]
               for split, m in manifests.items()}
-    key = view_key(feature, list(dataset.classes), images)
+    key = view_key(feature, list(dataset.classes), images, config.max_pixels)
     return Plan(dataset, spec, config, feature, manifests, prints.unreadable, key,
                 cache_dir / view_file_name(key),
                 store_root(cache_dir) / store_folder_name(feature),
@@ -272,15 +272,17 @@ class Plan:
         if resumed:
             log.info("resuming: %d images already extracted by an earlier run", resumed)
         computed = sum(len(c) for c in chunks)
-        compute_seconds, engine = 0.0, None
+        compute_seconds, engine, refused = 0.0, None, {}
         if chunks:
             name = engines.choose(config.engine, config.precision, computed, store.folder)
             engine = engines.build(name, self.spec, config.seed, config.batch_size, store.folder,
                                    config.precision)
             compute_started = time.perf_counter()  # the loop alone: decode, forward, write
             with _progress_bar(computed, progress) as bar:
-                _compute(engine, self.dataset.root, chunks, store, self.spec, config, tag, bar)
+                refused = _compute(engine, self.dataset.root, chunks, store, self.spec, config,
+                                   tag, bar)
             compute_seconds = time.perf_counter() - compute_started
+            computed -= len(refused)
             index = store.index()
         rate = computed / compute_seconds if compute_seconds > 0 else 0.0
         extraction = {"seconds": round(compute_seconds, 3), "images": computed,
@@ -293,7 +295,11 @@ class Plan:
         if self.shard is not None:
             attrs["shard"] = shards.shard_attr(self.shard, config.chunk_size,
                                                {s: len(m.paths) for s, m in self.manifests.items()})
-        write_view(self.path, owned, index, self.unreadable, attrs, store.folder)
+        # Refused by the pixel budget: a setting of this view, so not kept in the store.
+        unreadable = {**self.unreadable, **{rel: refused[fp] for m in owned.values()
+                                             for rel, fp in zip(m.paths, m.fingerprints)
+                                             if fp in refused}}
+        write_view(self.path, owned, index, unreadable, attrs, store.folder)
         cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
         log.info("wrote %s (computed %d images, reused %d rows)", self.path, computed, reused)
         return self._result(cache, hit=False, rate=rate, resumed=resumed, computed=computed,
@@ -301,18 +307,26 @@ class Plan:
 
 
 def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore,
-             spec: backbones.BackboneSpec, config: ExtractConfig, tag: str, bar) -> None:
-    """Run the backbone over ``chunks``; each finished chunk becomes one store segment."""
-    from ..decode import image_batches, why_unreadable
+             spec: backbones.BackboneSpec, config: ExtractConfig, tag: str,
+             bar) -> dict[str, str]:
+    """Run the backbone over ``chunks``; each finished chunk becomes one store segment.
+
+    Images the decoder rejects are kept in the segment by content, with the
+    reason; images over the pixel budget are not (the budget is a setting),
+    and are returned instead, fingerprint -> reason.
+    """
+    from ..decode import Decoding, image_batches, probe, why_unreadable
 
     size = config.chunk_size
+    decoding = Decoding(spec.image_size, config.decode, config.orientation, config.max_pixels)
     # Image j of chunk k gets index k * size + j, so a chunk is `index // size`.
     indices = [k * size + j for k, chunk in enumerate(chunks) for j in range(len(chunk))]
     abs_paths = [str(root / rel) for chunk in chunks for _, rel in chunk]
-    batches = image_batches(abs_paths, indices, spec.image_size, config.decode, config.batch_size)
+    batches = image_batches(abs_paths, indices, decoding, config.batch_size)
     todo = deque(range(len(chunks)))
     rows: dict[int, list[np.ndarray]] = {}
     feats: dict[int, list[np.ndarray]] = {}
+    refused: dict[str, str] = {}
 
     def flush(k: int) -> None:
         got = (np.concatenate(rows.pop(k)) - k * size) if k in rows else np.zeros(0, np.int64)
@@ -322,10 +336,14 @@ def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: Fea
         bad = {}
         for j in sorted(set(range(len(chunk))) - set(got.tolist())):
             fp, rel = chunk[j]
-            bad[fp] = why_unreadable(str(root / rel), spec.image_size, config.decode)
-            log.warning("quarantined %s: %s", rel, bad[fp])
+            over = probe(str(root / rel), decoding).refused
+            if over:
+                refused[fp] = over
+            else:
+                bad[fp] = why_unreadable(str(root / rel), decoding)
+            log.warning("quarantined %s: %s", rel, over or bad[fp])
         store.write_segment([chunk[j][0] for j in got], out.astype(config.dtype), bad, view=tag)
-        bar.update(len(bad))
+        bar.update(len(chunk) - len(got))
 
     for idx, features in engine.map(_chunk_aligned(batches, size, config.batch_size)):
         k = int(idx[0]) // size  # a batch never crosses a chunk (see _chunk_aligned)
@@ -337,6 +355,7 @@ def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: Fea
             flush(todo.popleft())
     while todo:
         flush(todo.popleft())
+    return refused
 
 
 def _chunk_aligned(batches, chunk_size: int, batch_size: int):

@@ -26,7 +26,7 @@ READABLE_FORMATS = (1, 2)
 
 # Exactly the fields of the spec; a view key holds them and `classes`, `images`.
 SPEC_FIELDS = ("format_version", "backbone", "alpha", "weights", "seed", "image_size", "pooling",
-               "preprocessing", "decode", "resize", "precision", "dtype")
+               "preprocessing", "decode", "orientation", "resize", "precision", "dtype")
 
 
 def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
@@ -42,6 +42,7 @@ def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
         "preprocessing": f"keras.applications.{spec.backbone.module}.preprocess_input "
                          f"({spec.backbone.preprocessing})",
         "decode": config.decode,
+        "orientation": config.orientation,
         "resize": "bilinear, no crop",
         # float32 engines agree to ~2e-5 and share rows; bfloat16 does not.
         "precision": config.precision,
@@ -49,14 +50,19 @@ def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
     }
 
 
-def view_key(feature: dict, classes: list[str], images: dict[str, list]) -> dict:
-    """The spec plus the dataset: ``images`` is split -> [[path, label, fingerprint], ...]."""
-    return {**feature, "classes": list(classes), "images": key_hash(images)}
+def view_key(feature: dict, classes: list[str], images: dict[str, list], max_pixels: int) -> dict:
+    """The spec plus the dataset: ``images`` is split -> [[path, label, fingerprint], ...].
+
+    The pixel budget is a view's setting, not the spec's: it decides which
+    images are refused, never the numbers of the others.
+    """
+    return {**feature, "max_pixels": max_pixels, "classes": list(classes),
+            "images": key_hash(images)}
 
 
 def spec_of(key: dict) -> dict:
-    """The feature spec inside a view key."""
-    return {name: key.get(name) for name in SPEC_FIELDS}
+    """The feature spec inside a view key (the fields it has: older keys lack some)."""
+    return {name: key[name] for name in SPEC_FIELDS if name in key}
 
 
 def _stem(spec: dict) -> str:

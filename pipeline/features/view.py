@@ -119,7 +119,7 @@ def _split_plan(manifest: SplitManifest, index: Index, unreadable: dict[str, str
     positions = index.locate(fps)
     good, bad = [], []
     for i, (path, fp) in enumerate(zip(manifest.paths, manifest.fingerprints)):
-        if fp is None:
+        if path in unreadable:  # by path: not read, or refused by a setting of this view
             bad.append((i, unreadable[path]))
         elif fp in index.bad:
             bad.append((i, index.bad[fp]))
