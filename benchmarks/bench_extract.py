@@ -65,7 +65,7 @@ def decoded_pixels(data: Path, size: int, n: int):
     """n training images, decoded and resized once, held in memory."""
     import tensorflow as tf
 
-    from pipeline.decode import load_image
+    from pipeline.data.decode import load_image
 
     paths = [str(data / p) for p, _ in discover(data).splits["train"][:n]]
     return tf.stack([load_image(tf.constant(p), size) for p in paths])
@@ -89,7 +89,7 @@ def all_paths(data: Path) -> list[str]:
 
 def decode_alone(paths: list[str], size: int, batch: int, mode: str = "auto") -> float:
     """Images/s of the extraction's decoding pipeline, nothing computed."""
-    from pipeline.decode import image_batches
+    from pipeline.data.decode import image_batches
 
     started = time.perf_counter()
     for _ in image_batches(paths, range(len(paths)), size, mode, batch):

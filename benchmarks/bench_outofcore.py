@@ -33,14 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.features.view import base_attrs  # noqa: E402
-from pipeline.outofcore import in_memory_bytes  # noqa: E402
+from pipeline.heads.outofcore import in_memory_bytes  # noqa: E402
 
 PEAK = 'next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024'
 RUN = """
 import json, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 sys.path.insert(0, {root!r})
-from pipeline import CompareConfig, compare, outofcore
+from pipeline import CompareConfig, compare
+from pipeline.heads import outofcore
 outofcore.SGD_EPOCHS = {sgd_epochs}
 result = compare({path!r}, CompareConfig(classifiers=({name!r},), params={params!r},
                                         memory_budget_mb={budget}, out={out!r}, overwrite=True))
@@ -51,7 +52,8 @@ import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 sys.path.insert(0, {root!r})
 import h5py, keras, sklearn.linear_model, tensorflow
-from pipeline import compare, outofcore, dense
+from pipeline import compare
+from pipeline.heads import dense, outofcore
 print({peak})
 """
 

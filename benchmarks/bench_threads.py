@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from pipeline.features import FeatureCache  # noqa: E402
-from pipeline.classifiers import CLASSIFIERS, configure  # noqa: E402
+from pipeline.heads.registry import CLASSIFIERS, configure  # noqa: E402
 from pipeline.compare import _select  # noqa: E402
 
 

@@ -23,8 +23,8 @@ the run classifies new images::
 
 from .backbones import BACKBONES, get_backbone, list_backbones
 from .compare import CompareResult, compare
-from .config import CompareConfig, ExtractConfig, FinetuneConfig
-from .data import SplitConfig, discover
+from .config import CompareConfig, ExtractConfig, FinetuneConfig, SplitConfig
+from .data import discover
 from .errors import PipelineError
 from .features import ExtractResult, FeatureCache, extract_features
 from .finetune import FinetuneResult, finetune
@@ -57,7 +57,7 @@ def __getattr__(name: str):
     # The classifier registry builds scikit-learn estimators, and importing
     # scikit-learn takes a second that stage-1 commands should not pay.
     if name == "CLASSIFIERS":
-        from .classifiers import CLASSIFIERS
+        from .heads.registry import CLASSIFIERS
 
         return CLASSIFIERS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Leaf helpers every module may import: atomic writes, hashing, versions.
+"""Leaf helpers every module may import: atomic writes, hashing, versions, Keras's folder.
 
 Nothing here imports another module of the package.
 """
@@ -42,3 +42,14 @@ def library_versions(names=("tensorflow", "keras", "numpy", "h5py")) -> dict[str
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, hex."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def keras_home() -> Path:
+    """Keras's cache folder (``$KERAS_HOME``, else ``~/.keras``)."""
+    return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()

@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import outofcore, report
 from ._files import key_hash, library_versions
-from .features.view import FeatureCache, SplitData
 from .config import CompareConfig
 from .errors import ConfigError
-from .runs import RunWriter, check_writable, default_run_dir
+from .features.view import FeatureCache, SplitData
+from .heads import outofcore
+from .runs import RunWriter, check_writable, default_run_dir, plots, scores
 
 if TYPE_CHECKING:
-    from .classifiers import Classifier
+    from .heads.registry import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,13 @@ def _select(name: str, estimator, grid: dict, train: SplitData, validation: Spli
                                         scoring=scoring, params=fit_params,
                                         return_estimator=True, error_score="raise")
                 for p in settings)
-            scores = [float(r["test_score"][0]) for r in results]
-            best = int(np.argmax(scores))
+            candidate_scores = [float(r["test_score"][0]) for r in results]
+            best = int(np.argmax(candidate_scores))
             model, fit_seconds = results[best]["estimator"][0], float(results[best]["fit_time"][0])
             chosen = _short(settings[best])
-            candidates = [{"classifier": name, "params": report.format_params(_short(p)),
+            candidates = [{"classifier": name, "params": scores.format_params(_short(p)),
                            f"validation_{scoring}": round(score, 4)}
-                          for p, score in zip(settings, scores)]
+                          for p, score in zip(settings, candidate_scores)]
             search_seconds = time.perf_counter() - start - fit_seconds
     if hasattr(model, "refit_params"):  # e.g. the epochs early stopping chose
         chosen.update(model.refit_params())
@@ -242,7 +242,7 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
     Raises:
         PipelineError: bad settings, or a cache that cannot be used.
     """
-    from .classifiers import configure, get_classifier
+    from .heads.registry import configure, get_classifier
 
     config = config or CompareConfig()
     started = time.perf_counter()
@@ -292,10 +292,10 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
         start = time.perf_counter()
         proba = s.model.predict_proba(validation.features)
         predict_seconds = time.perf_counter() - start
-        rows[name], predicted = report.score(validation.labels, proba, s.model.classes_, n_classes)
+        rows[name], predicted = scores.score(validation.labels, proba, s.model.classes_, n_classes)
         predictions[name] = {"validation": predicted}
         log.info("%-10s validation accuracy %.4f  %s", name, rows[name]["accuracy"],
-                 report.format_params(s.params))
+                 scores.format_params(s.params))
         s.predict_seconds = predict_seconds
 
     if config.refit == "train+validation":
@@ -315,10 +315,10 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
         test = cache.load("test")
         _check_split(cache, test, "test")
         for name, s in final.items():
-            test_scores[name], predictions[name]["test"] = report.score(
+            test_scores[name], predictions[name]["test"] = scores.score(
                 test.labels, s.model.predict_proba(test.features), s.model.classes_, n_classes)
 
-    leaderboard = report.rank([_row(s, rows[name], test_scores.get(name), outofcore.PATH_IN_MEMORY)
+    leaderboard = scores.rank([_row(s, rows[name], test_scores.get(name), outofcore.PATH_IN_MEMORY)
                                for name, s in final.items()], config.scoring)
     return _finish(cache, config, specs, final, leaderboard, predictions, validation,
                    test if has_test else None, out, started)
@@ -352,10 +352,10 @@ def _finish(cache: FeatureCache, config: CompareConfig, specs, final, leaderboar
 
 def _compare_out_of_core(cache: FeatureCache, config: CompareConfig, specs, configured,
                          out: Path, budget: int, need: int, started: float) -> CompareResult:
-    """Stage 2 with features streamed from the file (see :mod:`pipeline.outofcore`)."""
+    """Stage 2 with features streamed from the file (see :mod:`pipeline.heads.outofcore`)."""
     from sklearn.base import clone
 
-    from .classifiers import public_params
+    from .heads.registry import public_params
 
     left_out = outofcore.check_streamable([c.name for c in specs], config.refit, need, budget)
     specs = [c for c in specs if c.name not in left_out]
@@ -367,8 +367,8 @@ def _compare_out_of_core(cache: FeatureCache, config: CompareConfig, specs, conf
     n_classes = len(cache.classes)
 
     def choose(proba) -> float:
-        metrics, _ = report.score(labels["validation"], proba, range(n_classes), n_classes)
-        return -report.rank_key({"validation": metrics, "classifier": ""}, config.scoring)[0]
+        metrics, _ = scores.score(labels["validation"], proba, range(n_classes), n_classes)
+        return -scores.rank_key({"validation": metrics, "classifier": ""}, config.scoring)[0]
 
     final: dict[str, _Selected] = {}
     keras_names = {c.name for c in specs if c.keras}
@@ -381,26 +381,26 @@ def _compare_out_of_core(cache: FeatureCache, config: CompareConfig, specs, conf
         else:
             c_name = public_params(estimator)["C"]
             Cs = grid.get(c_name) or [estimator.get_params()[c_name]]
-            model, params, scores = outofcore.fit_linear(
+            model, params, fit_scores = outofcore.fit_linear(
                 c.name, Cs, rows["train"], rows["validation"], n_classes, config.spatial,
                 config.class_weight, config.seed, outofcore.SGD_EPOCHS, choose)
             candidates = [{"classifier": c.name, "params": f"C={r['C']}",
                            f"validation_{config.scoring}": round(float(r["score"]), 4)}
-                          for r in scores]
+                          for r in fit_scores]
         final[c.name] = _Selected(c.name, model, params, candidates, 0.0, time.perf_counter() - start)
 
-    scores, predictions = {}, {}
+    split_scores, predictions = {}, {}
     for split in [s for s in ("validation", "test") if s in rows and cache.counts[s] > 0]:
         for name, s in final.items():
             start = time.perf_counter()
             proba = outofcore.predict_proba(s.model, rows[split])
             if split == "validation":
                 s.predict_seconds = time.perf_counter() - start
-            scores.setdefault(name, {})[split], predicted = report.score(
+            split_scores.setdefault(name, {})[split], predicted = scores.score(
                 labels[split], proba, range(n_classes), n_classes)
             predictions.setdefault(name, {})[split] = predicted
-    leaderboard = report.rank([
-        _row(s, scores[name]["validation"], scores[name].get("test"),
+    leaderboard = scores.rank([
+        _row(s, split_scores[name]["validation"], split_scores[name].get("test"),
              outofcore.PATH_TF_DATA if name in keras_names else outofcore.PATH_SGD)
         for name, s in final.items()], config.scoring)
     note = (f"Out of core: {need / 2**20:.3g} MB of train and validation features exceed the "
@@ -408,7 +408,7 @@ def _compare_out_of_core(cache: FeatureCache, config: CompareConfig, specs, conf
             f"in blocks of {block} rows.")
     if left_out:
         note += f" Left out (they cannot train out of core): {', '.join(left_out)}."
-    has_test = "test" in scores.get(next(iter(final)), {})
+    has_test = "test" in split_scores.get(next(iter(final)), {})
     split_data = {s: SplitData(None, labels[s], []) for s in labels}
     return _finish(cache, config, specs, final, leaderboard, predictions, split_data["validation"],
                    split_data["test"] if has_test else None, out, started, note)
@@ -425,18 +425,18 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs
             if d is None:
                 continue
             per_class_rows += [{"classifier": name, "split": s, **r}
-                               for r in report.per_class(d.labels, predictions[name][s], cache.classes)]
-        report.plot_confusion(run.path(f"plots/confusion_{name}.png"), data.labels,
+                               for r in scores.per_class(d.labels, predictions[name][s], cache.classes)]
+        plots.plot_confusion(run.path(f"plots/confusion_{name}.png"), data.labels,
                               predictions[name][split], cache.classes, f"{name} on {split}")
     candidates = [c for s in final.values() for c in s.candidates]
-    table = report.write_tables(run, leaderboard, per_class_rows, candidates, test is not None,
+    table = scores.write_tables(run, leaderboard, per_class_rows, candidates, test is not None,
                                 config.scoring, note)
-    report.plot_comparison(run.path("plots/comparison.png"), leaderboard, test is not None)
+    plots.plot_comparison(run.path("plots/comparison.png"), leaderboard, test is not None)
     for c in specs:
         model = final[c.name].model
         if c.keras:
             run.write_json("dense_history.json", model.history_)
-            report.plot_history(run.path("plots/dense_history.png"), model.history_, model.best_epoch_)
+            plots.plot_history(run.path("plots/dense_history.png"), model.history_, model.best_epoch_)
         run.save_model(c.name, model, c.keras,
                        model.get_params() if c.keras else final[c.name].params)
     run.write_json("config.json", asdict(config))

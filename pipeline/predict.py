@@ -25,7 +25,7 @@ from .errors import ConfigError, RunError
 from .features import engines
 from .features.spec import spec_from_key, spec_of, store_folder_name
 from .features.store import STORE
-from .report import full_proba
+from .heads.vectorize import full_proba
 from .runs import load_model, read_manifest
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
         engine: what computes a stage-2 classifier's features (see
             :mod:`pipeline.features.engines`); the fine-tuned model runs on Keras.
     """
-    from .decode import Decoding, image_batches, why_unreadable
+    from .data.decode import Decoding, image_batches, why_unreadable
 
     run = Path(run)
     manifest = read_manifest(run)
@@ -147,7 +147,7 @@ def export(run: str | os.PathLike, model: str, out: str | os.PathLike,
     fine-tuned model already is one. scikit-learn models cannot be exported
     as Keras models.
     """
-    from .rebuild import end_to_end
+    from .finetune.rebuild import end_to_end
 
     run, out = Path(run), Path(out)
     manifest = read_manifest(run)

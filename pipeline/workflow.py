@@ -49,7 +49,7 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
             or a run folder of other settings without ``overwrite``.
     """
     from .features import extract_features
-    from .sources import resolve
+    from .data.sources import resolve
 
     started = time.perf_counter()
     run_dir = config.run_dir

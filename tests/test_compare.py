@@ -8,7 +8,8 @@ import pytest
 from conftest import blobs, write_feature_cache
 from sklearn.linear_model import LogisticRegression
 
-from pipeline import CompareConfig, compare, report
+from pipeline import CompareConfig, compare
+from pipeline.runs import scores
 from pipeline.features import SplitData
 from pipeline.compare import _select, _workers
 from pipeline.errors import CacheError, ConfigError, RunError
@@ -177,7 +178,7 @@ def test_each_candidate_is_fitted_once_and_the_best_is_kept():
     assert _CountingLogReg.fits == 3  # the chosen one is not fitted again
     assert [c["params"] for c in selected.candidates] == ["C=0.0001", "C=1.0", "C=10.0"]
     best = max(selected.candidates, key=lambda c: c["validation_accuracy"])
-    assert report.format_params(selected.params) == best["params"]
+    assert scores.format_params(selected.params) == best["params"]
     refit = LogisticRegression(C=selected.params["C"]).fit(train.features, train.labels)
     np.testing.assert_allclose(selected.model.coef_, refit.coef_, rtol=1e-6)
 

@@ -53,7 +53,7 @@ def test_the_dense_head_exports_as_one_pixels_in_model(stage2_run, tmp_path):
     paths = export(stage2_run, "dense", tmp_path / "export")
     composed = keras.models.load_model(paths["keras"])
     assert (tmp_path / "export" / "dense_savedmodel" / "saved_model.pb").is_file()
-    from pipeline.decode import Decoding, load_image
+    from pipeline.data.decode import Decoding, load_image
 
     pixels = np.stack([load_image(f, Decoding(32)).numpy() for f in files])
     p = composed.predict(pixels, verbose=0)[:, 0]

@@ -11,7 +11,7 @@ from pipeline.backbones import get_backbone
 from pipeline.cli import main
 from pipeline.config import load_run_config
 from pipeline.errors import ConfigError
-from pipeline.sources import resolve
+from pipeline.data.sources import resolve
 from pipeline.workflow import run_pipeline
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))

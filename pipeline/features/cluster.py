@@ -74,7 +74,7 @@ def extract_on_cluster(data: str | os.PathLike, config: ExtractConfig, client,
             that already exists is returned as a hit without any task.
 
     Returns:
-        The :class:`~pipeline.extract.ExtractResult` of the merged file.
+        The :class:`~pipeline.features.extract.ExtractResult` of the merged file.
     """
     started = time.perf_counter()
     # Workers resolve no relative path of their own: the data root is already absolute.

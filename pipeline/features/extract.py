@@ -315,7 +315,7 @@ def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: Fea
     reason; images over the pixel budget are not (the budget is a setting),
     and are returned instead, fingerprint -> reason.
     """
-    from ..decode import Decoding, image_batches, probe, why_unreadable
+    from ..data.decode import Decoding, image_batches, probe, why_unreadable
 
     size = config.chunk_size
     decoding = Decoding(spec.image_size, config.decode, config.orientation, config.max_pixels)

@@ -1,0 +1,158 @@
+"""Build a registry entry as a Keras model: raw 0-255 pixels in, features out."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from contextlib import contextmanager
+
+from ..errors import WeightsError, first_line
+from .registry import BackboneSpec, keras_models_dir
+
+log = logging.getLogger(__name__)
+
+
+def preprocess_fn(spec: BackboneSpec):
+    """The backbone's own ``preprocess_input`` (identity for in-model ones)."""
+    import keras
+
+    return getattr(keras.applications, spec.backbone.module).preprocess_input
+
+
+def build_base(spec: BackboneSpec, seed: int = 0):
+    """The ``keras.applications`` model itself, with its pooling, no top.
+
+    Raises:
+        WeightsError: the ImageNet weights cannot be obtained, or a weights
+            file does not fit the architecture.
+    """
+    import keras
+
+    b = spec.backbone
+    kwargs = dict(
+        include_top=False,
+        input_shape=(spec.image_size, spec.image_size, 3),
+        pooling=None if spec.pooling == "none" else spec.pooling,
+        weights=None if spec.weights == "none" else spec.weights,
+    )
+    if b.alphas:
+        kwargs["alpha"] = spec.alpha
+    constructor = getattr(keras.applications, b.constructor)
+    try:
+        if spec.weights == "none":
+            with _seeded(seed):
+                return constructor(**kwargs)
+        return constructor(**kwargs)
+    except Exception as exc:  # urllib, h5py and keras raise many types here
+        raise _weights_error(spec, exc) from exc
+
+
+_SEEDING = threading.Lock()
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Random weights that depend on ``seed`` alone.
+
+    Keras draws each initializer's seed from Python's global ``random``,
+    which other threads of the process (a Dask worker's own) draw from too;
+    while the model is built, Keras draws from a private generator instead.
+    """
+    import keras
+    from keras.src.random import seed_generator
+
+    with _SEEDING:
+        keras.utils.set_random_seed(seed)
+        shared = seed_generator.python_random
+        seed_generator.python_random = random.Random(seed)
+        try:
+            yield
+        finally:
+            seed_generator.python_random = shared
+
+
+def build(spec: BackboneSpec, seed: int = 0, base=None, preprocess=None, train_bn: bool = False):
+    """Build the Keras model: raw 0-255 pixels in, features out.
+
+    The backbone's own preprocessing is the model's first step, so whoever
+    feeds the model (extraction, fine-tuning, prediction) cannot forget it.
+
+    Args:
+        base: an already built :func:`build_base` model to wrap (stage 3
+            wraps the one it fine-tunes).
+        preprocess: replaces the backbone's own ``preprocess_input``; only
+            for checking that a wrong one is caught.
+        train_bn: let BatchNormalization layers run in training mode when
+            trained (stage 3's ``--train-bn``); by default they never do.
+
+    Raises:
+        WeightsError: see :func:`build_base`.
+    """
+    import keras
+
+    base = build_base(spec, seed) if base is None else base
+    preprocess = preprocess_fn(spec) if preprocess is None else preprocess
+    inputs = keras.Input((spec.image_size, spec.image_size, 3), name="pixels")
+    # training=False keeps BatchNorm in inference mode (keras-io's advice for
+    # feature extraction and fine-tuning alike).
+    outputs = base(preprocess(inputs), training=None if train_bn else False)
+    return keras.Model(inputs, outputs, name=f"{spec.backbone.name}_features")
+
+
+def gpu_strategy():
+    """MirroredStrategy over every GPU of this machine when it has several; else None."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        log.info("using %d GPUs (MirroredStrategy)", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    return None
+
+
+def compiled_forward(model, strategy=None):
+    """``model(pixels, training=False)`` as one graph, traced once for any batch size.
+
+    It is traced here, before any image is decoded, so the first batch does
+    not wait seconds for it. With a ``tf.distribute`` strategy of several
+    replicas (the model built in its scope), each replica runs its own slice
+    of every batch and the outputs are gathered back in order.
+    """
+    import tensorflow as tf
+
+    size = model.input_shape[1]
+    signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if replicas == 1:
+        forward = tf.function(lambda pixels: model(pixels, training=False),
+                              input_signature=signature)
+    else:
+        def replica_step(pixels):
+            i = tf.distribute.get_replica_context().replica_id_in_sync_group
+            share = (tf.shape(pixels)[0] + replicas - 1) // replicas
+            return model(pixels[i * share:(i + 1) * share], training=False)
+
+        forward = tf.function(
+            lambda pixels: strategy.gather(strategy.run(replica_step, args=(pixels,)), axis=0),
+            input_signature=signature)
+    forward.get_concrete_function()
+    return forward
+
+
+def _weights_error(spec: BackboneSpec, exc: Exception) -> WeightsError:
+    b = spec.backbone
+    what = f"{b.name}" + (f" (alpha {spec.alpha}, {spec.image_size} px)" if b.alphas else "")
+    if spec.weights == "imagenet":
+        models = keras_models_dir()
+        return WeightsError(
+            f"Could not obtain the ImageNet weights of {what}: they are not in "
+            f"the Keras cache {models} and downloading failed ({first_line(exc)}). "
+            "Fix: put the Keras weights file in that folder (or set KERAS_HOME), "
+            "pass `--weights PATH`, or `--weights none` for random weights."
+        )
+    return WeightsError(
+        f"The weights file {spec.weights} does not fit {what} with include_top="
+        f"False: {first_line(exc)}. Fix: pass the no-top weights file of this "
+        "exact architecture and width."
+    )

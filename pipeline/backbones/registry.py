@@ -1,0 +1,194 @@
+"""The backbone registry: one table of ``keras.applications`` feature extractors.
+
+Each entry carries its constructor, its own ``preprocess_input``, its default
+and minimum input size and its feature shape, together (as timm and Keras
+applications do). Nothing here imports TensorFlow until a model is built, so
+listing backbones and answering cache hits stay fast.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._files import keras_home, sha256_file
+from ..config import DEFAULT_BACKBONE, POOLINGS
+from ..errors import ConfigError, UnknownNameError, WeightsError
+
+# How each family expects its pixels (the `mode` of keras' preprocess_input):
+# "tf" scales to [-1, 1], "caffe" is BGR minus the ImageNet mean, "torch"
+# scales to [0, 1] and standardises; "in-model" families rescale inside the
+# network and take raw 0-255 pixels.
+PREPROCESSING = {
+    "mobilenet": "tf",
+    "mobilenet_v2": "tf",
+    "mobilenet_v3": "in-model",
+    "vgg16": "caffe",
+    "vgg19": "caffe",
+    "resnet50": "caffe",
+    "resnet_v2": "tf",
+    "inception_v3": "tf",
+    "xception": "tf",
+    "densenet": "torch",
+    "efficientnet": "in-model",
+    "efficientnet_v2": "in-model",
+    "nasnet": "tf",
+    "convnext": "in-model",
+}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One feature extractor of ``keras.applications``.
+
+    Attributes:
+        name: registry name (``--backbone``).
+        constructor: attribute of ``keras.applications`` that builds it.
+        module: ``keras.applications`` sub-module holding ``preprocess_input``.
+        default_size: input size the ImageNet weights were trained at.
+        min_size: smallest input side the architecture accepts.
+        channels: width of the pooled features (at ``default_alpha``).
+        spatial: side of the feature map at ``default_size`` (pooling "none").
+        alphas: width multipliers with ImageNet weights (empty: no alpha).
+        default_alpha: the multiplier used when none is given.
+        slow: heavy to build; tests mark it slow.
+    """
+
+    name: str
+    constructor: str
+    module: str
+    default_size: int
+    min_size: int
+    channels: int
+    spatial: int
+    alphas: tuple[float, ...] = ()
+    default_alpha: float | None = None
+    slow: bool = False
+
+    @property
+    def preprocessing(self) -> str:
+        return PREPROCESSING[self.module]
+
+    def feature_shape(self, pooling: str = "avg") -> tuple[int, ...]:
+        """Feature shape at the default size and alpha."""
+        if pooling == "none":
+            return (self.spatial, self.spatial, self.channels)
+        return (self.channels,)
+
+
+_TABLE = (
+    Backbone("mobilenet", "MobileNet", "mobilenet", 224, 32, 256, 7,
+             alphas=(0.25, 0.5, 0.75, 1.0), default_alpha=0.25),
+    Backbone("mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, 32, 1280, 7,
+             alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), default_alpha=1.0),
+    Backbone("mobilenet_v3_small", "MobileNetV3Small", "mobilenet_v3", 224, 32, 576, 7,
+             alphas=(0.75, 1.0), default_alpha=1.0),
+    Backbone("mobilenet_v3_large", "MobileNetV3Large", "mobilenet_v3", 224, 32, 960, 7,
+             alphas=(0.75, 1.0), default_alpha=1.0),
+    Backbone("vgg16", "VGG16", "vgg16", 224, 32, 512, 7),
+    Backbone("vgg19", "VGG19", "vgg19", 224, 32, 512, 7),
+    Backbone("resnet50", "ResNet50", "resnet50", 224, 32, 2048, 7),
+    Backbone("resnet50_v2", "ResNet50V2", "resnet_v2", 224, 32, 2048, 7),
+    Backbone("inception_v3", "InceptionV3", "inception_v3", 299, 75, 2048, 8),
+    Backbone("xception", "Xception", "xception", 299, 71, 2048, 10),
+    Backbone("densenet121", "DenseNet121", "densenet", 224, 32, 1024, 7),
+    Backbone("efficientnet_b0", "EfficientNetB0", "efficientnet", 224, 32, 1280, 7),
+    Backbone("efficientnet_b1", "EfficientNetB1", "efficientnet", 240, 32, 1280, 8),
+    Backbone("efficientnet_b2", "EfficientNetB2", "efficientnet", 260, 32, 1408, 9),
+    Backbone("efficientnet_b3", "EfficientNetB3", "efficientnet", 300, 32, 1536, 10),
+    Backbone("efficientnet_v2_b0", "EfficientNetV2B0", "efficientnet_v2", 224, 32, 1280, 7),
+    Backbone("nasnet_mobile", "NASNetMobile", "nasnet", 224, 32, 1056, 7),
+    Backbone("nasnet_large", "NASNetLarge", "nasnet", 331, 32, 4032, 11, slow=True),
+    Backbone("convnext_tiny", "ConvNeXtTiny", "convnext", 224, 32, 768, 7),
+)
+BACKBONES: dict[str, Backbone] = {b.name: b for b in _TABLE}
+
+
+def list_backbones(pattern: str = "*") -> list[Backbone]:
+    """Registry entries whose name matches a shell-style pattern."""
+    return [b for b in _TABLE if fnmatch.fnmatch(b.name, pattern)]
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"`--backbone` must be one of {', '.join(BACKBONES)}. Got {name!r}."
+        ) from None
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A fully resolved backbone: what to build and how to feed it."""
+
+    backbone: Backbone
+    image_size: int
+    pooling: str
+    alpha: float | None
+    weights: str  # "imagenet", "none" or a path to a weights file
+
+    @property
+    def weights_identity(self) -> str:
+        """What the weights are, for the cache key (a file by its hash)."""
+        if self.weights in ("imagenet", "none"):
+            return self.weights
+        return "sha256:" + sha256_file(Path(self.weights))
+
+
+def resolve(
+    name: str = DEFAULT_BACKBONE,
+    image_size: int | None = None,
+    pooling: str = "avg",
+    alpha: float | None = None,
+    weights: str = "imagenet",
+) -> BackboneSpec:
+    """Validate backbone settings once and fill in the defaults.
+
+    Raises:
+        UnknownNameError: unknown backbone or pooling.
+        ConfigError: an alpha the backbone does not take, or an image size
+            below the architecture's minimum.
+        WeightsError: a weights path that does not exist.
+    """
+    backbone = get_backbone(name)
+    if pooling not in POOLINGS:
+        raise UnknownNameError(
+            f"`--pooling` must be one of {', '.join(POOLINGS)}. Got {pooling!r}."
+        )
+    if alpha is None:
+        alpha = backbone.default_alpha
+    elif not backbone.alphas:
+        takers = ", ".join(b.name for b in _TABLE if b.alphas)
+        raise ConfigError(
+            f"`--alpha` applies only to {takers}; {name} has no width "
+            f"multiplier. Got alpha={alpha}. Fix: drop `--alpha`."
+        )
+    elif weights == "imagenet" and alpha not in backbone.alphas:
+        raise ConfigError(
+            f"`--alpha` for {name} with ImageNet weights must be one of "
+            f"{', '.join(f'{a:g}' for a in backbone.alphas)}. Got {alpha:g}."
+        )
+    size = backbone.default_size if image_size is None else int(image_size)
+    if size < backbone.min_size:
+        raise ConfigError(
+            f"`--image-size` for {name} must be at least {backbone.min_size} px. "
+            f"Got {size}. Fix: use {backbone.default_size} (its default) or "
+            f"another size >= {backbone.min_size}."
+        )
+    weights = str(weights)
+    if weights.lower() in ("imagenet", "none"):
+        weights = weights.lower()
+    elif not Path(weights).is_file():
+        raise WeightsError(
+            f"`--weights` must be 'imagenet', 'none' or a weights file. Got "
+            f"{weights!r}, which is not a file."
+        )
+    return BackboneSpec(backbone, size, pooling, alpha, weights)
+
+
+def keras_models_dir() -> Path:
+    """Where Keras keeps downloaded weights (``$KERAS_HOME/models``)."""
+    return keras_home() / "models"
+

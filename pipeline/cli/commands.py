@@ -1,0 +1,338 @@
+"""The commands: ``add_<command>`` declares its options, ``run_<command>`` carries it out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from .. import backbones
+from ..config import ENGINES, CompareConfig, ExtractConfig, FinetuneConfig, RunConfig
+from ..errors import ConfigError
+from .options import OVERRIDE, add_settings, overrides_from, settings_from
+
+def add_extract(sub) -> None:
+    p = sub.add_parser("extract", help="stage 1: run the backbone once, cache features in HDF5")
+    p.add_argument("--data", required=True, help="dataset folder (class folders, or train/validation[/test])")
+    add_settings(p, ExtractConfig)
+    p.add_argument("--shard", metavar="I/N",
+                   help="extract only shard I of N into its own file (join them with `merge`)")
+    _add_cluster(p, "extract shards as Dask tasks, then merge them")
+    p.add_argument("--shards", type=int, help="shards on the cluster (default: one per worker thread)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_cluster(p, what: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--cluster", metavar="ADDRESS", help=f"a Dask scheduler ({what})")
+    group.add_argument("--workers", type=int, help=f"start a local Dask cluster of N processes ({what})")
+
+
+def _wants_cluster(args) -> bool:
+    return bool(args.cluster) or args.workers is not None
+
+
+@contextmanager
+def _cluster(args):
+    """The Dask client the flags ask for, or None."""
+    if not _wants_cluster(args):
+        yield None
+        return
+    from ..features.cluster import close, connect
+
+    client = connect(args.cluster, args.workers)
+    try:
+        yield client
+    finally:
+        close(client)
+
+
+def run_extract(args) -> int:
+    from ..features import extract_features
+    from ..features.shards import parse_shard
+
+    config = settings_from(args, ExtractConfig)
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard and _wants_cluster(args):
+        raise ConfigError("`--shard` extracts one shard here; `--cluster`/`--workers` extract "
+                          "every shard on Dask. Fix: pass one or the other.")
+    if args.shards is not None and not _wants_cluster(args):
+        raise ConfigError("`--shards` sets how many shards run on a Dask cluster. Fix: add "
+                          "`--cluster ADDRESS` or `--workers N`, or extract one shard with `--shard I/N`.")
+    with _cluster(args) as client:
+        if client is not None:
+            from ..features.cluster import extract_on_cluster
+
+            result = extract_on_cluster(args.data, config, client, args.shards)
+        else:
+            result = extract_features(args.data, config,
+                                      progress=False if args.no_progress else None, shard=shard)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    state = "cache hit" if result.hit else f"{result.images_per_second:.0f} images/s"
+    print(f"{result.path}  ({state}, {result.seconds:.1f} s)")
+    print(f"  computed {result.computed} images, reused {result.reused} rows from the feature store")
+    for split, n in result.splits.items():
+        print(f"  {split:<10} {n:>7} rows  features {tuple(result.feature_shape)}")
+    for split, classes in result.missing.items():
+        print(f"  note: {split} has no images of {', '.join(classes)}")
+    if result.quarantined:
+        print(f"  quarantined {len(result.quarantined)} unreadable images:")
+        for q in result.quarantined:
+            print(f"    {q['path']} ({q['split']}): {q['reason']}")
+    return 0
+
+
+def run_inspect(args) -> int:
+    from ..features import FeatureCache
+
+    summary = FeatureCache(args.file, allow_shard=True).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    key = summary["key"]
+    print(summary["cache"])
+    for name in ("backbone", "alpha", "weights", "image_size", "pooling", "preprocessing",
+                 "decode", "orientation", "dtype"):
+        print(f"  {name:<14} {key.get(name, 'ignore' if name == 'orientation' else None)}")
+    print(f"  {'classes':<14} {', '.join(summary['classes'])}")
+    print(f"  {'feature shape':<14} {tuple(summary['feature_shape'])}")
+    for split, n in summary["splits"].items():
+        print(f"  {split:<14} {n} rows")
+    ext = summary["extraction"]
+    if ext:
+        print(f"  {'extraction':<14} {ext['images']} images in {ext['seconds']} s "
+              f"({ext['images_per_second']} images/s)")
+    if summary["shard"]:
+        print(f"  {'shard':<14} {summary['shard']['index']} of {summary['shard']['count']}")
+    print(f"  {'created':<14} {summary['created']} from {summary['data_root']}")
+    if summary["store"]:
+        print(f"  {'store':<14} {summary['store']}")
+    print(f"  {'versions':<14} " + ", ".join(f"{k} {v}" for k, v in summary["library_versions"].items()))
+    print(f"  {'quarantined':<14} {len(summary['quarantined'])}")
+    for q in summary["quarantined"]:
+        print(f"    {q['path']} ({q['split']}): {q['reason']}")
+    return 0
+
+
+def run_merge(args) -> int:
+    from ..features import FeatureCache
+    from ..features.shards import merge
+
+    cache = FeatureCache(merge(args.shards, args.out))
+    if args.json:
+        print(json.dumps(cache.summary(), indent=2))
+        return 0
+    print(f"{cache.path}  (merged {cache.extraction['shards']} shards, features not copied)")
+    for split, n in cache.counts.items():
+        print(f"  {split:<10} {n:>7} rows  features {tuple(cache.feature_shape)}")
+    return 0
+
+
+def add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list or clean up the feature store and its views")
+    actions = p.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("ls", help="stores (spec, rows, bytes) and the views using each")
+    gc = actions.add_parser("gc", help="drop unused views, and store rows no view holds")
+    gc.add_argument("--older-than", type=float, metavar="DAYS",
+                    help="also drop views not used for DAYS days (default: keep every view)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be dropped; change nothing")
+    for q in (ls, gc):
+        q.add_argument("--cache-dir", default="cache")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def run_cache(args) -> int:
+    from ..features.manage import collect_garbage, list_cache
+
+    if args.action == "gc":
+        report = collect_garbage(args.cache_dir, args.older_than, args.dry_run)
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return 0
+        verb = "would drop" if args.dry_run else "dropped"
+        print(f"{verb} {len(report['views_dropped'])} views and {report['rows_dropped']} store rows"
+              + ("" if args.dry_run else f", freed {_megabytes(report['bytes_freed'])}"))
+        for view in report["views_dropped"]:
+            print(f"  view  {view}")
+        for store in report["stores"]:
+            print(f"  store {store['store']}: {store['rows_kept']} rows kept for {store['views']} views, "
+                  f"{store['rows_dropped']} dropped")
+        return 0
+    listing = list_cache(args.cache_dir)
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for store in listing["stores"]:
+        spec = store["spec"]
+        print(f"{store['store']}  ({spec['backbone']}, {spec['image_size']} px, {spec['pooling']} "
+              f"pooling, weights {spec['weights']}, {spec['dtype']})")
+        print(f"  {store['rows']} rows, {_megabytes(store['bytes'])} in {store['segments']} segments, "
+              f"{store['rejected']} unreadable images; last used {store['last_used'] or 'never'}")
+        for view in store["views"]:
+            print(f"    {view['path']}  {view['rows']} rows, last used {view['last_used']}")
+    for view in listing["views_without_store"]:
+        print(f"{view['path']}  {view['rows']} rows (format 1, outside the store; `cache gc` leaves it)")
+    for bad in listing["unreadable"]:
+        print(f"{bad['path']}  not readable: {bad['problem']}")
+    if not (listing["stores"] or listing["views_without_store"] or listing["unreadable"]):
+        print(f"{listing['cache_dir']} holds no features yet")
+    return 0
+
+
+def run_backbones(args) -> int:
+    rows = backbones.list_backbones(args.pattern)
+    if args.json:
+        print(json.dumps([
+            {"name": b.name, "keras": f"keras.applications.{b.constructor}",
+             "default_size": b.default_size, "min_size": b.min_size,
+             "preprocessing": b.preprocessing, "alphas": list(b.alphas),
+             "default_alpha": b.default_alpha, "features_avg": list(b.feature_shape("avg")),
+             "features_none": list(b.feature_shape("none"))}
+            for b in rows], indent=2))
+        return 0
+    print(f"{'name':<20} {'keras.applications':<18} {'size':>4} {'min':>4} {'pooled':>7} "
+          f"{'spatial (none)':>15}  preprocessing  alpha")
+    for b in rows:
+        alpha = f"{b.default_alpha:g} of {'/'.join(f'{a:g}' for a in b.alphas)}" if b.alphas else "-"
+        print(f"{b.name:<20} {b.constructor:<18} {b.default_size:>4} {b.min_size:>4} "
+              f"{b.channels:>7} {str(b.feature_shape('none')):>15}  {b.preprocessing:<13}  {alpha}")
+    return 0
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="stage 2: compare classifiers on a feature cache")
+    p.add_argument("--features", required=True, help="a cache file written by `extract`")
+    add_settings(p, CompareConfig)
+    _add_cluster(p, "grid searches spread over its workers")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_compare(args) -> int:
+    from ..compare import compare
+
+    config = settings_from(args, CompareConfig)
+    with _cluster(args) as client:
+        result = compare(args.features, config, cluster=client)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(result.markdown)
+    print(f"best: {result.best}; run folder: {result.run_dir} ({result.seconds:.1f} s)")
+    return 0
+
+
+def run_classifiers(args) -> int:
+    from ..heads.registry import CLASSIFIERS
+
+    rows = [{"name": c.name, "summary": c.summary, "searched": c.grid,
+             "class_weight": c.class_weight is not None, "saved_as": ".keras" if c.keras else "joblib"}
+            for c in CLASSIFIERS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        searched = "; ".join(f"{k} in {v}" for k, v in row["searched"].items()) or "-"
+        print(f"{row['name']:<11} {row['summary']}")
+        print(f"{'':<11} searched on validation: {searched}; saved as {row['saved_as']}"
+              f"{'' if row['class_weight'] else '; no class weights'}")
+    return 0
+
+
+def add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="stage 3: fine-tune end to end from a run's dense head")
+    p.add_argument("--run", required=True, help="a run folder written by `compare` with a dense head")
+    add_settings(p, FinetuneConfig)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_finetune(args) -> int:
+    from ..finetune import finetune
+
+    config = settings_from(args, FinetuneConfig)
+    result = finetune(args.run, config)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"{result.model_path}: validation accuracy {result.before:.4f} -> {result.after:.4f} "
+          f"in {result.epochs} epochs ({result.seconds_per_epoch:.1f} s each)")
+    print(f"hand-off check: max difference {result.handoff['max_abs_difference']:.2g} "
+          f"on {result.handoff['images']} images")
+    return 0
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify images or folders with a model of a run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--model", default="best", help="best, finetuned, dense, logreg, ...")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders")
+    p.add_argument("--out", help="write CSV (.csv) or JSON (.json) here instead of printing CSV")
+    p.add_argument("--export", metavar="DIR", help="also save the model as .keras and SavedModel")
+    p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="what computes a stage-2 model's features (as extract's --engine)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_predict(args) -> int:
+    from ..predict import export, predict
+
+    result = predict(args.run, args.paths, args.model, args.batch_size, args.weights, args.engine)
+    text = json.dumps(result.to_dict(), indent=2) if args.json else result.to_csv()
+    if args.out:
+        as_json = args.out.lower().endswith(".json")
+        Path(args.out).write_text(json.dumps(result.to_dict(), indent=2) if as_json else result.to_csv())
+        print(f"{len(result.rows)} predictions ({len(result.unreadable)} unreadable) -> {args.out}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    if args.export:
+        for kind, path in export(args.run, result.model, args.export, args.weights).items():
+            print(f"exported {kind}: {path}", file=sys.stderr)
+    return 0
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="every stage in order (the default command): extract, compare, "
+                                   "[finetune], report")
+    p.add_argument("--config", help="a TOML file (e.g. recipes/tf_tutorial.toml, or a run's run.toml)")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
+                   help="override one setting, repeatable (e.g. extract.image_size=96, "
+                        "compare.params.dense.epochs=2, finetune.epochs=1)")
+    add_settings(p, RunConfig, only=("data", "stages", "name", "out", "overwrite"), prefix=OVERRIDE)
+    add_settings(p, ExtractConfig, only=("backbone", "weights", "cache_dir"), prefix=f"{OVERRIDE}extract.")
+    p.add_argument("--demo", action="store_true",
+                   help="generated images, random weights, every stage: works offline in about a minute")
+    p.add_argument("--finetune", action="store_true", help="also run stage 3")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_run(args) -> int:
+    from ..config import load_run_config
+    from ..data.demo import SETTINGS
+    from ..workflow import run_pipeline
+
+    config = load_run_config(args.config, overrides_from(args) + args.overrides,
+                             SETTINGS if args.demo else None)
+    if args.finetune and "finetune" not in config.stages:
+        config = replace(config, stages=(*config.stages, "finetune"))
+    result = run_pipeline(config, progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(result.leaderboard)
+    done = ", ".join(f"{stage} {how}" for stage, how in result.stages.items())
+    print(f"report: {result.run_dir / 'leaderboard.md'} ({done}; {result.seconds:.1f} s)")
+    print(f"reproduce: python run_pipeline.py run --config {result.run_dir / 'run.toml'}")
+    return 0
+
+

@@ -1,0 +1,12 @@
+"""Settings: one frozen dataclass per stage, and the whole pipeline's TOML file."""
+
+from .fields import documented, setting
+from .run import STAGES, RunConfig, load_run_config, run_config_toml
+from .stages import (COMPUTE_PRECISIONS, DECODE_MODES, DEFAULT_BACKBONE, DTYPES, ENGINES, MAX_PIXELS,
+                     OPTIMIZERS, ORIENTATIONS, POOLINGS, PRECISIONS, REFITS, SCORINGS, SPATIAL,
+                     CompareConfig, ExtractConfig, FinetuneConfig, SplitConfig)
+
+__all__ = ["COMPUTE_PRECISIONS", "DECODE_MODES", "DEFAULT_BACKBONE", "DTYPES", "ENGINES", "MAX_PIXELS",
+           "OPTIMIZERS", "ORIENTATIONS", "POOLINGS", "PRECISIONS", "REFITS", "SCORINGS", "SPATIAL",
+           "STAGES", "CompareConfig", "ExtractConfig", "FinetuneConfig", "RunConfig", "SplitConfig",
+           "documented", "load_run_config", "run_config_toml", "setting"]

@@ -1,0 +1,227 @@
+"""Settings of each stage, as frozen dataclasses validated once.
+
+Every field is a :func:`~pipeline.config.fields.setting`: its help text is
+the flag's help, the docstring's entry and the TOML key's meaning at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from .fields import collect_params, documented, parse_param, setting
+
+DEFAULT_BACKBONE = "mobilenet"
+DTYPES = ("float32", "float16")
+ENGINES = ("auto", "keras", "openvino")
+COMPUTE_PRECISIONS = ("float32", "bf16")
+DECODE_MODES = ("auto", "full")
+ORIENTATIONS = ("exif", "ignore")
+# Pillow's warning threshold (about 89 Mpx, a 9459 x 9459 image).
+MAX_PIXELS = 89_478_485
+POOLINGS = ("avg", "max", "none")
+SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
+REFITS = ("train", "train+validation")
+SPATIAL = ("flatten", "avg", "max")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+PRECISIONS = ("auto", "float32", "mixed_float16")
+DEFAULT_CLASSIFIERS = ("logreg", "dense", "linear_svm", "knn", "hist_gbdt")
+
+
+def _one_of(flag: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"`--{flag}` must be one of {', '.join(choices)}. Got {value!r}.")
+
+
+def _positive(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"`--{name.replace('_', '-')}` must be a positive integer. Got {value!r}.")
+
+
+@documented
+@dataclass(frozen=True)
+class SplitConfig:
+    """How images are assigned to splits."""
+
+    validation_fraction: float = setting(
+        0.1, help="share of each class sent to validation when the folder has no split folders")
+    test_fraction: float = setting(
+        0.1, help="share of each class sent to test when the folder has no split folders")
+    test_from_validation: float = setting(
+        0.0, help="share of an existing validation split moved to test when there is no test "
+                  "split (e.g. 0.2, as the TensorFlow tutorial does)")
+
+    def __post_init__(self) -> None:
+        for name in ("validation_fraction", "test_fraction", "test_from_validation"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(
+                    f"`{name}` must be in [0, 1). Got {value!r}."
+                )
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                "`validation_fraction` + `test_fraction` must leave images for "
+                f"training (sum < 1). Got {self.validation_fraction} + "
+                f"{self.test_fraction}."
+            )
+
+
+@documented
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Stage 1 settings."""
+
+    backbone: str = setting(DEFAULT_BACKBONE, help="registry name (see the `backbones` command)")
+    alpha: float | None = setting(None, help="width multiplier of the MobileNet family (default: "
+                                             "the backbone's)")
+    image_size: int | None = setting(None, help="input side in pixels (default: the backbone's)")
+    pooling: str = setting("avg", choices=POOLINGS,
+                           help="avg, max, or none to keep the spatial feature map")
+    weights: str = setting("imagenet", help="imagenet, none (random, seeded) or a weights file")
+    dtype: str = setting("float32", choices=DTYPES, help="stored feature type")
+    batch_size: int = setting(32, help="images per forward pass")
+    chunk_size: int = setting(512, help="images per resumable chunk; a killed run loses at most "
+                                        "one chunk per split")
+    decode: str = setting("auto", choices=DECODE_MODES,
+                          help="auto decodes large JPEGs at a reduced scale (1/2, 1/4 or 1/8, never "
+                               "below the input size), much faster for phone photos; full decodes "
+                               "every pixel, as keras.utils.image_dataset_from_directory does")
+    orientation: str = setting("exif", choices=ORIENTATIONS,
+                               help="exif turns photos upright by their EXIF orientation, as photo "
+                                    "viewers show them; ignore uses the stored pixels")
+    max_pixels: int = setting(MAX_PIXELS, help="images whose header claims more pixels are "
+                                               "quarantined before they are decoded")
+    cache_dir: str = setting("cache", help="folder of the feature store and the views")
+    seed: int = setting(0, help="seeds random weights (weights none)")
+    engine: str = setting("auto", choices=ENGINES,
+                          help="what runs the forward pass: auto (OpenVINO on a machine without a "
+                               "GPU, else Keras), keras or openvino; float32 engines give the same "
+                               "features and share the store's rows")
+    precision: str = setting("float32", choices=COMPUTE_PRECISIONS,
+                             help="float32, or bf16 (OpenVINO on a CPU with bfloat16 units: faster, "
+                                  "but other numbers, so a feature spec of its own)")
+    split: SplitConfig = setting(factory=SplitConfig, help="how images are assigned to splits")
+
+    def __post_init__(self) -> None:
+        _one_of("dtype", self.dtype, DTYPES)
+        _one_of("engine", self.engine, ENGINES)
+        _one_of("precision", self.precision, COMPUTE_PRECISIONS)
+        _one_of("decode", self.decode, DECODE_MODES)
+        _one_of("orientation", self.orientation, ORIENTATIONS)
+        _positive(self, "batch_size", "chunk_size", "max_pixels")
+        if self.chunk_size < self.batch_size:
+            raise ConfigError(
+                f"`--chunk-size` must be at least `--batch-size` ({self.batch_size}). "
+                f"Got {self.chunk_size}."
+            )
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser()
+
+
+@documented
+@dataclass(frozen=True)
+class CompareConfig:
+    """Stage 2 settings."""
+
+    classifiers: tuple[str, ...] = setting(
+        DEFAULT_CLASSIFIERS, help="comma-separated registry names (see the `classifiers` command)")
+    params: dict = setting(
+        factory=dict, flag="param", metavar="CLF.NAME=V[,V...]", parse=parse_param,
+        collect=collect_params,
+        help="a classifier's parameter: one value fixes it, several are searched on validation; "
+             "repeatable (e.g. logreg.C=0.01,0.1 dense.epochs=30)")
+    scoring: str = setting("accuracy", choices=SCORINGS,
+                           help="the validation metric that selects hyper-parameters and ranks "
+                                "the leaderboard (a scikit-learn scorer name)")
+    refit: str = setting("train", choices=REFITS,
+                         help="train keeps the models selected on train; train+validation refits "
+                              "each on both with its chosen settings before the test")
+    class_weight: str | None = setting(None, choices=("balanced",),
+                                       help="balanced weights classes by inverse frequency")
+    spatial: str = setting("flatten", choices=SPATIAL,
+                           help="how spatial features (pooling none) become vectors")
+    seed: int = setting(0, help="seeds every model")
+    n_jobs: int = setting(-1, flag="jobs",
+                          help="worker processes for the scikit-learn models (-1: one per two "
+                               "cores, so none on a two-core machine, where they cost more than "
+                               "they save)")
+    memory_budget_mb: float = setting(
+        0, flag="memory-budget", metavar="MB",
+        help="when train and validation features (float32, plus a float64 working copy) need "
+             "more, stream them from the file; 0: half of this machine's memory")
+    out: str | None = setting(None, help="the run folder (default: runs/<cache name>-<time>)")
+    overwrite: bool = setting(False, help="replace an existing, non-empty run folder")
+
+    def __post_init__(self) -> None:
+        if self.memory_budget_mb < 0:
+            raise ConfigError(f"`--memory-budget` must be 0 (half of this machine's memory) or "
+                              f"a number of MB. Got {self.memory_budget_mb!r}.")
+        if not self.classifiers:
+            raise ConfigError("`--classifiers` must name at least one classifier. Got none.")
+        _one_of("scoring", self.scoring, SCORINGS)
+        _one_of("refit", self.refit, REFITS)
+        _one_of("spatial", self.spatial, SPATIAL)
+        if self.class_weight not in (None, "balanced"):
+            raise ConfigError(f"`--class-weight` must be balanced (or absent). Got {self.class_weight!r}.")
+        unused = sorted(set(self.params) - set(self.classifiers))
+        if unused:
+            raise ConfigError(
+                f"`--param` sets {', '.join(unused)}, which `--classifiers` does not include "
+                f"({', '.join(self.classifiers)}). Fix: add it to --classifiers or drop the --param."
+            )
+
+
+@documented
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Stage 3 settings."""
+
+    unfreeze_from: str | int | None = setting(
+        None, help="the first base layer to train, by index or name (as the TensorFlow "
+                   "tutorial's fine_tune_at = 100, or block5_conv1)")
+    unfreeze_top: int | None = setting(
+        None, help="train the top N layers of the base instead (default 20 when neither is given)")
+    epochs: int = setting(10, help="fine-tuning epochs (the most: early stopping may end sooner)")
+    frozen_epochs: int = setting(0, help="epochs with the base frozen and augmentation on, before "
+                                         "fine-tuning (the tutorial's feature-extraction phase)")
+    learning_rate: float | None = setting(None, help="fine-tuning rate (default: a tenth of the head's)")
+    base_learning_rate: float | None = setting(
+        None, help="a lower rate for the base's unfrozen layers (discriminative fine-tuning); "
+                   "default: the same rate everywhere")
+    optimizer: str | None = setting(None, choices=OPTIMIZERS, help="default: the head's")
+    momentum: float | None = setting(None, help="momentum of sgd (default: the head's)")
+    augment: str = setting(
+        "flip,rotate=0.2,zoom=0.2",
+        help="comma-separated augmentation: flip[=horizontal|vertical|horizontal_and_vertical], "
+             "rotate, zoom, translate, shear, contrast, each a fraction as in Keras (rotate=0.2 "
+             "is up to 0.2 of a full turn), or none; active only in training")
+    train_bn: bool = setting(False, help="train BatchNormalization layers too, in training mode")
+    batch_size: int = setting(32, help="images per step")
+    patience: int = setting(3, help="early-stopping patience, in epochs, on validation accuracy")
+    tensorboard: bool = setting(False, help="write TensorBoard logs in <run>/finetune/tensorboard")
+    data: str | None = setting(None, help="the image folder, when it moved since extraction")
+    weights: str | None = setting(None, help="the weights file stage 1 used, if it used one")
+    handoff_samples: int = setting(32, help="validation images the hand-off check compares")
+    precision: str = setting("auto", choices=PRECISIONS,
+                             help="auto (mixed float16 when a GPU is present), float32 or "
+                                  "mixed_float16; the hand-off check always runs in float32")
+    seed: int = setting(0, help="seeds shuffling, augmentation and dropout")
+
+    def __post_init__(self) -> None:
+        _one_of("precision", self.precision, PRECISIONS)
+        if self.optimizer is not None:
+            _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        if self.unfreeze_from is not None and self.unfreeze_top is not None:
+            raise ConfigError("Give `--unfreeze-from` or `--unfreeze-top`, not both. "
+                              f"Got {self.unfreeze_from!r} and {self.unfreeze_top!r}.")
+        _positive(self, "epochs", "batch_size", "handoff_samples")
+        if self.momentum is not None and not 0 <= self.momentum < 1:
+            raise ConfigError(f"`--momentum` must be in [0, 1). Got {self.momentum!r}.")
+        if self.frozen_epochs < 0 or (self.unfreeze_top is not None and self.unfreeze_top < 0):
+            raise ConfigError("`--frozen-epochs` and `--unfreeze-top` must not be negative. "
+                              f"Got {self.frozen_epochs!r}, {self.unfreeze_top!r}.")

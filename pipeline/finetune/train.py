@@ -1,0 +1,257 @@
+"""Stage 3: fine-tune the top of the base, warm-started from the stage-2 head.
+
+The model and its hand-off check are built in :mod:`pipeline.finetune.rebuild`; this
+module trains it in the TensorFlow tutorial's two phases (base frozen with
+augmentation on, then the top of the base unfrozen at a low learning rate),
+with Keras callbacks for early stopping, the best checkpoint, a CSV history,
+TensorBoard and resuming, and adds the result to the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import backbones
+from ..config import FinetuneConfig
+from ..errors import ConfigError, RunError
+from ..heads.vectorize import full_proba
+from .rebuild import Source, handoff_check, open_source, rebuild, unfreeze
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a stage-3 run produced.
+
+    Attributes:
+        model_path: the fine-tuned ``.keras`` model in the run folder.
+        before: validation accuracy of the rebuilt model before training
+            (the stage-2 head's, through the images).
+        after: validation accuracy of the kept model.
+        row: the leaderboard row added as ``finetuned``.
+        handoff: the hand-off check's figures.
+        epochs: epochs run (both phases); fine_tune_from: the first
+            fine-tuning epoch (after the frozen phase).
+        seconds_per_epoch: mean wall time of a training epoch.
+    """
+
+    model_path: Path
+    before: float
+    after: float
+    row: dict
+    handoff: dict
+    epochs: int
+    fine_tune_from: int
+    first_trainable_layer: int
+    seconds_per_epoch: float
+
+    def to_dict(self) -> dict:
+        return {"model": str(self.model_path), "validation_accuracy_before": self.before,
+                "validation_accuracy_after": self.after, "epochs": self.epochs,
+                "fine_tune_from_epoch": self.fine_tune_from,
+                "first_trainable_layer": self.first_trainable_layer,
+                "seconds_per_epoch": round(self.seconds_per_epoch, 2),
+                "handoff": self.handoff, "leaderboard_row": self.row}
+
+
+def _datasets(source: Source, config: FinetuneConfig) -> dict:
+    from ..data.decode import Decoding, labelled_batches
+
+    decoding = Decoding.of_view(source.cache.key, source.spec.image_size)
+    out = {}
+    for split in source.cache.splits:
+        images = source.cache.index(split)
+        paths = [str(source.root / p) for p in images.paths]
+        out[split] = (labelled_batches(paths, images.labels, decoding, config.batch_size,
+                                       shuffle_seed=config.seed if split == "train" else None),
+                      np.asarray(images.labels))
+    return out
+
+
+def _probabilities(model, dataset, n_classes: int) -> np.ndarray:
+    return full_proba(model.predict(dataset, verbose=0), range(n_classes), n_classes)
+
+
+def _mixed(precision: str) -> bool:
+    """Mixed float16 compute: asked for, or "auto" with a GPU present."""
+    import tensorflow as tf
+
+    if precision == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return precision == "mixed_float16"
+
+
+def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
+             callbacks: tuple = (), preprocess=None, strategy=None) -> FinetuneResult:
+    """Stage 3: fine-tune the top of the base, starting from the stage-2 head.
+
+    Args:
+        run: a run folder written by ``compare`` with a ``dense`` head.
+        config: stage-3 settings.
+        callbacks: extra Keras callbacks for both phases.
+        preprocess: replaces the backbone's preprocessing (only to show the
+            hand-off check catching a wrong one).
+        strategy: a ``tf.distribute`` strategy (None: MirroredStrategy over
+            every GPU when there are several, else the default).
+
+    Raises:
+        PipelineError: a run without a dense head, changed images, a wrong
+            layer, or a failed hand-off check.
+    """
+    import tensorflow as tf
+
+    strategy = strategy or backbones.gpu_strategy() or tf.distribute.get_strategy()
+    with strategy.scope():  # variables are created, loaded and trained inside it
+        return _finetune(run, config or FinetuneConfig(), callbacks, preprocess)
+
+
+def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> FinetuneResult:
+    import keras
+
+    from ..runs import plots, scores
+    from ..heads.dense import DenseHead
+    from ..runs import add_model
+
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("`--tensorboard` needs the tensorboard package, which is not installed. "
+                          "Fix: pip install -e \".[tensorboard]\", or drop --tensorboard.")
+    source = open_source(run, config.data, config.weights)
+    n_classes = len(source.cache.classes)
+    if [int(c) for c in source.head.classes_] != list(range(n_classes)):
+        raise RunError(f"The dense head of {source.run} was trained on classes "
+                       f"{list(source.head.classes_)}, not all of {source.cache.classes}.")
+    model, core, base, features = rebuild(source, config, preprocess)
+    handoff = handoff_check(source, features, base, config.handoff_samples)
+    log.info("hand-off check passed on %d images (max difference %.2g)", handoff["images"],
+             handoff["max_abs_difference"])
+    mixed = _mixed(config.precision)
+    if mixed:
+        model, core, base, features = rebuild(source, config, preprocess, like=base)
+
+    work = source.run / "finetune"
+    work.mkdir(exist_ok=True)
+    frozen_marker = work / "frozen.done"
+    if not (frozen_marker.exists() or any(work.glob("backup-*"))):
+        for stale in ("history.csv", "start.weights.h5", "best.weights.h5"):  # an earlier, finished run
+            (work / stale).unlink(missing_ok=True)
+    data = _datasets(source, config)
+    train, validation = data["train"][0], data["validation"]
+    before = float(np.mean(np.argmax(_probabilities(core, validation[0], n_classes), 1) == validation[1]))
+    head = source.head
+    rate = config.learning_rate or head.learning_rate / 10
+    changed = {k: v for k, v in (("optimizer", config.optimizer), ("momentum", config.momentum))
+               if v is not None}
+    trainer = DenseHead(**{**head.get_params(), **changed}) if changed else head
+    starts, seconds = [], []  # wall time of each training epoch
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]))
+    csv_path = work / "history.csv"
+    best_path = work / "best.weights.h5"
+    start_path = work / "start.weights.h5"
+    if not start_path.exists():
+        model.save_weights(start_path)
+
+    def common(phase: str, threshold: float) -> list:
+        cbs = [keras.callbacks.BackupAndRestore(str(work / f"backup-{phase}")),
+               keras.callbacks.CSVLogger(str(csv_path), append=True),
+               keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
+                                               save_best_only=True, save_weights_only=True,
+                                               initial_value_threshold=threshold),
+               timer, *callbacks]
+        if config.tensorboard:
+            cbs.append(keras.callbacks.TensorBoard(str(work / "tensorboard" / phase)))
+        return cbs
+
+    if config.frozen_epochs and not frozen_marker.exists():
+        base.trainable = False  # the tutorial's feature-extraction phase, augmentation on
+        head.compile(model, n_classes, steps_per_execution=1, loss_scale=mixed)
+        model.fit(train, validation_data=validation[0], epochs=config.frozen_epochs, shuffle=False,
+                  callbacks=common("frozen", max(before, _best(csv_path))), verbose=0)
+        model.save_weights(work / "frozen.weights.h5")
+        frozen_marker.write_text(str(config.frozen_epochs))
+    elif frozen_marker.exists():
+        _load_weights(model, work / "frozen.weights.h5")
+    done = int(frozen_marker.read_text()) if frozen_marker.exists() else 0
+
+    first = unfreeze(base, config)
+    # Recompile: what is trainable is fixed when the model is compiled.
+    slower = None
+    if config.base_learning_rate is not None:  # discriminative: the base learns slower
+        slower = (frozenset(v.path for v in base.weights), config.base_learning_rate / rate)
+    trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed,
+                    slower=slower)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                            patience=config.patience)
+    model.fit(train, validation_data=validation[0], initial_epoch=done, shuffle=False,
+              epochs=done + config.epochs, callbacks=[*common("finetune", max(before, _best(csv_path))), stopper],
+              verbose=0)
+
+    # Keep the best epoch on validation; if none beat the start, keep the start.
+    _load_weights(model, best_path if best_path.exists() else start_path)
+    kept = _probabilities(core, validation[0], n_classes)
+    after = float(np.mean(np.argmax(kept, 1) == validation[1]))
+    history = _read_history(csv_path)
+    row = {"classifier": "finetuned", "params": {
+        "first_trainable_layer": first, "learning_rate": rate, "epochs": len(history["epoch"]),
+        "augment": config.augment, "precision": "mixed_float16" if mixed else "float32",
+        "base_learning_rate": config.base_learning_rate}}
+    row["validation"], _ = scores.score(validation[1], kept, range(n_classes), n_classes)
+    row["test"] = None
+    if "test" in data:  # looked at once, after training
+        row["test"], _ = scores.score(data["test"][1], _probabilities(core, data["test"][0], n_classes),
+                                      range(n_classes), n_classes)
+    row.update(search_seconds=0.0, fit_seconds=round(sum(seconds), 3), predict_seconds=0.0)
+
+    plots.plot_history(source.run / "plots" / "finetune_history.png", history,
+                        fine_tune_start=done, title="fine-tuning")
+    (work / "handoff.json").write_text(json.dumps(handoff, indent=2))
+    model_path = source.run / "models" / "finetuned.keras"
+    if slower:  # save with a stock optimizer, so plain keras.models.load_model reads the file
+        trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed)
+    model.save(model_path)
+    add_model(source.run, "finetuned", model_path, {"first_trainable_layer": first, **asdict(config)})
+    scores.add_leaderboard_row(source.run, row)
+    for leftover in (start_path, best_path, work / "frozen.weights.h5", frozen_marker):
+        leftover.unlink(missing_ok=True)
+    log.info("fine-tuned: validation accuracy %.4f -> %.4f", before, after)
+    return FinetuneResult(model_path, before, after, row, handoff, len(history["epoch"]), done,
+                          first, float(np.mean(seconds)) if seconds else 0.0)
+
+
+def _load_weights(model, path: Path) -> None:
+    """Weights only: the checkpoint's optimizer state belongs to another compile."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    """The CSV history, one row per epoch (a resumed epoch logged twice keeps its last row)."""
+    import csv
+
+    by_epoch: dict[int, dict] = {}
+    if path.exists():
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                by_epoch[int(row["epoch"])] = row
+    epochs = sorted(by_epoch)
+    columns = [c for c in (by_epoch[epochs[0]] if epochs else {}) if c != "epoch"]
+    history = {c: [float(by_epoch[e][c]) for e in epochs] for c in columns}
+    history["epoch"] = epochs
+    return history
+
+
+def _best(csv_path: Path) -> float:
+    values = _read_history(csv_path).get("val_accuracy", [])
+    return max(values) if values else 0.0

@@ -1,0 +1,148 @@
+"""The classifier registry: every entry a scikit-learn estimator.
+
+Each entry builds an unfitted, cloneable estimator with ``fit`` /
+``predict`` / ``predict_proba`` and names the parameters searched on the
+validation split. Registering a new classifier is one :class:`Classifier` in
+``_TABLE``. Parameters are addressed by their short names (``C``,
+``n_neighbors``); they are resolved to the estimator's own nested names
+(``clf__estimator__C``) here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from ..errors import ConfigError, UnknownNameError
+from .dense import DenseHead
+from .vectorize import Vectorize
+
+
+def _sklearn(*steps) -> Pipeline:
+    return Pipeline([("vectorize", Vectorize()), *steps])
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """One registry entry.
+
+    Attributes:
+        name: what users type.
+        summary: one line for the ``classifiers`` command.
+        build: seed -> unfitted estimator.
+        grid: short parameter name -> values searched on validation.
+        class_weight: short name of the parameter that takes "balanced", or
+            None when the model has none.
+        keras: True for the Keras head (fitted in the main process, saved as
+            ``.keras``); False for scikit-learn models (saved with joblib).
+    """
+
+    name: str
+    summary: str
+    build: Callable[[int], BaseEstimator]
+    grid: dict[str, list] = field(default_factory=dict)
+    class_weight: str | None = "class_weight"
+    keras: bool = False
+
+
+_TABLE = (
+    Classifier(
+        "logreg", "standardise, then logistic regression (lbfgs)",
+        lambda seed: _sklearn(("scale", StandardScaler()),
+                              ("clf", LogisticRegression(max_iter=5000, random_state=seed))),
+        {"C": [0.001, 0.01, 0.1, 1.0, 10.0]},
+    ),
+    Classifier(
+        "dense", "Keras head: Dense 256 relu, Dropout 0.5, sigmoid/softmax; early stopping on validation",
+        lambda seed: DenseHead(random_state=seed),
+        {},
+        keras=True,
+    ),
+    Classifier(
+        "linear_svm", "standardise, then a linear SVM with sigmoid-calibrated probabilities (3-fold)",
+        lambda seed: _sklearn(("scale", StandardScaler()),
+                              ("clf", CalibratedClassifierCV(LinearSVC(random_state=seed), cv=3))),
+        {"C": [0.001, 0.01, 0.1, 1.0]},
+    ),
+    Classifier(
+        "knn", "k nearest neighbours, cosine distance",
+        lambda seed: _sklearn(("clf", KNeighborsClassifier(metric="cosine"))),
+        {"n_neighbors": [5, 15, 31]},
+        class_weight=None,
+    ),
+    Classifier(
+        "hist_gbdt", "histogram gradient-boosted trees (100 rounds)",
+        lambda seed: _sklearn(("clf", HistGradientBoostingClassifier(
+            max_iter=100, early_stopping=False, random_state=seed))),
+        {"max_leaf_nodes": [15, 31]},
+    ),
+)
+CLASSIFIERS: dict[str, Classifier] = {c.name: c for c in _TABLE}
+
+
+def get_classifier(name: str) -> Classifier:
+    try:
+        return CLASSIFIERS[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"`--classifiers` must name entries of {', '.join(CLASSIFIERS)}. Got {name!r}."
+        ) from None
+
+
+_HIDDEN = {"memory", "steps", "transform_input", "verbose", "verbose_feature_names_out",
+           "estimator", "vectorize", "scale", "clf", "n_jobs", "ensemble"}
+
+
+def public_params(estimator: BaseEstimator) -> dict[str, str]:
+    """Short name -> full nested name, for every settable leaf parameter."""
+    by_short: dict[str, list[str]] = {}
+    for full, value in estimator.get_params(deep=True).items():
+        short = full.rsplit("__", 1)[-1]
+        if short in _HIDDEN or isinstance(value, BaseEstimator):
+            continue
+        by_short.setdefault(short, []).append(full)
+    # When a short name is ambiguous, the deepest (the model's own) wins.
+    return {s: max(fulls, key=lambda f: f.count("__")) for s, fulls in by_short.items()}
+
+
+def resolve_params(classifier: Classifier, known: dict[str, str], params: dict) -> dict[str, str]:
+    """Check user parameter names against ``public_params``; short -> full names."""
+    for short in params:
+        if short not in known:
+            raise ConfigError(
+                f"Classifier {classifier.name!r} has no parameter {short!r}. "
+                f"It takes: {', '.join(sorted(known))}. Fix: `--param {classifier.name}.NAME=V1,V2`."
+            )
+    return {short: known[short] for short in params}
+
+
+def configure(classifier: Classifier, seed: int, overrides: dict[str, list],
+              class_weight: str | None, spatial: str) -> tuple[BaseEstimator, dict[str, list]]:
+    """The estimator with fixed settings applied, and its search grid (full names).
+
+    Args:
+        overrides: short name -> values; one value fixes a parameter, several
+            are searched (replacing the default grid for that name).
+        class_weight: None or "balanced".
+        spatial: how spatial feature maps become vectors ("flatten", "avg", "max").
+    """
+    estimator = classifier.build(seed)
+    known = public_params(estimator)
+    grid = {**classifier.grid, **overrides}
+    names = resolve_params(classifier, known, grid)
+    fixed = {names[k]: v[0] for k, v in grid.items() if len(v) == 1}
+    searched = {names[k]: list(v) for k, v in grid.items() if len(v) > 1}
+    if class_weight is not None and classifier.class_weight is not None:
+        fixed[known[classifier.class_weight]] = class_weight
+    fixed[known["spatial"]] = spatial  # the head's own, or the Vectorize step's
+    estimator.set_params(**fixed)
+    return estimator, searched

@@ -1,0 +1,158 @@
+"""Metrics and the leaderboard (Markdown, CSV, JSON) of a run.
+
+scikit-learn is imported where it is used: ``import pipeline`` (every stage-1
+command) should not wait a second for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .._files import atomic_write
+from ..heads.vectorize import full_proba
+from .folder import RunWriter, read_manifest
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc")
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, model_classes,
+          n_classes: int) -> tuple[dict, np.ndarray]:
+    """The leaderboard's metrics for one model on one split, and its predictions.
+
+    ``proba`` has one column per class the model was trained on
+    (``model_classes``); they are placed in the dataset's full class order.
+    """
+    from sklearn import metrics as skm
+
+    full = full_proba(proba, model_classes, n_classes)
+    predicted = np.argmax(full, axis=1)
+    labels = np.arange(n_classes)
+    result = {
+        "accuracy": skm.accuracy_score(y_true, predicted),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, predicted),
+        "macro_f1": skm.f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0),
+        "log_loss": skm.log_loss(y_true, full, labels=labels),
+        "roc_auc": None,
+    }
+    if n_classes == 2 and len(np.unique(y_true)) == 2:
+        result["roc_auc"] = skm.roc_auc_score(y_true, full[:, 1])
+    return {k: (None if v is None else round(float(v), 4)) for k, v in result.items()}, predicted
+
+
+def per_class(y_true, y_pred, classes: list[str]) -> list[dict]:
+    from sklearn import metrics as skm
+
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=np.arange(len(classes)), zero_division=0)
+    return [{"class": c, "precision": round(float(p), 4), "recall": round(float(r), 4),
+             "f1": round(float(f), 4), "support": int(s)}
+            for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
+
+
+def rank_key(row: dict, scoring: str) -> tuple:
+    """Sort key: best validation score first; ties go to the lower log loss."""
+    metrics = row["validation"]
+    value = -metrics["log_loss"] if scoring == "neg_log_loss" else \
+        metrics[{"f1_macro": "macro_f1"}.get(scoring, scoring)]
+    return (-value, metrics["log_loss"], row["classifier"])
+
+
+def rank(rows: list[dict], scoring: str) -> list[dict]:
+    ordered = sorted(rows, key=lambda r: rank_key(r, scoring))
+    return [{"rank": i + 1, **{k: v for k, v in r.items() if k != "rank"}} for i, r in enumerate(ordered)]
+
+
+def add_leaderboard_row(run, row: dict) -> list[dict]:
+    """Add (or replace) one row in a finished run's leaderboard files."""
+    run = Path(run)
+    scoring = read_manifest(run)["config"]["scoring"]
+    rows = [r for r in json.loads((run / "leaderboard.json").read_text())
+            if r["classifier"] != row["classifier"]]
+    rows = rank(rows + [row], scoring)
+    for name, text in leaderboard_files(rows, any(r["test"] for r in rows), scoring).items():
+        atomic_write(run / name, text.encode())
+    return rows
+
+
+def leaderboard_files(rows: list[dict], has_test: bool, scoring: str,
+                      note: str = "") -> dict[str, str]:
+    """``leaderboard.md``, ``.csv`` and ``.json``: name -> text."""
+    return {"leaderboard.md": markdown(rows, has_test, scoring, note),
+            "leaderboard.csv": to_csv(flat_rows(rows)),
+            "leaderboard.json": json.dumps(rows, indent=2) + "\n"}
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if not math.isnan(value) else "nan"
+    return str(value)
+
+
+def format_params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+def flat_rows(rows: list[dict]) -> list[dict]:
+    """One flat dict per classifier: the CSV columns."""
+    flat = []
+    for row in rows:
+        item = {"rank": row["rank"], "classifier": row["classifier"]}
+        for split in ("validation", "test"):
+            for name in METRICS:
+                item[f"{split}_{name}"] = (row[split] or {}).get(name)
+        item.update({"search_seconds": row["search_seconds"], "fit_seconds": row["fit_seconds"],
+                     "predict_seconds": row["predict_seconds"], "params": format_params(row["params"]),
+                     "path": row.get("path", "in memory")})
+        flat.append(item)
+    return flat
+
+
+def markdown(rows: list[dict], has_test: bool, scoring: str, note: str = "") -> str:
+    """The leaderboard as a Markdown table, best on validation first."""
+    splits = ("validation", "test") if has_test else ("validation",)
+    head = ["#", "classifier"]
+    for split in splits:
+        short = {"validation": "val"}.get(split, split)
+        head += [f"{short} acc", f"{short} bal acc", f"{short} macro-F1",
+                 f"{short} log loss", f"{short} ROC-AUC"]
+    head += ["fit s", "predict s", "chosen"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [str(row["rank"]), row["classifier"]]
+        for split in splits:
+            cells += [_cell(row[split][m]) for m in METRICS]
+        cells += [f"{row['fit_seconds']:.2f}", f"{row['predict_seconds']:.3f}", format_params(row["params"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = f"Ranked by validation {scoring}."
+    if not has_test:
+        text += " The cache has no test split: validation figures only."
+    paths = sorted({f"{r['classifier']}: {r['path']}" for r in rows
+                    if r.get("path", "in memory") != "in memory"})
+    if note or paths:
+        text += "\n\n" + " ".join(filter(None, [note, "; ".join(paths) + "." if paths else ""]))
+    return "\n".join(lines) + "\n\n" + text + "\n"
+
+
+def to_csv(records: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else [])
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+def write_tables(run: RunWriter, rows: list[dict], per_class_rows: list[dict],
+                 candidates: list[dict], has_test: bool, scoring: str, note: str = "") -> str:
+    files = leaderboard_files(rows, has_test, scoring, note)
+    for name, text in {**files, "per_class.csv": to_csv(per_class_rows),
+                       "search.csv": to_csv(candidates)}.items():
+        run.write_text(name, text)
+    return files["leaderboard.md"]

@@ -1,0 +1,103 @@
+"""The classifier registry, each entry through the one scikit-learn interface."""
+
+import numpy as np
+import pytest
+from conftest import blobs
+from sklearn.base import BaseEstimator, clone
+
+from pipeline.config.fields import parse_param
+from pipeline.heads.registry import CLASSIFIERS, configure, get_classifier
+from pipeline.errors import ConfigError, UnknownNameError
+
+FAST = {"dense": {"epochs": [15]}}
+
+
+def _configured(name, spatial="flatten", **overrides):
+    estimator, _ = configure(CLASSIFIERS[name], 0, {**FAST.get(name, {}), **overrides}, None, spatial)
+    return estimator
+
+
+def _leaves(estimator) -> dict:
+    return {k: v for k, v in estimator.get_params().items()
+            if not isinstance(v, (BaseEstimator, list))}
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_each_classifier_clones_fits_and_solves_an_easy_problem(name):
+    X, y = blobs(30, n_classes=3, seed=1)
+    Xt, yt = blobs(30, n_classes=3, seed=2)
+    estimator = _configured(name)
+    twin = clone(estimator)
+    assert twin is not estimator and _leaves(twin) == _leaves(estimator)
+    assert twin.fit(X, y) is twin
+    proba = twin.predict_proba(Xt)
+    assert proba.shape == (len(yt), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert (twin.predict(Xt) == yt).mean() >= 0.9
+    assert list(twin.classes_) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+@pytest.mark.parametrize("spatial", ["flatten", "avg"])
+def test_each_classifier_takes_spatial_feature_maps(name, spatial):
+    X, y = blobs(20, dim=8, seed=1)
+    maps = np.repeat(X[:, None, None, :], 2, axis=1).repeat(2, axis=2)  # (n, 2, 2, 8)
+    estimator = _configured(name, spatial=spatial).fit(maps, y)
+    assert (estimator.predict(maps) == y).mean() >= 0.9
+
+
+def test_the_binary_dense_head_has_one_sigmoid_output():
+    X, y = blobs(20, seed=1)
+    head = _configured("dense").fit(X, y)
+    output = head.model_.layers[-1]
+    assert output.units == 1 and output.activation.__name__ == "sigmoid"
+    assert head.predict_proba(X).shape == (40, 2)
+    assert len(head.history_["loss"]) == 15 and head.best_epoch_ == 15
+
+
+def test_the_dense_head_stops_early_on_validation_and_keeps_its_best_epoch():
+    X, y = blobs(30, seed=1, separation=0.3)  # hard enough to overfit
+    Xv, yv = blobs(30, seed=2, separation=0.3)
+    head = _configured("dense", epochs=[200], patience=[2]).fit(X, y, validation_data=(Xv, yv))
+    losses = head.history_["val_loss"]
+    assert len(losses) < 200
+    assert head.best_epoch_ == int(np.argmin(losses)) + 1
+    assert head.refit_params() == {"epochs": head.best_epoch_}
+
+
+def test_short_parameter_names_reach_the_nested_estimator():
+    svm, grid = configure(CLASSIFIERS["linear_svm"], 0, {"C": [0.5]}, "balanced", "avg")
+    params = svm.get_params()
+    assert params["clf__estimator__C"] == 0.5
+    assert params["clf__estimator__class_weight"] == "balanced"
+    assert params["vectorize__spatial"] == "avg"
+    _, grid = configure(CLASSIFIERS["logreg"], 0, {"C": [1, 2, 3]}, None, "flatten")
+    assert grid == {"clf__C": [1, 2, 3]}
+    knn, _ = configure(CLASSIFIERS["knn"], 0, {}, "balanced", "flatten")  # no class weights: unchanged
+    assert "class_weight" not in str(knn.get_params()["clf"])
+
+
+def test_an_unknown_classifier_lists_the_valid_ones():
+    with pytest.raises(UnknownNameError, match=r"must name entries of logreg, dense, linear_svm, knn, hist_gbdt\. Got 'svm'"):
+        get_classifier("svm")
+
+
+def test_an_unknown_parameter_lists_the_ones_it_takes():
+    with pytest.raises(ConfigError, match=r"Classifier 'logreg' has no parameter 'gamma'\. It takes: .*\bC\b.*"
+                                          r"Fix: `--param logreg\.NAME=V1,V2`"):
+        configure(CLASSIFIERS["logreg"], 0, {"gamma": [1]}, None, "flatten")
+
+
+def test_param_text_is_parsed_into_typed_values():
+    assert parse_param("logreg.C=0.01,0.1") == ("logreg", "C", [0.01, 0.1])
+    assert parse_param("dense.units=0") == ("dense", "units", [0])
+    assert parse_param("dense.optimizer=rmsprop") == ("dense", "optimizer", ["rmsprop"])
+    assert parse_param("hist_gbdt.max_depth=none") == ("hist_gbdt", "max_depth", [None])
+    with pytest.raises(ConfigError, match=r"must look like CLASSIFIER\.NAME=VALUE\[,VALUE\.\.\.\].*Got 'C=1'"):
+        parse_param("C=1")
+
+
+def test_bad_dense_settings_are_named():
+    X, y = blobs(5, seed=1)
+    with pytest.raises(ConfigError, match=r"dense `optimizer` must be one of adam, rmsprop, sgd\. Got 'adagrad'"):
+        _configured("dense", optimizer=["adagrad"]).fit(X, y)

@@ -1,0 +1,97 @@
+"""The package's shape: no import cycle, counting imports made inside functions."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports anywhere in its body (functions too)."""
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for alias in node.names:  # `from . import engines` names a module
+                    sub = f"{target}.{alias.name}"
+                    edges.add(sub if sub in modules else target)
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_import_graph_sees_function_level_and_relative_imports():
+    graph = import_graph()
+    assert "pipeline.data.decode" in graph["pipeline.features.extract"]  # inside _compute
+    assert "pipeline.features.engines" in graph["pipeline.features.extract"]  # from . import engines
+    assert "pipeline.backbones" in graph["pipeline.features.spec"]  # from .. import backbones
+
+
+def test_no_import_cycle_in_the_package():
+    assert find_cycle(import_graph()) is None, " -> ".join(find_cycle(import_graph()))
+
+
+# The tree from the bottom up (README, "How the code is laid out"): a module
+# imports only modules of its own layer or of layers before it.
+LAYERS = ("pipeline.errors", "pipeline._files", "pipeline.config", "pipeline.data", "pipeline.backbones",
+          "pipeline.features", "pipeline.heads", "pipeline.runs", "pipeline.compare", "pipeline.finetune",
+          "pipeline.predict", "pipeline.workflow", "pipeline.cli", "pipeline")
+
+
+def _layer(module: str) -> int:
+    return next(i for i, top in enumerate(LAYERS) if module == top or module.startswith(top + "."))
+
+
+def test_imports_point_down_the_tree():
+    upward = [(a, b) for a, edges in import_graph().items() for b in edges if _layer(b) > _layer(a)]
+    assert upward == []
+
+
+def test_leaf_helpers_import_nothing_of_the_package():
+    graph = import_graph()
+    assert graph["pipeline._files"] == set() and graph["pipeline.errors"] == set()
