@@ -65,10 +65,10 @@ def decoded_pixels(data: Path, size: int, n: int):
     """n training images, decoded and resized once, held in memory."""
     import tensorflow as tf
 
-    from pipeline.data.decode import load_image
+    from pipeline.data.decode import Decoding, load_image
 
     paths = [str(data / p) for p, _ in discover(data).splits["train"][:n]]
-    return tf.stack([load_image(tf.constant(p), size) for p in paths])
+    return tf.stack([load_image(p, Decoding(size)) for p in paths])
 
 
 def forward_alone(engine, pixels, batch: int) -> float:
@@ -89,10 +89,10 @@ def all_paths(data: Path) -> list[str]:
 
 def decode_alone(paths: list[str], size: int, batch: int, mode: str = "auto") -> float:
     """Images/s of the extraction's decoding pipeline, nothing computed."""
-    from pipeline.data.decode import image_batches
+    from pipeline.data.decode import Decoding, image_batches
 
     started = time.perf_counter()
-    for _ in image_batches(paths, range(len(paths)), size, mode, batch):
+    for _ in image_batches(paths, range(len(paths)), Decoding(size, mode), batch):
         pass
     return len(paths) / (time.perf_counter() - started)
 

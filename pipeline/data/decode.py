@@ -176,8 +176,9 @@ def load_image(path: str, decoding: Decoding) -> tf.Tensor:
     return _load(tf.constant(path), tf.constant(found.orientation), tf.constant(found.pillow), decoding)
 
 
-_PROBED = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.string),
-           tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.bool))
+_PROBED = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.string),
+           tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.bool))
+_PROBE_BLOCK = 64
 
 
 def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decoding,
@@ -197,13 +198,14 @@ def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decodi
     """
     pairs = list(zip(indices, paths))
 
-    def probed():
-        for i, path in pairs:
-            found = probe(path, decoding)
-            if found.refused is None:
-                yield i, path, found.orientation, found.pillow
+    def probed():  # in blocks: one Python call into tf.data per block, not per image
+        for start in range(0, len(pairs), _PROBE_BLOCK):
+            block = [(i, p, probe(p, decoding)) for i, p in pairs[start:start + _PROBE_BLOCK]]
+            kept = [(i, p, f.orientation, f.pillow) for i, p, f in block if f.refused is None]
+            if kept:
+                yield tuple(np.asarray(column) for column in zip(*kept))
 
-    ds = tf.data.Dataset.from_generator(probed, output_signature=_PROBED)
+    ds = tf.data.Dataset.from_generator(probed, output_signature=_PROBED).unbatch()
     ds = ds.map(
         lambda i, p, o, pil: (i, _load(p, o, pil, decoding)),
         num_parallel_calls=len(os.sched_getaffinity(0)),
