@@ -29,7 +29,8 @@ from .config import CompareConfig
 from .errors import ConfigError
 from .features.view import FeatureCache, SplitData
 from .heads import outofcore
-from .runs import RunWriter, check_writable, default_run_dir, plots, scores
+from .heads.vectorize import full_proba
+from .runs import RunWriter, audit, check_writable, default_run_dir, plots, report, scores, stats
 
 if TYPE_CHECKING:
     from .heads.registry import Classifier
@@ -47,6 +48,7 @@ class CompareResult:
         markdown: the leaderboard as a Markdown table.
         has_test: whether the cache had a test split.
         seconds: wall time of the whole comparison.
+        insights: the data audit (``insights.json``); None when features were streamed.
     """
 
     run_dir: Path
@@ -54,14 +56,28 @@ class CompareResult:
     markdown: str
     has_test: bool
     seconds: float
+    insights: dict | None = None
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / "report.html"
+
+    @property
+    def leakage(self) -> int:
+        """Near-duplicate pairs whose images sit in different splits."""
+        return self.insights["cross_split_pairs"] if self.insights else 0
 
     @property
     def best(self) -> str:
-        return self.leaderboard[0]["classifier"]
+        """The recommended model: among those tied with the top one, the lowest log loss."""
+        return scores.recommended(self.leaderboard)["classifier"]
 
     def to_dict(self) -> dict:
         return {"run": str(self.run_dir), "best": self.best, "has_test": self.has_test,
-                "seconds": round(self.seconds, 3), "leaderboard": self.leaderboard}
+                "seconds": round(self.seconds, 3), "leaderboard": self.leaderboard,
+                "report": str(self.report) if self.insights is not None else None,
+                "cross_split_pairs": self.leakage,
+                "suspected_label_errors": (self.insights or {}).get("suspected_label_errors", {}).get("found", 0)}
 
 
 @dataclass
@@ -268,6 +284,8 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
         _check_split(cache, data, split)
     log.info("comparing %s on %d train / %d validation rows of %s",
              ", ".join(config.classifiers), len(train.labels), len(validation.labels), cache.path.name)
+    if config.cv:
+        return _compare_cv(cache, config, specs, configured, train, validation, out, started)
 
     # Selection, on train and validation only.
     keras_specs = [c for c in specs if c.keras]
@@ -287,13 +305,14 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
     selected = _overlapped(jobs, config, bool(keras_specs), select_keras, cluster)
 
     n_classes = len(cache.classes)
-    rows, predictions = {}, {}
+    rows, predictions, probas = {}, {}, {}
     for name, s in selected.items():
         start = time.perf_counter()
         proba = s.model.predict_proba(validation.features)
         predict_seconds = time.perf_counter() - start
         rows[name], predicted = scores.score(validation.labels, proba, s.model.classes_, n_classes)
         predictions[name] = {"validation": predicted}
+        probas[name] = {"validation": full_proba(proba, s.model.classes_, n_classes)}
         log.info("%-10s validation accuracy %.4f  %s", name, rows[name]["accuracy"],
                  scores.format_params(s.params))
         s.predict_seconds = predict_seconds
@@ -307,21 +326,138 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
         final = refitted
     else:
         final = selected
+    uncalibrated = {}
+    if config.calibrate:
+        final, uncalibrated = _calibrated(final, specs, config.calibrate, validation)
 
-    # The test split, read now for the first time, evaluated once per model.
-    has_test = "test" in cache.splits and cache.counts["test"] > 0
-    test_scores = {}
-    if has_test:
-        test = cache.load("test")
-        _check_split(cache, test, "test")
-        for name, s in final.items():
-            test_scores[name], predictions[name]["test"] = scores.score(
-                test.labels, s.model.predict_proba(test.features), s.model.classes_, n_classes)
-
+    test, test_scores = _score_test(cache, final, predictions, probas)
+    has_test = test is not None
     leaderboard = scores.rank([_row(s, rows[name], test_scores.get(name), outofcore.PATH_IN_MEMORY)
                                for name, s in final.items()], config.scoring)
-    return _finish(cache, config, specs, final, leaderboard, predictions, validation,
-                   test if has_test else None, out, started)
+    scores.mark_ties(leaderboard, validation.labels, {n: p["validation"] for n, p in predictions.items()})
+    for row in leaderboard:
+        if row["classifier"] in uncalibrated:
+            row["calibration"] = _calibration_effect(
+                config.calibrate, uncalibrated[row["classifier"]], final[row["classifier"]].model,
+                *((test, "test") if has_test else (validation, "validation")), n_classes)
+    data = {"train": train, "validation": validation, **({"test": test} if has_test else {})}
+    return _finish(cache, config, specs, final, leaderboard, predictions, data, probas, out, started)
+
+
+def _score_test(cache: FeatureCache, final: dict[str, _Selected], predictions: dict,
+                probas: dict) -> tuple[SplitData | None, dict]:
+    """The test split, read now for the first time, each final model evaluated on it once."""
+    if "test" not in cache.splits or cache.counts["test"] == 0:
+        return None, {}
+    test = cache.load("test")
+    _check_split(cache, test, "test")
+    n_classes, test_scores = len(cache.classes), {}
+    for name, s in final.items():
+        proba = s.model.predict_proba(test.features)
+        test_scores[name], predictions[name]["test"] = scores.score(
+            test.labels, proba, s.model.classes_, n_classes)
+        probas[name]["test"] = full_proba(proba, s.model.classes_, n_classes)
+    return test, test_scores
+
+
+def _compare_cv(cache: FeatureCache, config: CompareConfig, specs, configured, train: SplitData,
+                validation: SplitData, out: Path, started: float) -> CompareResult:
+    """Selection by stratified K-fold cross-validation over train and validation together.
+
+    Each classifier's grid is searched with scikit-learn's ``GridSearchCV``
+    on the same folds, and the chosen settings are fitted on every image.
+    The leaderboard's "validation" metrics are those of out-of-fold
+    predictions (``cross_val_predict`` with the chosen settings on the same
+    folds), so every image counts once and models are compared on the same
+    images; ``cv`` in each row holds the folds' mean and sd of the score.
+    The Keras head trains a fixed number of epochs in each fold (no
+    validation split is left to stop early on).
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+
+    both = SplitData(np.concatenate([train.features, validation.features]),
+                     np.concatenate([train.labels, validation.labels]), [*train.paths, *validation.paths])
+    smallest = int(np.bincount(both.labels).min())
+    if smallest < config.cv:
+        raise ConfigError(f"`--cv {config.cv}` needs at least {config.cv} images of every class in "
+                          f"train and validation; the smallest class has {smallest}. Fix: use "
+                          f"`--cv {max(2, smallest)}` or fewer folds, or select on validation "
+                          "(no `--cv`).")
+    folds = StratifiedKFold(config.cv, shuffle=True, random_state=config.seed)
+    n_classes = len(cache.classes)
+    final, rows, predictions, probas = {}, {}, {}, {}
+    for c in specs:
+        estimator, grid = configured[c.name]
+        start = time.perf_counter()
+        with _one_blas_thread():
+            search = GridSearchCV(estimator, grid or {}, scoring=config.scoring, cv=folds, refit=True,
+                                  error_score="raise").fit(both.features, both.labels)
+            out_of_fold = cross_val_predict(clone(search.best_estimator_), both.features, both.labels,
+                                            cv=folds, method="predict_proba")
+        best = search.best_index_
+        chosen = _short(search.best_params_)
+        candidates = [{"classifier": c.name, "params": scores.format_params(_short(p)),
+                       f"cv_{config.scoring}_mean": round(float(m), 4), f"cv_{config.scoring}_sd": round(float(sd), 4)}
+                      for p, m, sd in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"],
+                                          search.cv_results_["std_test_score"])]
+        final[c.name] = _Selected(c.name, search.best_estimator_, chosen, candidates,
+                                  time.perf_counter() - start - search.refit_time_, search.refit_time_)
+        rows[c.name], predicted = scores.score(both.labels, out_of_fold, search.best_estimator_.classes_,
+                                               n_classes)
+        rows[c.name]["cv"] = {"folds": config.cv, "scoring": config.scoring,
+                              "mean": round(float(search.cv_results_["mean_test_score"][best]), 4),
+                              "sd": round(float(search.cv_results_["std_test_score"][best]), 4)}
+        predictions[c.name] = {"validation": predicted}
+        probas[c.name] = {"validation": full_proba(out_of_fold, search.best_estimator_.classes_, n_classes)}
+        log.info("%-10s %d-fold %s %.4f +- %.4f  %s", c.name, config.cv, config.scoring,
+                 rows[c.name]["cv"]["mean"], rows[c.name]["cv"]["sd"], scores.format_params(chosen))
+
+    test, test_scores = _score_test(cache, final, predictions, probas)
+    has_test = test is not None
+    leaderboard = scores.rank([_row(s, rows[name], test_scores.get(name), outofcore.PATH_IN_MEMORY)
+                               for name, s in final.items()], config.scoring)
+    scores.mark_ties(leaderboard, both.labels, {n: p["validation"] for n, p in predictions.items()})
+    note = (f"Selected by {config.cv}-fold cross-validation over train and validation "
+            f"({len(both.labels)} images); the validation columns are out-of-fold predictions of "
+            "every one of them, and each model was then fitted on all of them.")
+    data = {"validation": both, **({"test": test} if has_test else {})}
+    audited = {"train": train, "validation": validation, **({"test": test} if has_test else {})}
+    return _finish(cache, config, specs, final, leaderboard, predictions, data, probas, out, started,
+                   note, audited)
+
+
+def _calibrated(final: dict[str, _Selected], specs, method: str,
+                validation: SplitData) -> tuple[dict[str, _Selected], dict]:
+    """Each scikit-learn model with a calibration map fitted on validation (the model itself
+    frozen); the Keras head, saved as ``.keras``, is left as it is. Returns the models and the
+    uncalibrated ones by name."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    keras_names = {c.name for c in specs if c.keras}
+    out, before = dict(final), {}
+    for name, s in final.items():
+        if name in keras_names:
+            continue
+        model = CalibratedClassifierCV(FrozenEstimator(s.model), method=method)
+        model.fit(validation.features, validation.labels)
+        before[name] = s.model
+        out[name] = _Selected(name, model, s.params, s.candidates, s.search_seconds, s.fit_seconds,
+                              s.predict_seconds)
+    return out, before
+
+
+def _calibration_effect(method: str, before, after, data: SplitData, split: str,
+                        n_classes: int) -> dict:
+    """Expected calibration error without and with the map, on test (on validation, where the
+    map was fitted, when there is no test split)."""
+    def ece(model) -> float:
+        return stats.expected_calibration_error(
+            data.labels, full_proba(model.predict_proba(data.features), model.classes_, n_classes))
+
+    return {"method": method, "fitted_on": "validation", "measured_on": split,
+            "ece_before": ece(before), "ece_after": ece(after)}
 
 
 def _row(selected: _Selected, validation: dict, test: dict | None, path: str) -> dict:
@@ -334,20 +470,25 @@ def _row(selected: _Selected, validation: dict, test: dict | None, path: str) ->
 
 
 def _finish(cache: FeatureCache, config: CompareConfig, specs, final, leaderboard, predictions,
-            validation: SplitData, test: SplitData | None, out: Path, started: float,
-            note: str = "") -> CompareResult:
-    """Write the run folder; nothing of it is left if anything fails."""
+            data: dict[str, SplitData], probas: dict | None, out: Path, started: float,
+            note: str = "", audited: dict[str, SplitData] | None = None) -> CompareResult:
+    """Write the run folder; nothing of it is left if anything fails.
+
+    ``data`` holds each split's arrays (features None when they were streamed),
+    ``probas`` each model's probabilities per split (None when streamed: the
+    run then has no data audit and a report without images).
+    """
     run = RunWriter(out)
     try:
-        table = _write_run(run, cache, config, specs, final, leaderboard, predictions,
-                           validation, test, note)
+        table, insights = _write_run(run, cache, config, specs, final, leaderboard, predictions,
+                                     data, probas, note, audited or data)
         run_dir = run.commit(_manifest(cache, config), config.overwrite)
     except BaseException:
         run.discard()
         raise
     seconds = time.perf_counter() - started
     log.info("wrote %s in %.1f s", run_dir, seconds)
-    return CompareResult(run_dir, leaderboard, table, test is not None, seconds)
+    return CompareResult(run_dir, leaderboard, table, "test" in data, seconds, insights)
 
 
 def _compare_out_of_core(cache: FeatureCache, config: CompareConfig, specs, configured,
@@ -403,21 +544,25 @@ def _compare_out_of_core(cache: FeatureCache, config: CompareConfig, specs, conf
         _row(s, split_scores[name]["validation"], split_scores[name].get("test"),
              outofcore.PATH_TF_DATA if name in keras_names else outofcore.PATH_SGD)
         for name, s in final.items()], config.scoring)
+    scores.mark_ties(leaderboard, labels["validation"], {n: p["validation"] for n, p in predictions.items()})
     note = (f"Out of core: {need / 2**20:.3g} MB of train and validation features exceed the "
             f"memory budget of {budget / 2**20:.3g} MB, so features were streamed from the file "
             f"in blocks of {block} rows.")
     if left_out:
         note += f" Left out (they cannot train out of core): {', '.join(left_out)}."
+    if config.calibrate or config.cv:
+        note += " `--calibrate` and `--cv` are not applied out of core."
     has_test = "test" in split_scores.get(next(iter(final)), {})
-    split_data = {s: SplitData(None, labels[s], []) for s in labels}
-    return _finish(cache, config, specs, final, leaderboard, predictions, split_data["validation"],
-                   split_data["test"] if has_test else None, out, started, note)
+    split_data = {s: SplitData(None, labels[s], []) for s in labels if s != "test" or has_test}
+    return _finish(cache, config, specs, final, leaderboard, predictions, split_data, None, out,
+                   started, note)
 
 
 def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs, final,
-               leaderboard, predictions, validation: SplitData, test: SplitData | None,
-               note: str = "") -> str:
-    split, data = ("test", test) if test is not None else ("validation", validation)
+               leaderboard, predictions, data: dict[str, SplitData], probas: dict | None,
+               note: str = "", audited: dict[str, SplitData] | None = None) -> tuple[str, dict | None]:
+    validation, test = data["validation"], data.get("test")
+    split, shown = ("test", test) if test is not None else ("validation", validation)
     per_class_rows = []
     for row in leaderboard:
         name = row["classifier"]
@@ -426,7 +571,7 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs
                 continue
             per_class_rows += [{"classifier": name, "split": s, **r}
                                for r in scores.per_class(d.labels, predictions[name][s], cache.classes)]
-        plots.plot_confusion(run.path(f"plots/confusion_{name}.png"), data.labels,
+        plots.plot_confusion(run.path(f"plots/confusion_{name}.png"), shown.labels,
                               predictions[name][split], cache.classes, f"{name} on {split}")
     candidates = [c for s in final.values() for c in s.candidates]
     table = scores.write_tables(run, leaderboard, per_class_rows, candidates, test is not None,
@@ -440,7 +585,37 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, specs
         run.save_model(c.name, model, c.keras,
                        model.get_params() if c.keras else final[c.name].params)
     run.write_json("config.json", asdict(config))
-    return table
+    insights = None
+    if probas is not None:
+        insights = _audit(cache, audited, config.seed)
+        run.write_json("insights.json", insights)
+        root = Path(cache.data_root)
+        report.write(run, title=f"{cache.path.name}: {', '.join(cache.classes)}", classes=cache.classes,
+                     leaderboard=leaderboard, data=data, probas=probas, insights=insights,
+                     root=root if root.is_dir() else None, note=_summary(leaderboard, insights, note))
+    return table, insights
+
+
+def _audit(cache: FeatureCache, data: dict[str, SplitData], seed: int) -> dict:
+    """The data audit of every split, fingerprints from the view (exact copies share one)."""
+    splits = {}
+    for name, d in data.items():
+        try:
+            prints = list(cache.index(name).fingerprints)
+        except KeyError:  # a file without fingerprints: copies are found by their features
+            prints = None
+        splits[name] = {"features": d.features, "labels": d.labels, "paths": d.paths, "fingerprints": prints}
+    return audit.audit(splits, cache.classes, seed)
+
+
+def _summary(leaderboard: list[dict], insights: dict, note: str) -> str:
+    best = scores.recommended(leaderboard)
+    tied = [r["classifier"] for r in leaderboard if r.get("tied_with_best") and r["rank"] > 1]
+    text = (f"Recommended: {best['classifier']}. " +
+            (f"Tied with the best on validation: {', '.join(tied)}. " if tied else "") +
+            f"{insights['cross_split_pairs']} near-duplicate pairs cross splits (leakage); "
+            f"{insights['suspected_label_errors'].get('found', 0)} suspected label errors.")
+    return f"{text} {note}".strip()
 
 
 def _manifest(cache: FeatureCache, config: CompareConfig) -> dict:

@@ -26,7 +26,7 @@ from .features import engines
 from .features.spec import spec_from_key, spec_of, store_folder_name
 from .features.store import STORE
 from .heads.vectorize import full_proba
-from .runs import load_model, read_manifest
+from .runs import load_model, read_manifest, scores
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def expand(inputs: list[str]) -> list[str]:
 def model_name(run: Path, manifest: dict, model: str) -> str:
     """``best`` is the top of the leaderboard; any other name must be a saved model."""
     if model == "best":
-        return json.loads((run / "leaderboard.json").read_text())[0]["classifier"]
+        return scores.recommended(json.loads((run / "leaderboard.json").read_text()))["classifier"]
     if model not in manifest["models"]:
         raise RunError(f"`--model` must be best or one of {', '.join(manifest['models'])}. "
                        f"Got {model!r}.")

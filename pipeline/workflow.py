@@ -38,6 +38,7 @@ class RunResult:
     def to_dict(self) -> dict:
         return {"run_dir": str(self.run_dir), "cache": str(self.cache), "stages": self.stages,
                 "leaderboard": str(self.run_dir / "leaderboard.md"),
+                "report": str(self.run_dir / "report.html"),
                 "config": str(self.run_dir / RESOLVED), "seconds": round(self.seconds, 2)}
 
 

@@ -86,7 +86,8 @@ def write_feature_cache(path: Path, splits: dict, classes=("cats", "dogs")) -> P
             group["labels"] = np.asarray(labels, np.int32)
             names = [f"{split}/{classes[c]}/{i}.jpg" for i, c in enumerate(labels)]
             group.create_dataset("paths", data=names, dtype=text)
-            group.create_dataset("fingerprints", data=["0" * 32] * len(names), dtype=text)
+            group.create_dataset("fingerprints", data=[f"{split[:1]}{i:031d}" for i in range(len(names))],
+                                 dtype=text)
             group.create_dataset("quarantine/paths", data=[], dtype=text)
             group.create_dataset("quarantine/reasons", data=[], dtype=text)
         for name, value in base_attrs(key, list(classes), path.parent, {}).items():

@@ -28,7 +28,9 @@ def test_compare_writes_a_readable_run_folder(tmp_path, feature_cache):
     config = _config(tmp_path, classifiers=(*SKLEARN, "dense"), params=DENSE)
     result = compare(feature_cache, config)
     run = result.run_dir
-    assert result.has_test and result.best == result.leaderboard[0]["classifier"]
+    tied = [r for r in result.leaderboard if r["tied_with_best"]]
+    assert result.leaderboard[0] in tied and all(r["p_vs_best"] >= 0.05 for r in tied)
+    assert result.has_test and result.best == min(tied, key=lambda r: r["validation"]["log_loss"])["classifier"]
     assert [r["classifier"] for r in result.leaderboard] != [] and len(result.leaderboard) == 5
     scores = [r["validation"]["accuracy"] for r in result.leaderboard]
     assert scores == sorted(scores, reverse=True)
@@ -44,7 +46,10 @@ def test_compare_writes_a_readable_run_folder(tmp_path, feature_cache):
                  *(f"plots/confusion_{n}.png" for n in by_name)):
         assert (run / name).is_file(), name
     assert (run / "plots/comparison.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| 1 | " + result.best + " |" in (run / "leaderboard.md").read_text()
+    assert f" | {result.best} (recommended) | " in (run / "leaderboard.md").read_text()
+    for name in ("report.html", "insights.json", "plots/reliability.png", "plots/feature_map.png"):
+        assert (run / name).is_file(), name
+    assert all(0 <= r["validation"]["ece"] <= 1 for r in result.leaderboard)
     assert len((run / "search.csv").read_text().splitlines()) == 1 + 5 + 4 + 3 + 2 + 2
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["classes"] == ["cats", "dogs"] and manifest["seed"] == 0
@@ -194,3 +199,35 @@ def test_worker_processes_get_two_cores_each(monkeypatch, cores, n_jobs, keras, 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert _workers(CompareConfig(n_jobs=n_jobs), 5, keras) == expected
     assert _workers(CompareConfig(n_jobs=n_jobs), 1, keras)[0] == 1
+
+
+def test_cross_validation_selects_on_folds_and_reports_mean_and_sd(tmp_path, feature_cache):
+    result = compare(feature_cache, _config(tmp_path, classifiers=("logreg", "knn"), cv=3))
+    assert {r["classifier"] for r in result.leaderboard} == {"logreg", "knn"}
+    for row in result.leaderboard:
+        cv = row["validation"]["cv"]
+        assert cv["folds"] == 3 and 0.9 <= cv["mean"] <= 1 and 0 <= cv["sd"] < 0.1
+        assert row["validation"]["n"] == 80 + 40, "out of fold: every train and validation image once"
+        assert row["test"]["n"] == 40 and row["test"]["accuracy"] >= 0.9
+    search = (result.run_dir / "search.csv").read_text()
+    assert "cv_accuracy_mean" in search and "cv_accuracy_sd" in search
+    assert "Selected by 3-fold cross-validation" in result.markdown
+    with pytest.raises(ConfigError, match=r"`--cv` must be 0 \(select on validation\) or at least 2"):
+        CompareConfig(cv=1)
+    with pytest.raises(ConfigError, match=r"`--cv 61` needs at least 61 images of every class in "
+                                          r"train and validation; the smallest class has 60"):
+        compare(feature_cache, _config(tmp_path, name="too-many", classifiers=("logreg",), cv=61))
+
+
+def test_calibration_is_fitted_on_validation_and_its_effect_reported(tmp_path, feature_cache):
+    result = compare(feature_cache, _config(tmp_path, classifiers=("logreg", "linear_svm"),
+                                            calibrate="isotonic"))
+    for row in result.leaderboard:
+        effect = row["calibration"]
+        assert effect["method"] == "isotonic" and effect["measured_on"] == "test"
+        assert 0 <= effect["ece_after"] <= 1 and 0 <= effect["ece_before"] <= 1
+        assert row["test"]["ece"] == effect["ece_after"], "the test columns are the calibrated model's"
+    model = load_model(result.run_dir, "linear_svm")
+    assert type(model).__name__ == "CalibratedClassifierCV"
+    with pytest.raises(ConfigError, match=r"`--calibrate` fits its map on the validation split"):
+        CompareConfig(calibrate="sigmoid", refit="train+validation")

