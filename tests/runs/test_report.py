@@ -1,0 +1,66 @@
+"""report.html opens in a real browser (headless Chromium): no console errors, the leaderboard,
+every thumbnail decoded, a screenshot that is not blank."""
+
+import io
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _open(report, screenshot):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems = []
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("request", lambda r: problems.append(f"network: {r.url}")
+                if not r.url.startswith(("file:", "data:")) else None)
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        seen = {
+            "rows": page.locator("table.leaderboard tr").count() - 1,
+            "classifiers": page.locator("table.leaderboard td.name").all_inner_texts(),
+            "images": page.evaluate("document.images.length"),
+            "decoded": page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0).length"),
+            "thumbnails": page.evaluate("Array.from(document.images).filter("
+                                        "i => i.src.startsWith('data:image/jpeg')).length"),
+        }
+        shot = page.screenshot(full_page=True)
+        browser.close()
+    screenshot.write_bytes(shot)
+    return problems, seen
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a real browser: apt-get install chromium "
+                                              "(.ci/run installs it)")
+def test_the_report_renders_in_a_real_browser(stage2_run, tmp_path):
+    from PIL import Image
+
+    report = stage2_run / "report.html"
+    html = report.read_text()
+    assert not re.search(r"(src|href)=\"https?:", html), "self-contained: nothing from the network"
+    leaderboard = json.loads((stage2_run / "leaderboard.json").read_text())
+    insights = json.loads((stage2_run / "insights.json").read_text())
+    problems, seen = _open(report, tmp_path / "report.png")
+
+    assert problems == []
+    assert seen["rows"] == len(leaderboard) == 2
+    assert {c.replace(" (recommended)", "") for c in seen["classifiers"]
+            if c.startswith(("logreg", "dense"))} == {"logreg", "dense"}
+    shown = (min(24, len(insights["near_duplicates"])) * 2 + min(24, len(insights["outliers"]))
+             + min(24, len(insights["suspected_label_errors"]["issues"])))
+    test = json.loads((stage2_run / "manifest.json").read_text())["splits"]["test"]
+    assert shown <= seen["thumbnails"] <= shown + min(24, test)  # + the misclassified gallery
+    assert seen["decoded"] == seen["images"] > seen["thumbnails"]  # every image decodes; plots too
+    pixels = np.asarray(Image.open(io.BytesIO((tmp_path / "report.png").read_bytes())).convert("L"))
+    assert pixels.shape[0] > 900 and pixels.std() > 20, "the screenshot shows content"
+    assert report.stat().st_size < 5e6
