@@ -337,9 +337,15 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
     scores.mark_ties(leaderboard, validation.labels, {n: p["validation"] for n, p in predictions.items()})
     for row in leaderboard:
         if row["classifier"] in uncalibrated:
-            row["calibration"] = _calibration_effect(
-                config.calibrate, uncalibrated[row["classifier"]], final[row["classifier"]].model,
-                *((test, "test") if has_test else (validation, "validation")), n_classes)
+            # Measured on test (the test columns are the calibrated model's already), else on
+            # validation, where the map was fitted.
+            name = row["classifier"]
+            measured = test if has_test else validation
+            row["calibration"] = {
+                "method": config.calibrate, "fitted_on": "validation",
+                "measured_on": "test" if has_test else "validation",
+                "ece_before": _ece(uncalibrated[name], measured, n_classes),
+                "ece_after": row["test"]["ece"] if has_test else _ece(final[name].model, validation, n_classes)}
     data = {"train": train, "validation": validation, **({"test": test} if has_test else {})}
     return _finish(cache, config, specs, final, leaderboard, predictions, data, probas, out, started)
 
@@ -448,16 +454,9 @@ def _calibrated(final: dict[str, _Selected], specs, method: str,
     return out, before
 
 
-def _calibration_effect(method: str, before, after, data: SplitData, split: str,
-                        n_classes: int) -> dict:
-    """Expected calibration error without and with the map, on test (on validation, where the
-    map was fitted, when there is no test split)."""
-    def ece(model) -> float:
-        return stats.expected_calibration_error(
-            data.labels, full_proba(model.predict_proba(data.features), model.classes_, n_classes))
-
-    return {"method": method, "fitted_on": "validation", "measured_on": split,
-            "ece_before": ece(before), "ece_after": ece(after)}
+def _ece(model, data: SplitData, n_classes: int) -> float:
+    return stats.expected_calibration_error(
+        data.labels, full_proba(model.predict_proba(data.features), model.classes_, n_classes))
 
 
 def _row(selected: _Selected, validation: dict, test: dict | None, path: str) -> dict:

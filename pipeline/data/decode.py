@@ -235,16 +235,20 @@ def labelled_batches(paths: Sequence[str], labels: Sequence[int], decoding: Deco
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def why_unreadable(path: str, decoding: Decoding) -> str:
-    """The reason one image is refused or rejected by its decoder (eager, slow path)."""
-    found = probe(path, decoding)
+def why_unreadable(path: str, decoding: Decoding, found: Probe | None = None) -> str:
+    """The reason one image is refused or rejected by its decoder (eager, slow path).
+
+    Args:
+        found: its header's :func:`probe`, when the caller has it already.
+    """
+    found = probe(path, decoding) if found is None else found
     if found.refused:
         return found.refused
     try:
         if found.pillow:
             _pillow_pixels(path)
         else:
-            load_image(path, decoding)
+            _load(tf.constant(path), tf.constant(found.orientation), tf.constant(False), decoding)
     except (tf.errors.OpError, ValueError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         # Drop TensorFlow's "{{function_node ...}}" prefix and "[Op:...]" suffix.

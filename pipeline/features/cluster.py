@@ -101,5 +101,5 @@ def extract_on_cluster(data: str | os.PathLike, config: ExtractConfig, client,
         quarantined=[q for p in parts for q in p.quarantined], seconds=seconds,
         images_per_second=computed / seconds if seconds and computed else 0.0,
         resumed_images=sum(p.resumed_images for p in parts), missing=first.missing,
-        ignored_files=first.ignored_files, ignored=first.ignored, computed=computed,
+        ignored=first.ignored, computed=computed,
         reused=sum(p.reused for p in parts), fingerprinted=work.fingerprinted)

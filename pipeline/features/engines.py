@@ -59,12 +59,17 @@ def _gpu_visible() -> bool:
 AUTO_MIN_IMAGES = 1000
 
 
+def _kept_path(ov, folder: Path) -> Path:
+    """Where a store folder keeps the converted model, for this OpenVINO version."""
+    return folder / f"openvino-{ov.__version__.split('-')[0]}" / "model.xml"
+
+
 def kept_model(folder: Path | None) -> Path | None:
     """The converted model kept in a store folder, for this OpenVINO version (None: none)."""
     ov = _openvino()
     if ov is None or folder is None:
         return None
-    xml = folder / f"openvino-{ov.__version__.split('-')[0]}" / "model.xml"
+    xml = _kept_path(ov, folder)
     return xml if xml.is_file() else None
 
 
@@ -145,7 +150,7 @@ class OpenVINOEngine:
         kept = kept_model(folder)
         if kept is not None:
             return ov.Core().read_model(kept)
-        xml = folder / f"openvino-{ov.__version__.split('-')[0]}" / "model.xml" if folder else None
+        xml = _kept_path(ov, folder) if folder else None
         model = backbones.build(spec, seed=seed)
         try:
             with warnings.catch_warnings():

@@ -65,11 +65,14 @@ class ExtractResult:
     images_per_second: float
     resumed_images: int = 0
     missing: dict[str, list[str]] = field(default_factory=dict)
-    ignored_files: int = 0
     computed: int = 0
     reused: int = 0
     fingerprinted: int = 0
     ignored: list[str] = field(default_factory=list)
+
+    @property
+    def ignored_files(self) -> int:
+        return len(self.ignored)
 
     def open(self) -> FeatureCache:
         """The view file, opened and checked."""
@@ -215,7 +218,7 @@ class Plan:
             feature_shape=cache.feature_shape, quarantined=cache.quarantined,
             seconds=time.perf_counter() - self.started, images_per_second=rate,
             resumed_images=resumed, missing={k: list(v) for k, v in self.dataset.missing.items()},
-            ignored_files=len(self.dataset.ignored), ignored=list(self.dataset.ignored),
+            ignored=list(self.dataset.ignored),
             computed=computed, reused=reused,
             fingerprinted=self.fingerprinted)
 
@@ -336,12 +339,12 @@ def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: Fea
         bad = {}
         for j in sorted(set(range(len(chunk))) - set(got.tolist())):
             fp, rel = chunk[j]
-            over = probe(str(root / rel), decoding).refused
-            if over:
-                refused[fp] = over
+            found = probe(str(root / rel), decoding)
+            if found.refused:  # the budget's refusal: a setting of the view, not kept by content
+                refused[fp] = found.refused
             else:
-                bad[fp] = why_unreadable(str(root / rel), decoding)
-            log.warning("quarantined %s: %s", rel, over or bad[fp])
+                bad[fp] = why_unreadable(str(root / rel), decoding, found)
+            log.warning("quarantined %s: %s", rel, found.refused or bad[fp])
         store.write_segment([chunk[j][0] for j in got], out.astype(config.dtype), bad, view=tag)
         bar.update(len(chunk) - len(got))
 

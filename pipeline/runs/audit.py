@@ -27,7 +27,7 @@ MAX_LISTED = 50
 FOLDS = 5
 
 
-def _vectors(features: np.ndarray) -> np.ndarray:
+def unit_vectors(features: np.ndarray) -> np.ndarray:
     """Feature maps averaged to vectors, as float32 unit vectors."""
     x = np.asarray(features, dtype="float32")
     if x.ndim > 2:
@@ -48,7 +48,7 @@ def audit(splits: dict[str, dict], classes: list[str], seed: int = 0) -> dict:
     split_of = np.concatenate([[s] * len(splits[s]["labels"]) for s in names])
     paths = [p for s in names for p in splits[s]["paths"]]
     labels = np.concatenate([np.asarray(splits[s]["labels"]) for s in names]).astype(int)
-    x = _vectors(np.concatenate([splits[s]["features"] for s in names]))
+    x = unit_vectors(np.concatenate([splits[s]["features"] for s in names]))
     prints = [f for s in names for f in (splits[s].get("fingerprints") or [None] * len(splits[s]["labels"]))]
     neighbours, similarity = _neighbours(x)
     pairs = _duplicates(neighbours, similarity, prints, paths, split_of)
@@ -108,8 +108,8 @@ def _label_issues(x, labels, paths, split_of, classes, seed) -> dict:
     proba = cross_val_predict(model, x, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
                               method="predict_proba")
     full = np.zeros((len(labels), len(classes)))
-    full[:, np.flatnonzero(counts)] = proba
     present = np.flatnonzero(counts)
+    full[:, present] = proba
     dense = np.searchsorted(present, labels)
     issues = find_label_issues(dense, proba, return_indices_ranked_by="self_confidence")
     quality = get_label_quality_scores(dense, proba)

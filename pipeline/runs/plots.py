@@ -79,7 +79,7 @@ def plot_comparison(path, rows: list[dict], has_test: bool) -> None:
 
 def plot_reliability(path, curves: dict[str, tuple[np.ndarray, np.ndarray]], split: str) -> None:
     """One reliability diagram per classifier: accuracy against confidence, per bin."""
-    from .stats import expected_calibration_error, reliability
+    from .stats import calibration_error, reliability
 
     plt = _pyplot()
     n = len(curves)
@@ -90,7 +90,7 @@ def plot_reliability(path, curves: dict[str, tuple[np.ndarray, np.ndarray]], spl
         ax.scatter([p["confidence"] for p in points], [p["accuracy"] for p in points],
                    s=[10 + 40 * p["count"] / len(y) for p in points])
         ax.plot([p["confidence"] for p in points], [p["accuracy"] for p in points])
-        ax.set_title(f"{name}: ECE {expected_calibration_error(y, proba):.3f}", fontsize=9)
+        ax.set_title(f"{name}: ECE {calibration_error(points):.3f}", fontsize=9)
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(f"confidence ({split})", fontsize=8)

@@ -115,10 +115,10 @@ def write(run, *, title: str, classes: list[str], leaderboard: list[dict], data:
 def _feature_map(path: Path, data: dict, classes: list[str], wrong: dict, suspects: set[str]) -> None:
     from sklearn.decomposition import PCA
 
-    from .audit import _vectors
+    from .audit import unit_vectors
 
     names = list(data)
-    x = _vectors(np.concatenate([data[s].features for s in names]))
+    x = unit_vectors(np.concatenate([data[s].features for s in names]))
     labels = np.concatenate([data[s].labels for s in names])
     paths = [p for s in names for p in data[s].paths]
     crossed = np.concatenate([wrong.get(s, np.zeros(len(data[s].labels), bool)) for s in names])

@@ -76,25 +76,26 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, n_classes: int, metric, seed: int
     return [round(float(low), 4), round(float(high), 4)]
 
 
-def expected_calibration_error(y: np.ndarray, proba: np.ndarray) -> float:
-    """Weighted mean gap between confidence and accuracy over 15 equal-width bins."""
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y
-    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-    gap = 0.0
-    for b in np.unique(bins):
-        inside = bins == b
-        gap += inside.sum() * abs(correct[inside].mean() - confidence[inside].mean())
-    return round(float(gap / max(len(y), 1)), 4)
-
-
 def reliability(y: np.ndarray, proba: np.ndarray) -> list[dict]:
-    """Per bin: mean confidence, accuracy and count (the reliability diagram's points)."""
+    """Per non-empty bin of the top probability (15 equal-width bins): mean confidence,
+    accuracy and count (the reliability diagram's points)."""
     confidence = proba.max(axis=1)
     correct = proba.argmax(axis=1) == y
     bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
     return [{"confidence": float(confidence[bins == b].mean()), "accuracy": float(correct[bins == b].mean()),
              "count": int((bins == b).sum())} for b in np.unique(bins)]
+
+
+def calibration_error(points: list[dict]) -> float:
+    """The expected calibration error of reliability points: their gaps, weighted by count."""
+    total = sum(p["count"] for p in points)
+    gap = sum(p["count"] * abs(p["accuracy"] - p["confidence"]) for p in points)
+    return round(float(gap / max(total, 1)), 4)
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray) -> float:
+    """Weighted mean gap between confidence and accuracy over 15 equal-width bins."""
+    return calibration_error(reliability(y, proba))
 
 
 def mcnemar(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
