@@ -1,8 +1,9 @@
 """Backbones: the registry of feature extractors, and building one as a Keras model."""
 
 from .build import build, build_base, compiled_forward, gpu_strategy, preprocess_fn
+from .choose import resolve
 from .registry import (BACKBONES, PREPROCESSING, Backbone, BackboneSpec, get_backbone, keras_models_dir,
-                       list_backbones, resolve)
+                       list_backbones)
 
 __all__ = ["BACKBONES", "PREPROCESSING", "Backbone", "BackboneSpec", "build", "build_base",
            "compiled_forward", "get_backbone", "gpu_strategy", "keras_models_dir", "list_backbones",

@@ -17,6 +17,9 @@ def preprocess_fn(spec: BackboneSpec):
     """The backbone's own ``preprocess_input`` (identity for in-model ones)."""
     import keras
 
+    if hasattr(spec.backbone, "preprocess"):  # KerasHub presets and own models
+        return spec.backbone.preprocess(spec)
+
     return getattr(keras.applications, spec.backbone.module).preprocess_input
 
 
@@ -30,6 +33,8 @@ def build_base(spec: BackboneSpec, seed: int = 0):
     import keras
 
     b = spec.backbone
+    if hasattr(b, "build_base"):  # KerasHub presets and own models
+        return b.build_base(spec, seed)
     kwargs = dict(
         include_top=False,
         input_shape=(spec.image_size, spec.image_size, 3),
@@ -97,7 +102,8 @@ def build(spec: BackboneSpec, seed: int = 0, base=None, preprocess=None, train_b
     # training=False keeps BatchNorm in inference mode (keras-io's advice for
     # feature extraction and fine-tuning alike).
     outputs = base(preprocess(inputs), training=None if train_bn else False)
-    return keras.Model(inputs, outputs, name=f"{spec.backbone.name}_features")
+    slug = getattr(spec.backbone, "slug", spec.backbone.name)
+    return keras.Model(inputs, outputs, name=f"{slug}_features".replace("-", "_").replace(".", "_"))
 
 
 def gpu_strategy():

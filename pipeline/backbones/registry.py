@@ -70,6 +70,10 @@ class Backbone:
     def preprocessing(self) -> str:
         return PREPROCESSING[self.module]
 
+    def preprocessing_text(self, spec: "BackboneSpec") -> str:
+        """How pixels become the network's input, for the feature spec."""
+        return f"keras.applications.{self.module}.preprocess_input ({self.preprocessing})"
+
     def feature_shape(self, pooling: str = "avg") -> tuple[int, ...]:
         """Feature shape at the default size and alpha."""
         if pooling == "none":
@@ -128,19 +132,27 @@ class BackboneSpec:
     pooling: str
     alpha: float | None
     weights: str  # "imagenet", "none" or a path to a weights file
+    layer: str | None = None  # own models: the layer cut at
+    source: str | None = None  # own models and local presets: the path they were read from
 
     @property
     def weights_identity(self) -> str:
         """What the weights are, for the cache key (a file by its hash)."""
+        if hasattr(self.backbone, "weights_identity"):
+            return self.backbone.weights_identity(self)
         if self.weights in ("imagenet", "none"):
             return self.weights
         return "sha256:" + sha256_file(Path(self.weights))
 
+    @property
+    def preprocessing(self) -> str:
+        return self.backbone.preprocessing_text(self)
 
-def resolve(
+
+def resolve_application(
     name: str = DEFAULT_BACKBONE,
     image_size: int | None = None,
-    pooling: str = "avg",
+    pooling: str | None = None,
     alpha: float | None = None,
     weights: str = "imagenet",
 ) -> BackboneSpec:
@@ -153,10 +165,7 @@ def resolve(
         WeightsError: a weights path that does not exist.
     """
     backbone = get_backbone(name)
-    if pooling not in POOLINGS:
-        raise UnknownNameError(
-            f"`--pooling` must be one of {', '.join(POOLINGS)}. Got {pooling!r}."
-        )
+    pooling = check_pooling(pooling, MAP_POOLINGS, name)
     if alpha is None:
         alpha = backbone.default_alpha
     elif not backbone.alphas:
@@ -186,6 +195,23 @@ def resolve(
             f"{weights!r}, which is not a file."
         )
     return BackboneSpec(backbone, size, pooling, alpha, weights)
+
+
+# What a spatial feature map may become; token models and vision towers add theirs.
+MAP_POOLINGS = ("avg", "max", "none")
+
+
+def check_pooling(pooling: str | None, allowed: tuple[str, ...], name: str) -> str:
+    """``pooling`` if ``name`` takes it; None is the first of ``allowed``, its default."""
+    if pooling is None:
+        return allowed[0]
+    if pooling not in POOLINGS:
+        raise UnknownNameError(f"`--pooling` must be one of {', '.join(POOLINGS)}. Got {pooling!r}.")
+    if pooling not in allowed:
+        raise ConfigError(f"`--pooling {pooling}` does not apply to {name}, which takes "
+                          f"{', '.join(allowed)} (default {allowed[0]}). Fix: use one of those or "
+                          "leave `--pooling` out.")
+    return pooling
 
 
 def keras_models_dir() -> Path:

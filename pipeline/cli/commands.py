@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import backbones
+from ..backbones import hub
 from ..config import ENGINES, CompareConfig, ExtractConfig, FinetuneConfig, RunConfig
 from ..errors import ConfigError
 from .options import OVERRIDE, add_settings, overrides_from, settings_from
@@ -189,6 +190,8 @@ def run_cache(args) -> int:
 
 
 def run_backbones(args) -> int:
+    if args.pattern.startswith(hub.PREFIX):
+        return _list_hub(args)
     rows = backbones.list_backbones(args.pattern)
     if args.json:
         print(json.dumps([
@@ -205,6 +208,22 @@ def run_backbones(args) -> int:
         alpha = f"{b.default_alpha:g} of {'/'.join(f'{a:g}' for a in b.alphas)}" if b.alphas else "-"
         print(f"{b.name:<20} {b.constructor:<18} {b.default_size:>4} {b.min_size:>4} "
               f"{b.channels:>7} {str(b.feature_shape('none')):>15}  {b.preprocessing:<13}  {alpha}")
+    print("\nKerasHub presets (DINOv2, DINOv3, SigLIP, ViT, ...): `backbones 'hub:*'`; your own "
+          "model: `--backbone path/to/model.keras`.")
+    return 0
+
+
+def _list_hub(args) -> int:
+    rows = [{"name": b.name, "family": b.family, "pooling": list(hub.POOLINGS_OF[b.kind]),
+             "feature": hub.FEATURES[b.kind]} for b in hub.list_presets(args.pattern)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<44} {'family':<22} pooling (first: default)")
+    for row in rows:
+        print(f"{row['name']:<44} {row['family']:<22} {', '.join(row['pooling'])}")
+    print("\nSizes and normalisation come from each preset's image converter; weights download "
+          "from Kaggle on first use.")
     return 0
 
 

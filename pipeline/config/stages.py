@@ -20,7 +20,7 @@ DECODE_MODES = ("auto", "full")
 ORIENTATIONS = ("exif", "ignore")
 # Pillow's warning threshold (about 89 Mpx, a 9459 x 9459 image).
 MAX_PIXELS = 89_478_485
-POOLINGS = ("avg", "max", "none")
+POOLINGS = ("avg", "max", "none", "cls", "pooled")
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 REFITS = ("train", "train+validation")
 CALIBRATIONS = ("sigmoid", "isotonic")
@@ -75,13 +75,25 @@ class SplitConfig:
 class ExtractConfig:
     """Stage 1 settings."""
 
-    backbone: str = setting(DEFAULT_BACKBONE, help="registry name (see the `backbones` command)")
+    backbone: str = setting(DEFAULT_BACKBONE, help="a registry name (the `backbones` command lists "
+                                                   "them), hub:<KerasHub preset or preset folder>, "
+                                                   "or your own .keras file or SavedModel folder")
     alpha: float | None = setting(None, help="width multiplier of the MobileNet family (default: "
                                              "the backbone's)")
     image_size: int | None = setting(None, help="input side in pixels (default: the backbone's)")
-    pooling: str = setting("avg", choices=POOLINGS,
-                           help="avg, max, or none to keep the spatial feature map")
-    weights: str = setting("imagenet", help="imagenet, none (random, seeded) or a weights file")
+    pooling: str | None = setting(None, choices=POOLINGS,
+                                  help="how the output becomes one vector: avg or max over a "
+                                       "feature map, none to keep the map; cls (class token) or "
+                                       "avg (mean of patch tokens) for transformers; pooled for "
+                                       "an image-text model's vision tower (default: the "
+                                       "backbone's, listed by the `backbones` command)")
+    layer: str | None = setting(None, help="own model: the layer whose output is the feature "
+                                           "(default: the one feeding its final classifier)")
+    preprocess: str | None = setting(None, help="own model: a registry backbone whose "
+                                                "preprocess_input to apply first, e.g. mobilenet "
+                                                "(default: none, the model's own layers)")
+    weights: str = setting("imagenet", help="imagenet (for hub: the preset's own), none (random, "
+                                            "seeded) or a weights file")
     dtype: str = setting("float32", choices=DTYPES, help="stored feature type")
     batch_size: int = setting(32, help="images per forward pass")
     chunk_size: int = setting(512, help="images per resumable chunk; a killed run loses at most "

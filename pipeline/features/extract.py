@@ -152,7 +152,7 @@ def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
     started = time.perf_counter()
     dataset = discover(data, config.split)
     spec = backbones.resolve(config.backbone, config.image_size, config.pooling,
-                             config.alpha, config.weights)
+                             config.alpha, config.weights, config.layer, config.preprocess)
     feature = feature_spec(spec, config)
     cache_dir = config.cache_path
     paths = [p for items in dataset.splits.values() for p, _ in items]
@@ -167,7 +167,7 @@ def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
                                          tuple(digests))
     images = {split: [list(row) for row in zip(m.paths, m.labels, m.fingerprints)]
               for split, m in manifests.items()}
-    key = view_key(feature, list(dataset.classes), images, config.max_pixels)
+    key = view_key(feature, list(dataset.classes), images, config.max_pixels, spec.source)
     return Plan(dataset, spec, config, feature, manifests, prints.unreadable, key,
                 cache_dir / view_file_name(key),
                 store_root(cache_dir) / store_folder_name(feature),

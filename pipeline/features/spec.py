@@ -12,6 +12,7 @@ names a view file; nothing from stage 2 or 3 is in either.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .. import backbones
@@ -26,11 +27,19 @@ READABLE_FORMATS = (1, 2)
 
 # Exactly the fields of the spec; a view key holds them and `classes`, `images`.
 SPEC_FIELDS = ("format_version", "backbone", "alpha", "weights", "seed", "image_size", "pooling",
-               "preprocessing", "decode", "orientation", "resize", "precision", "dtype")
+               "layer", "preprocess", "preprocessing", "decode", "orientation", "resize", "precision",
+               "dtype")
 
 
 def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
-    """Exactly what shapes one image's features, and nothing else."""
+    """Exactly what shapes one image's features, and nothing else.
+
+    An own model adds the layer it is cut at and the preprocessing it was
+    given by name; registry entries have neither, so their specs (and the
+    stores already written for them) stay as they were.
+    """
+    own = {"layer": spec.layer, "preprocess": getattr(spec.backbone, "preprocess_name", None)} \
+        if spec.layer is not None else {}
     return {
         "format_version": FORMAT_VERSION,
         "backbone": spec.backbone.name,
@@ -39,8 +48,8 @@ def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
         "seed": config.seed if spec.weights == "none" else None,
         "image_size": spec.image_size,
         "pooling": spec.pooling,
-        "preprocessing": f"keras.applications.{spec.backbone.module}.preprocess_input "
-                         f"({spec.backbone.preprocessing})",
+        **own,
+        "preprocessing": spec.preprocessing,
         "decode": config.decode,
         "orientation": config.orientation,
         "resize": "bilinear, no crop",
@@ -50,14 +59,18 @@ def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
     }
 
 
-def view_key(feature: dict, classes: list[str], images: dict[str, list], max_pixels: int) -> dict:
+def view_key(feature: dict, classes: list[str], images: dict[str, list], max_pixels: int,
+             source: str | None = None) -> dict:
     """The spec plus the dataset: ``images`` is split -> [[path, label, fingerprint], ...].
 
     The pixel budget is a view's setting, not the spec's: it decides which
-    images are refused, never the numbers of the others.
+    images are refused, never the numbers of the others. ``source``, where an
+    own model or a preset folder was read from, lets stage 3 and predict
+    rebuild it; the spec names it by its file name and hash, so a copy in
+    another folder shares the store's rows.
     """
     return {**feature, "max_pixels": max_pixels, "classes": list(classes),
-            "images": key_hash(images)}
+            "images": key_hash(images), **({"source": source} if source else {})}
 
 
 def spec_of(key: dict) -> dict:
@@ -67,7 +80,8 @@ def spec_of(key: dict) -> dict:
 
 def _stem(spec: dict) -> str:
     alpha = f"_a{spec['alpha']:g}" if spec.get("alpha") is not None else ""
-    return f"{spec['backbone']}{alpha}-{spec['image_size']}-{spec['pooling']}"
+    name = re.sub(r"[^A-Za-z0-9_.]+", "-", spec["backbone"])  # hub:x and file:y.keras
+    return f"{name}{alpha}-{spec['image_size']}-{spec['pooling']}"
 
 
 def view_file_name(key: dict) -> str:
@@ -90,13 +104,20 @@ def spec_from_key(key: dict, weights: str | os.PathLike | None = None) -> backbo
     Raises:
         WeightsError: a weights file is needed, or is not the one recorded.
     """
-    recorded = key["weights"]
-    given = recorded if recorded in ("imagenet", "none") else weights
+    recorded, name = key["weights"], key.get("source") or key["backbone"]
+    if name.startswith("hub:") or "source" in key:  # the preset or the model carries its weights
+        given = "none" if recorded == "none" else "imagenet"
+    else:
+        given = recorded if recorded in ("imagenet", "none") else weights
     if given is None:
         raise WeightsError(f"Stage 1 used a weights file ({recorded}). Fix: pass it again "
                            "with `--weights PATH`.")
-    spec = backbones.resolve(key["backbone"], key["image_size"], key["pooling"], key["alpha"],
-                             str(given) if isinstance(given, Path) else given)
+    spec = backbones.resolve(name, key["image_size"], key["pooling"], key["alpha"],
+                             str(given) if isinstance(given, Path) else given, key.get("layer"),
+                             key.get("preprocess"))
     if spec.weights_identity != recorded:
-        raise WeightsError(f"`--weights` {weights} is not the file stage 1 used ({recorded}).")
+        what = f"`--weights` {weights} is not" if weights and given == weights else \
+            f"{name} is no longer"
+        raise WeightsError(f"{what} what stage 1 used ({recorded}). Fix: pass the weights or "
+                           "model stage 1 used, or extract again.")
     return spec

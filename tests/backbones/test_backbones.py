@@ -43,7 +43,12 @@ def test_unknown_backbone_lists_the_valid_ones():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(pooling="mean"), UnknownNameError, "`--pooling` must be one of avg, max, none. Got 'mean'."),
+    (dict(pooling="mean"), UnknownNameError,
+     "`--pooling` must be one of avg, max, none, cls, pooled. Got 'mean'."),
+    (dict(pooling="cls"), ConfigError, "`--pooling cls` does not apply to mobilenet, which takes avg, "
+                                       "max, none (default avg)."),
+    (dict(layer="conv1"), ConfigError, "`--layer` applies only to your own model"),
+    (dict(name="no/such/model.keras"), ConfigError, "is neither a registry name nor an existing model"),
     (dict(name="vgg16", alpha=0.5), ConfigError, "vgg16 has no width multiplier"),
     (dict(alpha=0.3), ConfigError, "must be one of 0.25, 0.5, 0.75, 1. Got 0.3."),
     (dict(name="inception_v3", image_size=64), ConfigError, "must be at least 75 px. Got 64."),

@@ -1,0 +1,42 @@
+"""One entry point for every kind of backbone: a registry name, ``hub:<preset>``, or a model file."""
+
+from __future__ import annotations
+
+from ..config import DEFAULT_BACKBONE
+from ..errors import ConfigError
+from . import hub, own
+from .registry import BackboneSpec, resolve_application
+
+
+def resolve(
+    name: str = DEFAULT_BACKBONE,
+    image_size: int | None = None,
+    pooling: str | None = None,
+    alpha: float | None = None,
+    weights: str = "imagenet",
+    layer: str | None = None,
+    preprocess: str | None = None,
+) -> BackboneSpec:
+    """Validate backbone settings once and fill in the defaults.
+
+    ``layer`` and ``preprocess`` apply to the user's own model alone.
+
+    Raises:
+        UnknownNameError: unknown backbone, preset or pooling.
+        ConfigError: a setting the backbone does not take, or an image size
+            it cannot use.
+        WeightsError: weights that do not exist or cannot be loaded.
+    """
+    name = str(name)
+    if name.startswith(hub.PREFIX):
+        spec = hub.resolve(name, image_size, pooling, alpha, weights)
+    elif own.is_model_path(name):
+        return own.resolve(name, image_size, pooling, alpha, weights, layer, preprocess)
+    else:
+        spec = resolve_application(name, image_size, pooling, alpha, weights)
+    for option, value in (("layer", layer), ("preprocess", preprocess)):
+        if value is not None:
+            raise ConfigError(f"`--{option}` applies only to your own model (a .keras file or a "
+                              f"SavedModel folder as `--backbone`); {name} is not one. Fix: drop "
+                              f"`--{option}`.")
+    return spec

@@ -1,0 +1,126 @@
+"""The user's own network as a backbone: a .keras file cut at a layer, or a SavedModel."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import CompareConfig, ExtractConfig, backbones, compare, extract_features
+from pipeline.errors import ConfigError, WeightsError
+from pipeline.features.view import FeatureCache
+
+from conftest import make_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _classifier(seed: int = 0):
+    """A small trained-looking classifier: conv, pooled features, an embedding, a softmax."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    pixels = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(pixels)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(16, activation="relu", name="embed")(x)
+    return keras.Model(pixels, keras.layers.Dense(3, activation="softmax", name="classifier")(x))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("own") / "mine.keras"
+    _classifier().save(path)
+    return path
+
+
+def _pixels(n=3):
+    return np.random.default_rng(0).uniform(0, 255, (n, 32, 32, 3)).astype("float32")
+
+
+def test_a_keras_model_is_cut_at_the_layer_feeding_its_classifier_by_default(model_file):
+    import keras
+
+    spec = backbones.resolve(str(model_file))
+    assert (spec.layer, spec.image_size, spec.pooling) == ("embed", 32, "none")
+    assert spec.weights_identity.startswith("sha256:") and spec.preprocessing.startswith("none")
+    whole = keras.saving.load_model(model_file)
+    expected = keras.Model(whole.inputs, whole.get_layer("embed").output).predict(_pixels(), verbose=0)
+    np.testing.assert_allclose(backbones.build(spec).predict(_pixels(), verbose=0), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer, pooling, shape", [
+    ("pool", None, (8,)), ("conv", None, (8,)), ("conv", "max", (8,)), ("conv", "none", (30, 30, 8)),
+    ("classifier", None, (3,)),
+])
+def test_a_named_layer_gives_that_layers_width(model_file, layer, pooling, shape):
+    spec = backbones.resolve(str(model_file), layer=layer, pooling=pooling)
+    assert backbones.build(spec).predict(_pixels(2), verbose=0).shape == (2, *shape)
+
+
+def test_a_registry_preprocess_is_applied_before_the_model(model_file):
+    import keras
+
+    plain = backbones.build(backbones.resolve(str(model_file))).predict(
+        keras.applications.mobilenet.preprocess_input(_pixels()), verbose=0)
+    spec = backbones.resolve(str(model_file), preprocess="mobilenet")
+    assert spec.preprocessing == "keras.applications.mobilenet.preprocess_input (tf)"
+    np.testing.assert_allclose(backbones.build(spec).predict(_pixels(), verbose=0), plain, atol=1e-6)
+
+
+def test_a_saved_model_gives_its_signature_output(tmp_path, model_file):
+    import keras
+
+    whole = keras.saving.load_model(model_file)
+    whole.export(str(tmp_path / "served"), verbose=False)
+    spec = backbones.resolve(str(tmp_path / "served"))
+    assert spec.image_size == 32 and spec.layer == "output_0"
+    np.testing.assert_allclose(backbones.build(spec).predict(_pixels(), verbose=0),
+                               whole.predict(_pixels(), verbose=0), atol=1e-6)
+    with pytest.raises(ConfigError, match="names an output of its serving signature: output_0. Got 'x'"):
+        backbones.resolve(str(tmp_path / "served"), layer="x")
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(layer="embd"), ConfigError, "`--layer` 'embd' is not a layer of mine.keras. Nearest names: embed"),
+    (dict(image_size=64), ConfigError, "mine.keras takes 32 px images. Got `--image-size` 64."),
+    (dict(pooling="cls"), ConfigError, "`--pooling cls` does not apply to layer embed of mine.keras, "
+                                       "which takes none"),
+    (dict(weights="none"), WeightsError, "carries its weights; `--weights` does not apply"),
+    (dict(preprocess="mobilenet_v9"), Exception, "`--backbone` must be one of"),
+])
+def test_own_model_settings_that_do_not_fit_say_so(model_file, kwargs, error, message):
+    with pytest.raises(error) as err:
+        backbones.resolve(str(model_file), **kwargs)
+    assert message in str(err.value)
+
+
+def test_the_files_hash_is_its_identity_and_runs_go_through_it(tmp_path, model_file):
+    data = make_dataset(tmp_path / "data", splits=("train", "validation", "test"), per_class=8)
+    config = ExtractConfig(backbone=str(model_file), cache_dir=str(tmp_path / "cache"))
+    first = extract_features(data, config, progress=False)
+    key = FeatureCache(first.path).key
+    assert (key["backbone"], key["layer"], key["source"]) == ("file:mine.keras", "embed", str(model_file))
+    assert first.feature_shape == (16,)
+    retrained = tmp_path / "mine.keras"
+    _classifier(seed=1).save(retrained)
+    second = extract_features(data, ExtractConfig(backbone=str(retrained), cache_dir=str(tmp_path / "cache")),
+                              progress=False)
+    assert second.computed == 48 and FeatureCache(second.path).key["weights"] != key["weights"]
+    moved = tmp_path / "elsewhere" / "mine.keras"
+    moved.parent.mkdir()
+    shutil.copy(model_file, moved)
+    third = extract_features(data, ExtractConfig(backbone=str(moved), cache_dir=str(tmp_path / "cache")),
+                             progress=False)
+    assert third.computed == 0 and third.reused == 48, "the same file elsewhere shares the rows"
+
+    compare(first.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "run")))
+    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "predict", "--run",
+                           str(tmp_path / "run"), str(data / "test"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(json.loads(done.stdout)["predictions"]) == 16
