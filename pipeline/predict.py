@@ -1,4 +1,4 @@
-"""Classify new images with any model of a run; export Keras models for serving.
+"""Classify new images with any model of a run.
 
 A stage-2 classifier is composed with the stage-1 backbone recorded in the
 run's cache key (size, preprocessing, pooling, decoding), so the user never
@@ -137,33 +137,3 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     for bad in unreadable:
         log.warning("unreadable %s: %s", bad["path"], bad["reason"])
     return PredictResult(name, classes, rows, unreadable)
-
-
-def export(run: str | os.PathLike, model: str, out: str | os.PathLike,
-           weights: str | None = None) -> dict[str, str]:
-    """Save a pixels-in, probabilities-out Keras model, and a SavedModel for serving.
-
-    The dense head is composed with the backbone and its preprocessing; the
-    fine-tuned model already is one. scikit-learn models cannot be exported
-    as Keras models.
-    """
-    from .finetune.rebuild import end_to_end
-
-    run, out = Path(run), Path(out)
-    manifest = read_manifest(run)
-    name = model_name(run, manifest, model)
-    entry = manifest["models"][name]
-    if entry["format"] == "joblib":
-        raise ConfigError(f"`--export` needs a Keras model (dense or finetuned); {name} is a "
-                          "scikit-learn model. Fix: export `--model dense`, or load the joblib "
-                          "file with pipeline.runs.load_model in Python.")
-    loaded = load_model(run, name)
-    if entry["format"] == "keras":
-        key = manifest["cache"]["key"]
-        features = backbones.build(spec_from_key(key, weights), seed=key.get("seed") or 0)
-        loaded = end_to_end(features, loaded.model_, f"{name}_end_to_end")
-    out.mkdir(parents=True, exist_ok=True)
-    keras_path, saved_model = out / f"{name}.keras", out / f"{name}_savedmodel"
-    loaded.save(keras_path)
-    loaded.export(str(saved_model), verbose=False)
-    return {"keras": str(keras_path), "saved_model": str(saved_model)}

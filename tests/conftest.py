@@ -135,3 +135,20 @@ def run(stage2_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(stage2_run, copy)
     return copy
+
+
+@pytest.fixture(scope="session")
+def real_cache(shared_dir, imagenet_mobilenet, tmp_path_factory):
+    from pipeline import ExtractConfig, extract_features
+
+    config = ExtractConfig(backbone="mobilenet", alpha=0.25, image_size=224,
+                           cache_dir=str(tmp_path_factory.mktemp("real-cache")))
+    return extract_features(shared_dir / "data" / "cats_and_dogs_filtered", config)
+
+
+@pytest.fixture(scope="session")
+def real_run(real_cache, tmp_path_factory):
+    """Every classifier compared on the real features; the run folder's result."""
+    from pipeline import CompareConfig, compare
+
+    return compare(real_cache.path, CompareConfig(out=str(tmp_path_factory.mktemp("real-run") / "run")))

@@ -80,7 +80,7 @@ def test_no_import_cycle_in_the_package():
 # imports only modules of its own layer or of layers before it.
 LAYERS = ("pipeline.errors", "pipeline._files", "pipeline.config", "pipeline.data", "pipeline.backbones",
           "pipeline.features", "pipeline.heads", "pipeline.runs", "pipeline.compare", "pipeline.finetune",
-          "pipeline.predict", "pipeline.workflow", "pipeline.cli", "pipeline")
+          "pipeline.predict", "pipeline.export", "pipeline.workflow", "pipeline.cli", "pipeline")
 
 
 def _layer(module: str) -> int:

@@ -8,7 +8,8 @@ import pytest
 from pipeline.features import FeatureCache
 from pipeline.cli import main
 from pipeline.errors import ConfigError, RunError
-from pipeline.predict import export, predict
+from pipeline.export import keras_files
+from pipeline.predict import predict
 from pipeline.runs import load_model, read_manifest
 
 
@@ -46,22 +47,20 @@ def test_unreadable_images_are_reported_not_fatal(stage2_run, tmp_path):
     assert csv_text[0] == "path,class,p_cats,p_dogs,error" and len(csv_text) == 3
 
 
-def test_the_dense_head_exports_as_one_pixels_in_model(stage2_run, tmp_path):
+@pytest.mark.parametrize("model", ["dense", "logreg"])
+def test_predict_export_writes_one_pixels_in_model(stage2_run, tmp_path, model):
     import keras
 
     cache, validation = _validation(stage2_run)
     files = [cache.data_root + "/" + p for p in validation.paths[:4]]
-    paths = export(stage2_run, "dense", tmp_path / "export")
+    paths = keras_files(stage2_run, model, tmp_path / "export")
     composed = keras.models.load_model(paths["keras"])
-    assert (tmp_path / "export" / "dense_savedmodel" / "saved_model.pb").is_file()
+    assert (tmp_path / "export" / f"{model}_savedmodel" / "saved_model.pb").is_file()
     from pipeline.data.decode import Decoding, load_image
 
     pixels = np.stack([load_image(f, Decoding(32)).numpy() for f in files])
-    p = composed.predict(pixels, verbose=0)[:, 0]
-    expected = load_model(stage2_run, "dense").predict_proba(validation.features[:4])[:, 1]
-    np.testing.assert_allclose(p, expected, atol=1e-5)
-    with pytest.raises(ConfigError, match=r"`--export` needs a Keras model \(dense or finetuned\); logreg is"):
-        export(stage2_run, "logreg", tmp_path / "x")
+    expected = load_model(stage2_run, model).predict_proba(validation.features[:4])
+    np.testing.assert_allclose(composed.predict(pixels, verbose=0), expected, atol=1e-5)
 
 
 def test_predict_command_and_its_errors(stage2_run, tmp_path, capsys):

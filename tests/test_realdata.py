@@ -8,13 +8,6 @@ from pipeline import ExtractConfig, extract_features
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
-@pytest.fixture(scope="session")
-def real_cache(shared_dir, imagenet_mobilenet, tmp_path_factory):
-    config = ExtractConfig(backbone="mobilenet", alpha=0.25, image_size=224,
-                           cache_dir=str(tmp_path_factory.mktemp("real-cache")))
-    return extract_features(shared_dir / "data" / "cats_and_dogs_filtered", config)
-
-
 def test_real_features_have_the_expected_rows_and_labels(real_cache):
     assert real_cache.splits == {"train": 2000, "validation": 1000}
     assert real_cache.feature_shape == (256,)
@@ -59,13 +52,6 @@ def test_openvino_and_keras_give_the_same_features_of_real_photos(real_cache, sh
         got = ours.features[[rows[p] for p in theirs.paths]]
         scale = np.abs(theirs.features).max()
         assert np.abs(got - theirs.features).max() <= 1e-4 * scale, split
-
-
-@pytest.fixture(scope="session")
-def real_run(real_cache, tmp_path_factory):
-    from pipeline import CompareConfig, compare
-
-    return compare(real_cache.path, CompareConfig(out=str(tmp_path_factory.mktemp("real-run") / "run")))
 
 
 def test_classifiers_on_real_features_reach_the_known_accuracy(real_run):

@@ -313,7 +313,8 @@ def add_predict(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from ..predict import export, predict
+    from ..export import keras_files
+    from ..predict import predict
 
     result = predict(args.run, args.paths, args.model, args.batch_size, args.weights, args.engine)
     text = json.dumps(result.to_dict(), indent=2) if args.json else result.to_csv()
@@ -324,7 +325,7 @@ def run_predict(args) -> int:
     else:
         print(text, end="" if text.endswith("\n") else "\n")
     if args.export:
-        for kind, path in export(args.run, result.model, args.export, args.weights).items():
+        for kind, path in keras_files(args.run, result.model, args.export, args.weights).items():
             print(f"exported {kind}: {path}", file=sys.stderr)
     return 0
 
@@ -367,3 +368,39 @@ def run_run(args) -> int:
     return 0
 
 
+
+
+def add_export(sub) -> None:
+    from ..export import FORMATS, QUANTIZE
+
+    p = sub.add_parser("export", help="write a model of a run as Keras, SavedModel, TFLite or OpenVINO, "
+                                      "checked against predict on validation images")
+    p.add_argument("--run", required=True)
+    p.add_argument("--model", default="best",
+                   help="best (the run's recommended model), dense, finetuned, logreg, linear_svm")
+    p.add_argument("--format", default="keras", choices=FORMATS)
+    p.add_argument("--quantize", default="none", choices=QUANTIZE,
+                   help="int8 (tflite): weights and activations, calibrated on training images")
+    p.add_argument("--out", default="export", help="folder of the exported files and export.json")
+    p.add_argument("--images", type=int, default=200, help="validation images the export is checked on")
+    p.add_argument("--data", help="the data folder, if it moved since stage 1")
+    p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_export(args) -> int:
+    from ..export import export
+
+    record = export(args.run, args.model, args.format, args.out, args.quantize, args.images, args.data,
+                    args.weights)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    check = record["check"]
+    change = check["accuracy"]["change"]
+    print(f"{Path(args.out) / record['file']}  ({record['bytes'] / 2**20:.1f} MiB, {record['format']}"
+          f"{', int8' if record['quantize'] == 'int8' else ''})")
+    print(f"checked on {check['images']} validation images: probabilities within "
+          f"{check['max_abs_difference']:.2g} of predict; accuracy {check['accuracy']['export']:.3f} "
+          f"({change:+.3f} against predict's)")
+    return 0

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_compare(sub)
     commands.add_finetune(sub)
     commands.add_predict(sub)
+    commands.add_export(sub)
     p = sub.add_parser("classifiers", help="list the classifiers and the parameters each searches")
     p.add_argument("--json", action="store_true")
     return parser
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {name: getattr(commands, f"run_{name}") for name in (
     "run", "extract", "inspect", "merge", "cache", "backbones", "compare", "classifiers", "finetune",
-    "predict")}
+    "predict", "export")}
 
 
 def main(argv: list[str] | None = None) -> int:

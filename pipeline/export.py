@@ -1,0 +1,356 @@
+"""Export a run's model where it will run: Keras, SavedModel, TFLite (float or int8), OpenVINO IR.
+
+Every format takes float32 pixels, 0-255, NHWC at the run's size, and
+returns probabilities over all the run's classes. The stage-2 classifier is
+composed with the backbone and its preprocessing; a scikit-learn classifier
+goes in when it is linear (logistic regression; the calibrated linear SVM,
+its folds' sigmoids and all), as the few Keras layers that compute exactly
+its ``predict_proba``. Before anything is written, the export runs on the
+run's validation images and is compared with ``predict``: the largest
+probability difference (and, for int8, the accuracy change) goes into
+``export.json`` and the output; a float export that differs by more than
+:data:`TOLERANCE` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ._files import atomic_write
+from .errors import ConfigError, RunError
+from .features.spec import spec_from_key
+from .features.view import FeatureCache
+from .predict import model_name, predict
+from .runs import load_model, read_manifest
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("keras", "savedmodel", "tflite", "openvino")
+QUANTIZE = ("none", "int8")
+TOLERANCE = 2e-3  # largest probability difference a float export may show against predict
+FILE_OF = {"keras": "{name}.keras", "savedmodel": "{name}_savedmodel", "tflite": "{name}{suffix}.tflite",
+           "openvino": "{name}.xml"}
+
+
+def pixels_model(run: str | os.PathLike, name: str, weights: str | None = None):
+    """One Keras model of a run's classifier: pixels in, probabilities over all classes out.
+
+    Raises:
+        ConfigError: the classifier is a non-linear scikit-learn model.
+    """
+    import keras
+
+    from . import backbones
+    from .finetune.rebuild import end_to_end
+
+    manifest = read_manifest(run)
+    entry = manifest["models"][name]
+    n_classes = len(manifest["classes"])
+    loaded = load_model(run, name)
+    if entry["format"] == "keras-model":
+        pixels = keras.Input(loaded.input_shape[1:], name="pixels")
+        return keras.Model(pixels, _all_classes(loaded(pixels), range(n_classes), n_classes), name=name)
+    key = manifest["cache"]["key"]
+    features = backbones.build(spec_from_key(key, weights), seed=key.get("seed") or 0)
+    if entry["format"] == "keras":
+        model = end_to_end(features, loaded.model_, f"{name}_end_to_end")
+        classes = loaded.classes_ if getattr(loaded, "classes_", None) is not None else range(n_classes)
+        pixels = keras.Input(model.input_shape[1:], name="pixels")
+        return keras.Model(pixels, _all_classes(model(pixels), classes, n_classes), name=name)
+    pixels = keras.Input(features.input_shape[1:], name="pixels")
+    return keras.Model(pixels, linear_head(loaded, name, n_classes)(features(pixels)), name=name)
+
+
+def _all_classes(proba, classes, n_classes: int):
+    """A single sigmoid unit as two columns, and a model's columns placed among all classes."""
+    import keras
+
+    if proba.shape[-1] == 1:
+        proba = keras.ops.concatenate([1.0 - proba, proba], axis=-1)
+    classes = [int(c) for c in classes]
+    if classes == list(range(n_classes)):
+        return proba
+    place = np.zeros((len(classes), n_classes), "float32")
+    place[np.arange(len(classes)), classes] = 1.0
+    return keras.ops.matmul(proba, place)
+
+
+def linear_head(estimator, name: str, n_classes: int):
+    """A function of Keras tensors computing a linear scikit-learn pipeline's ``predict_proba``.
+
+    Standardisation is folded into the first layer's weights.
+
+    Raises:
+        ConfigError: the model is not (vectorise, [standardise], linear classifier).
+    """
+    import keras
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    steps = dict(estimator.steps) if isinstance(estimator, Pipeline) else {}
+    clf = steps.get("clf")
+    calibrated = isinstance(clf, CalibratedClassifierCV) and clf.method == "sigmoid" and all(
+        isinstance(c.estimator, (LinearSVC, LogisticRegression)) for c in clf.calibrated_classifiers_)
+    scale = steps.get("scale")
+    if not (isinstance(clf, LogisticRegression) or calibrated) or \
+            set(steps) - {"vectorize", "scale", "clf"} or (scale and not isinstance(scale, StandardScaler)):
+        raise ConfigError(
+            f"{name} ({type(clf or estimator).__name__}) is not a linear classifier, so it has no exact "
+            "form as network layers and cannot be exported. Fix: export logreg, linear_svm, dense or "
+            "finetuned, or load its joblib file with pipeline.runs.load_model in Python.")
+    mean = scale.mean_ if scale is not None and scale.with_mean else 0.0
+    std = scale.scale_ if scale is not None and scale.with_std else 1.0
+
+    def dense(coef, intercept, activation, label):
+        """x @ coef.T + intercept on standardised x, as one Dense layer on raw x."""
+        w = (np.asarray(coef, "float64") / std).T
+        b = np.asarray(intercept, "float64") - np.asarray(mean * np.ones(w.shape[0])) @ w
+        layer = keras.layers.Dense(w.shape[1], activation=activation, name=label)
+        layer.build((None, w.shape[0]))
+        layer.set_weights([w.astype("float32"), b.astype("float32")])
+        return layer
+
+    spatial = steps["vectorize"].spatial
+
+    def head(features):
+        x = features
+        if len(x.shape) == 4:
+            x = {"flatten": keras.layers.Flatten, "avg": keras.layers.GlobalAveragePooling2D,
+                 "max": keras.layers.GlobalMaxPooling2D}[spatial](name="vectorize")(x)
+        if isinstance(clf, LogisticRegression):
+            coef, intercept = clf.coef_, clf.intercept_
+            if len(coef) == 1:  # binary: softmax([-z/2, z/2]) is [1 - sigmoid(z), sigmoid(z)]
+                # (not [0, z]: an all-zero channel quantizes with scale 0, which LiteRT crashes on)
+                coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]
+            return _all_classes(dense(coef, intercept, "softmax", "logistic")(x), clf.classes_, n_classes)
+        folds = clf.calibrated_classifiers_
+        per_fold = []
+        for i, fold in enumerate(folds):
+            # sklearn's sigmoid calibration: 1 / (1 + exp(a * decision + b)), per class.
+            a = np.array([c.a_ for c in fold.calibrators])
+            b = np.array([c.b_ for c in fold.calibrators])
+            coef, intercept = fold.estimator.coef_, fold.estimator.intercept_
+            p = dense(-a[:, None] * coef, -(a * intercept + b), "sigmoid", f"calibrated_{i}")(x)
+            if p.shape[-1] == 1:
+                p = keras.ops.concatenate([1.0 - p, p], axis=-1)
+            else:
+                p = p / keras.ops.sum(p, axis=-1, keepdims=True)
+            per_fold.append(p)
+        mean_p = per_fold[0] if len(per_fold) == 1 else keras.ops.mean(keras.ops.stack(per_fold), axis=0)
+        return _all_classes(mean_p, clf.classes_, n_classes)
+
+    return head
+
+
+def keras_files(run: str | os.PathLike, model: str, out: str | os.PathLike,
+                weights: str | None = None) -> dict[str, str]:
+    """``predict --export``: the pixels-in model as ``.keras`` and a SavedModel, unchecked."""
+    run, out = Path(run), Path(out)
+    name = model_name(run, read_manifest(run), model)
+    network = pixels_model(run, name, weights)
+    out.mkdir(parents=True, exist_ok=True)
+    keras_path, saved_model = out / f"{name}.keras", out / f"{name}_savedmodel"
+    network.save(keras_path)
+    network.export(str(saved_model), verbose=False)
+    return {"keras": str(keras_path), "saved_model": str(saved_model)}
+
+
+def _check_images(run: Path, manifest: dict, split: str, n: int, data: str | None):
+    """Up to ``n`` images of a split, evenly spread: (absolute paths, labels)."""
+    cache = FeatureCache(manifest["cache"]["path"])
+    total = cache.counts.get(split, 0)
+    if total == 0:
+        raise RunError(f"The run's cache has no {split} images to check the export on. Fix: "
+                       "extract with a validation split.")
+    rows = np.unique(np.linspace(0, total - 1, min(n, total)).astype(int))
+    taken = cache.take(split, rows)
+    root = Path(data or cache.data_root)
+    paths = [str(root / p) for p in taken.paths]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise RunError(f"{len(missing)} of the {split} images are not where stage 1 read them "
+                       f"(first: {missing[0]}). Fix: pass the data folder with `--data`.")
+    return paths, np.asarray(taken.labels)
+
+
+def _pixels(paths: list[str], key: dict, size: int) -> np.ndarray:
+    import tensorflow as tf
+
+    from .data.decode import Decoding, load_image
+
+    decoding = Decoding.of_view(key, size)
+    return tf.stack([load_image(p, decoding) for p in paths]).numpy()
+
+
+def _write(model, fmt: str, target: Path, quantize: str, representative: np.ndarray | None) -> None:
+    if fmt == "keras":
+        model.save(target)
+    elif fmt == "savedmodel":
+        model.export(str(target), verbose=False)
+    elif fmt == "openvino":
+        import warnings
+
+        import openvino as ov
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # OpenVINO traces with a tuple input
+            converted = ov.convert_model(model)
+        ov.save_model(converted, target, compress_to_fp16=False)
+    else:
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory() as staging:
+            model.export(staging, verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(staging)
+            if quantize == "int8":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = lambda: ([row[None]] for row in representative)
+            target.write_bytes(converter.convert())
+
+
+def _run(fmt: str, target: Path, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    """The written export's probabilities, through its own runtime."""
+    if fmt == "keras":
+        import keras
+
+        loaded = keras.saving.load_model(target)
+        return np.asarray(loaded.predict(pixels, batch_size=batch, verbose=0))
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(target))  # held: its functions need its variables alive
+        return np.concatenate([loaded.serve(tf.constant(pixels[i:i + batch])).numpy()
+                               for i in range(0, len(pixels), batch)])
+    if fmt == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(target), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return np.concatenate([compiled(pixels[i:i + batch])[0] for i in range(0, len(pixels), batch)])
+    return _litert(target, pixels)
+
+
+# The LiteRT check runs in a child process: a model the runtime cannot
+# execute may abort it (a C++ assertion), which must not take the command down.
+_LITERT = """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+pixels = np.load(sys.argv[2])
+interpreter = Interpreter(model_path=sys.argv[1])
+index = interpreter.get_input_details()[0]["index"]
+interpreter.resize_tensor_input(index, list(pixels.shape))
+interpreter.allocate_tensors()
+interpreter.set_tensor(index, pixels)
+interpreter.invoke()
+np.save(sys.argv[3], interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+"""
+
+
+def _litert(target: Path, pixels: np.ndarray) -> np.ndarray:
+    import subprocess
+    import sys
+
+    folder = target.parent
+    np.save(folder / "check-pixels.npy", pixels.astype("float32"))
+    done = subprocess.run([sys.executable, "-c", _LITERT, str(target), str(folder / "check-pixels.npy"),
+                           str(folder / "check-out.npy")], capture_output=True, text=True)
+    try:
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise RunError(f"The LiteRT interpreter could not run the exported {target.name} ({last}); "
+                           "nothing was written.")
+        return np.load(folder / "check-out.npy")
+    finally:
+        for name in ("check-pixels.npy", "check-out.npy"):
+            (folder / name).unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    extra = path.with_suffix(".bin")  # OpenVINO's weights beside its .xml
+    return path.stat().st_size + (extra.stat().st_size if path.suffix == ".xml" and extra.is_file() else 0)
+
+
+def export(run: str | os.PathLike, model: str = "best", fmt: str = "keras", out: str | os.PathLike = "export",
+           quantize: str = "none", images: int = 200, data: str | None = None,
+           weights: str | None = None, representative: int = 200) -> dict:
+    """Write one model of a run in one format, checked against ``predict`` first.
+
+    Args:
+        images: validation images the export is checked on.
+        data: the data folder, when it moved since stage 1.
+        representative: training images that calibrate int8 quantization.
+
+    Returns:
+        What ``export.json`` records for this format.
+
+    Raises:
+        ConfigError: an unknown format, int8 outside TFLite, or a
+            classifier that cannot be exported.
+        RunError: the export differs from ``predict`` by more than
+            :data:`TOLERANCE` (float formats), or the check images are missing.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"`--format` must be one of {', '.join(FORMATS)}. Got {fmt!r}.")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"`--quantize` must be one of {', '.join(QUANTIZE)}. Got {quantize!r}.")
+    if quantize == "int8" and fmt != "tflite":
+        raise ConfigError(f"`--quantize int8` applies to `--format tflite`. Got `--format {fmt}`. "
+                          "Fix: export tflite, or drop `--quantize`.")
+    run, out = Path(run), Path(out)
+    manifest = read_manifest(run)
+    name = model_name(run, manifest, model)
+    key = manifest["cache"]["key"]
+    network = pixels_model(run, name, weights)
+    size = network.input_shape[1]
+    paths, labels = _check_images(run, manifest, "validation", images, data)
+    pixels = _pixels(paths, key, size)
+    reference = predict(run, paths, name, weights=weights)
+    by_path = {row["path"]: row for row in reference.rows}
+    expected = np.array([[by_path[p]["probabilities"][c] for c in manifest["classes"]] for p in paths])
+    calibration = None
+    if quantize == "int8":
+        train, _ = _check_images(run, manifest, "train", representative, data)
+        calibration = _pixels(train, key, size)
+    out.mkdir(parents=True, exist_ok=True)
+    file_name = FILE_OF[fmt].format(name=name, suffix="_int8" if quantize == "int8" else "")
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staging:
+        target = Path(staging) / file_name
+        _write(network, fmt, target, quantize, calibration)
+        got = _run(fmt, target, pixels)
+        worst = float(np.abs(got - expected).max())
+        accuracy = {"predict": float((expected.argmax(1) == labels).mean()),
+                    "export": float((got.argmax(1) == labels).mean())}
+        accuracy["change"] = accuracy["export"] - accuracy["predict"]
+        if quantize == "none" and worst > TOLERANCE:
+            raise RunError(f"The {fmt} export of {name} differs from predict by up to {worst:.3g} in "
+                           f"probability on {len(paths)} validation images (tolerance {TOLERANCE:g}); "
+                           "nothing was written.")
+        record = {"model": name, "format": fmt, "quantize": quantize, "file": file_name,
+                  "bytes": _size(target),
+                  "input": f"float32 pixels 0-255, shape [n, {size}, {size}, 3]",
+                  "output": {"probabilities over": manifest["classes"]},
+                  "check": {"images": len(paths), "max_abs_difference": worst, "tolerance":
+                            None if quantize == "int8" else TOLERANCE, "accuracy": accuracy}}
+        for item in Path(staging).iterdir():
+            final = out / item.name
+            if final.is_dir():
+                shutil.rmtree(final)
+            item.replace(final)
+    listing = out / "export.json"
+    done = json.loads(listing.read_text()) if listing.is_file() else {}
+    done[file_name] = record
+    atomic_write(listing, json.dumps(done, indent=2).encode())
+    log.info("exported %s as %s: %s", name, fmt, out / file_name)
+    return record

@@ -1,0 +1,136 @@
+"""Export: every format takes pixels and gives the probabilities predict gives."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError, RunError
+from pipeline.export import TOLERANCE, export, linear_head
+from pipeline.heads.registry import configure, get_classifier
+
+from conftest import blobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fitted(name: str, X, y, spatial="flatten"):
+    estimator, _ = configure(get_classifier(name), 0, {}, None, spatial)
+    return estimator.fit(X, y)
+
+
+@pytest.mark.parametrize("name, n_classes", [("logreg", 2), ("logreg", 3), ("linear_svm", 2),
+                                              ("linear_svm", 3)])
+def test_linear_classifiers_become_layers_with_the_same_probabilities(name, n_classes):
+    import keras
+
+    X, y = blobs(30, n_classes=n_classes, dim=12, seed=1)
+    X = X * np.linspace(0.1, 5, 12) + 3  # unequal scales and a mean: standardisation must fold in
+    estimator = _fitted(name, X, y)
+    features = keras.Input((12,))
+    model = keras.Model(features, linear_head(estimator, name, n_classes)(features))
+    np.testing.assert_allclose(model.predict(X, verbose=0), estimator.predict_proba(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("spatial", ["flatten", "avg", "max"])
+def test_spatial_features_are_vectorised_as_the_classifier_did(spatial):
+    import keras
+
+    X, y = blobs(30, n_classes=2, dim=2 * 2 * 3, seed=2)
+    maps = X.reshape(-1, 2, 2, 3)
+    estimator = _fitted("logreg", maps, y, spatial)
+    features = keras.Input((2, 2, 3))
+    model = keras.Model(features, linear_head(estimator, "logreg", 2)(features))
+    np.testing.assert_allclose(model.predict(maps, verbose=0), estimator.predict_proba(maps), atol=1e-5)
+
+
+def test_a_classifier_that_knows_fewer_classes_gives_zero_to_the_others():
+    import keras
+
+    X, y = blobs(30, n_classes=3, dim=8, seed=3)
+    keep = y != 1
+    estimator = _fitted("logreg", X[keep], y[keep])
+    features = keras.Input((8,))
+    got = keras.Model(features, linear_head(estimator, "logreg", 3)(features)).predict(X, verbose=0)
+    assert np.all(got[:, 1] == 0)
+    np.testing.assert_allclose(got[:, [0, 2]], estimator.predict_proba(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["knn", "hist_gbdt"])
+def test_a_non_linear_classifier_is_refused_with_its_reason(name):
+    X, y = blobs(20, dim=4)
+    with pytest.raises(ConfigError) as err:
+        linear_head(_fitted(name, X, y), name, 2)
+    assert str(err.value).startswith(f"{name} (")
+    assert "is not a linear classifier, so it has no exact form as network layers and cannot be " \
+           "exported. Fix: export logreg, linear_svm, dense or finetuned" in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(fmt="onnx"), "`--format` must be one of keras, savedmodel, tflite, openvino. Got 'onnx'."),
+    (dict(fmt="openvino", quantize="int8"), "`--quantize int8` applies to `--format tflite`. Got "
+                                            "`--format openvino`."),
+    (dict(quantize="int4"), "`--quantize` must be one of none, int8. Got 'int4'."),
+])
+def test_export_settings_that_do_not_fit_say_so(stage2_run, tmp_path, kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        export(stage2_run, "dense", out=tmp_path / "out", **kwargs)
+    assert message in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_export_that_differs_from_predict_is_not_written(stage2_run, tmp_path, monkeypatch):
+    import pipeline.export as module
+
+    monkeypatch.setattr(module, "TOLERANCE", -1.0)  # any difference at all is too much
+    with pytest.raises(RunError, match=r"The keras export of dense differs from predict by up to .* "
+                                       r"nothing was written\."):
+        export(stage2_run, "dense", "keras", tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+# On the real photos, with the real ImageNet MobileNet.
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("model, fmt", [("dense", "keras"), ("dense", "savedmodel"), ("dense", "tflite"),
+                                        ("dense", "openvino"), ("logreg", "tflite"),
+                                        ("linear_svm", "openvino")])
+def test_every_format_reproduces_predict_on_real_photos(real_run, tmp_path, model, fmt):
+    record = export(real_run.run_dir, model, fmt, tmp_path / "out", images=100)
+    check = record["check"]
+    assert check["images"] == 100 and check["max_abs_difference"] <= TOLERANCE
+    assert check["accuracy"]["change"] == 0.0 and check["accuracy"]["export"] > 0.9
+    assert (tmp_path / "out" / record["file"]).exists() and record["bytes"] > 100_000
+    assert json.loads((tmp_path / "out" / "export.json").read_text())[record["file"]] == record
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_int8_tflite_reports_its_accuracy_change(real_run, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "export", "--run",
+                           str(real_run.run_dir), "--model", "dense", "--format", "tflite", "--quantize",
+                           "int8", "--out", str(tmp_path / "out"), "--images", "100", "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout)
+    float_size = 4 * 260_000  # MobileNet 0.25's weights and the head's, in float32
+    assert record["file"] == "dense_int8.tflite" and record["bytes"] < float_size / 2
+    accuracy = record["check"]["accuracy"]
+    assert accuracy["change"] == pytest.approx(accuracy["export"] - accuracy["predict"])
+    assert abs(accuracy["change"]) <= 0.05, "int8 may move probabilities, not the classes much"
+    assert record["check"]["tolerance"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_export_command_refuses_a_non_linear_classifier(real_run, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "export", "--run",
+                           str(real_run.run_dir), "--model", "knn", "--format", "tflite",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: knn (KNeighborsClassifier) is not a linear classifier")
