@@ -55,8 +55,10 @@ def pixels_model(run: str | os.PathLike, name: str, weights: str | None = None):
     n_classes = len(manifest["classes"])
     loaded = load_model(run, name)
     if entry["format"] == "keras-model":
-        pixels = keras.Input(loaded.input_shape[1:], name="pixels")
-        return keras.Model(pixels, _all_classes(loaded(pixels), range(n_classes), n_classes), name=name)
+        # Stage 3's model augments its input while training; its core does not.
+        core = loaded.get_layer("core") if "core" in [layer.name for layer in loaded.layers] else loaded
+        pixels = keras.Input(core.input_shape[1:], name="pixels")
+        return keras.Model(pixels, _all_classes(core(pixels), range(n_classes), n_classes), name=name)
     key = manifest["cache"]["key"]
     features = backbones.build(spec_from_key(key, weights), seed=key.get("seed") or 0)
     if entry["format"] == "keras":

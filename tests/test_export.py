@@ -92,6 +92,14 @@ def test_an_export_that_differs_from_predict_is_not_written(stage2_run, tmp_path
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
 
 
+def test_a_fine_tuned_model_exports_without_its_augmentation(run, tmp_path):
+    from pipeline import FinetuneConfig, finetune
+
+    finetune(run, FinetuneConfig(epochs=1, unfreeze_top=2, handoff_samples=4, augment="flip,rotate=0.2"))
+    record = export(run, "finetuned", "tflite", tmp_path / "out")  # random ops have no TFLite kernels
+    assert record["check"]["max_abs_difference"] <= TOLERANCE
+
+
 # On the real photos, with the real ImageNet MobileNet.
 
 @pytest.mark.slow

@@ -44,7 +44,6 @@ FAMILIES = {
     "ResNetBackbone": "map",
     "EfficientNetBackbone": "map",
     "DenseNetBackbone": "map",
-    "MobileNetBackbone": "map",
 }
 POOLINGS_OF = {"map": MAP_POOLINGS, "tokens": TOKEN_POOLINGS, "tower": TOWER_POOLINGS}
 FEATURES = {"map": "pooled feature map", "tokens": "class token (cls) or mean of patch tokens (avg)",

@@ -21,6 +21,8 @@ def _families():
                    lambda: layers.DINOV3ImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0), 16),
         "vit": (lambda: models.ViTBackbone(image_shape=shape, patch_size=8, mlp_dim=32, **vit),
                 lambda: layers.ViTImageConverter(image_size=(SIZE, SIZE), scale=1 / 127.5, offset=-1), 16),
+        "deit": (lambda: models.DeiTBackbone(image_shape=shape, patch_size=8, intermediate_dim=32, **vit),
+                 lambda: layers.DeiTImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0), 16),
         "siglip": (lambda: models.SigLIPBackbone(
             SigLIPVisionEncoder(patch_size=8, intermediate_dim=32, image_shape=shape, **vit),
             SigLIPTextEncoder(vocabulary_size=20, embedding_dim=16, intermediate_dim=32,
@@ -31,6 +33,8 @@ def _families():
             input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
             stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block"),
                    lambda: layers.ResNetImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0), 32),
+        "densenet": (lambda: models.DenseNetBackbone(stackwise_num_repeats=[1, 1], growth_rate=8),
+                     lambda: layers.DenseNetImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0), 44),
         "efficientnet": (lambda: models.EfficientNetBackbone(
             stackwise_width_coefficients=[1.0, 1.0], stackwise_depth_coefficients=[1.0, 1.0],
             stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 1], stackwise_input_filters=[8, 8],
@@ -42,7 +46,7 @@ def _families():
     }
 
 
-FAMILIES = ("dinov2", "dinov3", "vit", "siglip", "resnet", "efficientnet")
+FAMILIES = ("dinov2", "dinov3", "vit", "deit", "siglip", "resnet", "densenet", "efficientnet")
 
 
 def write_preset(folder: Path, family: str, seed: int = 0) -> int:

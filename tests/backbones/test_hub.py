@@ -18,7 +18,7 @@ from conftest import make_dataset  # noqa: E402
 from hub_presets import FAMILIES, SIZE, write_preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN_FAMILIES = ("dinov2", "dinov3", "vit")
+TOKEN_FAMILIES = ("dinov2", "dinov3", "vit", "deit")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def test_each_family_extracts_features_of_its_stated_shape(family, presets, tmp_
     config = ExtractConfig(backbone=f"hub:{folder}", cache_dir=str(tmp_path / "cache"))
     view = FeatureCache(extract_features(tiny_data, config, progress=False).path)
     assert view.key["image_size"] == SIZE, "the converter's size is the default"
-    assert view.key["pooling"] == {"siglip": "pooled", "resnet": "avg", "efficientnet": "avg"}.get(
-        family, "cls")
+    assert view.key["pooling"] == {"siglip": "pooled", "resnet": "avg", "densenet": "avg",
+                                    "efficientnet": "avg"}.get(family, "cls")
     assert "ImageConverter: x * " in view.key["preprocessing"]
     assert view.key["weights"].startswith("sha256:")
     train = view.load("train")
