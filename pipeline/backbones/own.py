@@ -11,12 +11,15 @@ backbone's ``preprocess_input`` named by ``--preprocess``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._files import sha256_file
 from ..errors import ConfigError, WeightsError, first_line
 from .registry import MAP_POOLINGS, BackboneSpec, check_pooling, get_backbone
+
+log = logging.getLogger(__name__)
 
 PREFIX = "file:"
 MODEL_SUFFIXES = (".keras",)
@@ -151,6 +154,8 @@ def resolve(name: str, image_size: int | None, pooling: str | None, alpha: float
         names = [item.name for item in model.layers]
         if layer is None:
             layer = _default_layer(model)
+            log.info("features of %s: the output of layer %s, which feeds its last layer %s "
+                     "(`--layer` picks another)", path.name, layer, model.layers[-1].name)
         if layer not in names:
             import difflib
 

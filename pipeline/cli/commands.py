@@ -100,6 +100,9 @@ def run_inspect(args) -> int:
     for name in ("backbone", "alpha", "weights", "image_size", "pooling", "preprocessing",
                  "decode", "orientation", "dtype"):
         print(f"  {name:<14} {key.get(name, 'ignore' if name == 'orientation' else None)}")
+    for name in ("source", "layer"):  # an own model's, or a preset folder's
+        if key.get(name):
+            print(f"  {name:<14} {key[name]}")
     print(f"  {'classes':<14} {', '.join(summary['classes'])}")
     print(f"  {'feature shape':<14} {tuple(summary['feature_shape'])}")
     for split, n in summary["splits"].items():

@@ -1,8 +1,6 @@
 """KerasHub presets as backbones, built offline from tiny random presets."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,6 @@ from pipeline.errors import ConfigError, UnknownNameError, WeightsError  # noqa:
 from conftest import make_dataset  # noqa: E402
 from hub_presets import FAMILIES, SIZE, write_preset  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN_FAMILIES = ("dinov2", "dinov3", "vit", "deit")
 
 
@@ -73,17 +70,19 @@ def test_hub_settings_that_do_not_apply_are_refused(presets):
         backbones.resolve(f"hub:{folder.parent}")
 
 
-def test_the_backbones_command_lists_the_installed_presets():
-    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "backbones", "hub:dino*",
-                           "--json"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = {row["name"]: row for row in json.loads(done.stdout)}
+def test_the_backbones_command_lists_the_installed_presets(capsys):
+    from pipeline.cli import main
+
+    assert main(["backbones", "hub:dino*", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert {"hub:dinov2_small", "hub:dinov2_with_registers_base", "hub:dinov3_vit_small_lvd1689m"} <= set(rows)
     assert rows["hub:dinov2_small"]["pooling"] == ["cls", "avg"]
     assert rows["hub:dinov2_small"]["family"] == "DINOV2Backbone"
 
 
-def test_a_hub_backbone_runs_extract_compare_predict(presets, tmp_path):
+def test_a_hub_backbone_runs_extract_compare_predict(presets, tmp_path, capsys):
+    from pipeline.cli import main
+
     folder = presets["dinov2"][0]
     data = make_dataset(tmp_path / "data", splits=("train", "validation", "test"), per_class=8)
     cache = extract_features(data, ExtractConfig(backbone=f"hub:{folder}", cache_dir=str(tmp_path / "c")),
@@ -91,11 +90,10 @@ def test_a_hub_backbone_runs_extract_compare_predict(presets, tmp_path):
     result = compare(cache.path, CompareConfig(classifiers=("logreg", "dense"), out=str(tmp_path / "run"),
                                                params={"dense": {"epochs": [5], "units": [8]}}))
     assert {row["classifier"] for row in result.leaderboard} == {"logreg", "dense"}
-    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "predict", "--run",
-                           str(tmp_path / "run"), "--model", "logreg", str(data / "test"), "--json"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads(done.stdout)["predictions"]
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "run"), "--model", "logreg", str(data / "test"),
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["predictions"]
     assert len(rows) == 16
     # predict's features are stage 1's: the same classifier on the cached test rows agrees.
     from pipeline.runs import load_model

@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,6 @@ from pipeline.features.view import FeatureCache
 
 from conftest import make_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _classifier(seed: int = 0):
@@ -99,13 +96,19 @@ def test_own_model_settings_that_do_not_fit_say_so(model_file, kwargs, error, me
     assert message in str(err.value)
 
 
-def test_the_files_hash_is_its_identity_and_runs_go_through_it(tmp_path, model_file):
+def test_the_files_hash_is_its_identity_and_runs_go_through_it(tmp_path, model_file, capsys):
+    from pipeline.cli import main
+
     data = make_dataset(tmp_path / "data", splits=("train", "validation", "test"), per_class=8)
     config = ExtractConfig(backbone=str(model_file), cache_dir=str(tmp_path / "cache"))
     first = extract_features(data, config, progress=False)
     key = FeatureCache(first.path).key
     assert (key["backbone"], key["layer"], key["source"]) == ("file:mine.keras", "embed", str(model_file))
     assert first.feature_shape == (16,)
+    capsys.readouterr()
+    assert main(["inspect", str(first.path)]) == 0
+    shown = capsys.readouterr().out
+    assert "  layer          embed\n" in shown and f"  source         {model_file}\n" in shown
     retrained = tmp_path / "mine.keras"
     _classifier(seed=1).save(retrained)
     second = extract_features(data, ExtractConfig(backbone=str(retrained), cache_dir=str(tmp_path / "cache")),
@@ -119,8 +122,6 @@ def test_the_files_hash_is_its_identity_and_runs_go_through_it(tmp_path, model_f
     assert third.computed == 0 and third.reused == 48, "the same file elsewhere shares the rows"
 
     compare(first.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "run")))
-    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "predict", "--run",
-                           str(tmp_path / "run"), str(data / "test"), "--json"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert len(json.loads(done.stdout)["predictions"]) == 16
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "run"), str(data / "test"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["predictions"]) == 16

@@ -47,8 +47,9 @@ def test_backbones_listing(capsys):
     assert table["vgg16"]["features_none"] == [7, 7, 512]
     assert table["inception_v3"]["default_size"] == 299
     assert main(["backbones", "vgg*"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [l.split()[0] for l in lines[1:]] == ["vgg16", "vgg19"]
+    rows, hint = capsys.readouterr().out.split("\n\n")
+    assert [l.split()[0] for l in rows.splitlines()[1:]] == ["vgg16", "vgg19"]
+    assert hint.startswith("KerasHub presets (DINOv2, DINOv3, SigLIP, ViT, ...): `backbones 'hub:*'`")
 
 
 @pytest.mark.parametrize("args, message", [
