@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._files import sha256_file
-from ..errors import ConfigError, WeightsError, first_line
-from .registry import MAP_POOLINGS, BackboneSpec, check_pooling, get_backbone
+from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
+from .registry import BACKBONES, MAP_POOLINGS, BackboneSpec, check_pooling, get_backbone
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,9 @@ def resolve(name: str, image_size: int | None, pooling: str | None, alpha: float
     if str(weights).lower() != "imagenet":
         raise WeightsError(f"Your own model {path.name} carries its weights; `--weights` does not "
                            f"apply to it. Got {weights!r}. Fix: drop `--weights`.")
-    if preprocess is not None:
-        get_backbone(preprocess)  # an unknown name says which exist
+    if preprocess is not None and preprocess not in BACKBONES:
+        raise UnknownNameError(f"`--preprocess` names the registry backbone whose preprocess_input "
+                               f"to apply: one of {', '.join(BACKBONES)}. Got {preprocess!r}.")
     backbone = ModelFile(str(path.resolve()), preprocess)
     model = _load(backbone.path)
     if backbone.saved_model:

@@ -119,7 +119,8 @@ def get_backbone(name: str) -> Backbone:
         return BACKBONES[name]
     except KeyError:
         raise UnknownNameError(
-            f"`--backbone` must be one of {', '.join(BACKBONES)}. Got {name!r}."
+            f"`--backbone` must be one of {', '.join(BACKBONES)}; or hub:<KerasHub preset>, or a "
+            f".keras file or SavedModel folder of your own. Got {name!r}."
         ) from None
 
 

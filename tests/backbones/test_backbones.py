@@ -39,7 +39,8 @@ def test_unknown_backbone_lists_the_valid_ones():
     with pytest.raises(UnknownNameError) as err:
         backbones.resolve("vgg61")
     assert str(err.value).startswith("`--backbone` must be one of mobilenet, mobilenet_v2,")
-    assert "Got 'vgg61'." in str(err.value)
+    assert "; or hub:<KerasHub preset>, or a .keras file or SavedModel folder of your own. Got 'vgg61'." \
+        in str(err.value)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import CompareConfig, ExtractConfig, backbones, compare, extract_features
-from pipeline.errors import ConfigError, WeightsError
+from pipeline.errors import ConfigError, UnknownNameError, WeightsError
 from pipeline.features.view import FeatureCache
 
 from conftest import make_dataset
@@ -88,7 +88,8 @@ def test_a_saved_model_gives_its_signature_output(tmp_path, model_file):
     (dict(pooling="cls"), ConfigError, "`--pooling cls` does not apply to layer embed of mine.keras, "
                                        "which takes none"),
     (dict(weights="none"), WeightsError, "carries its weights; `--weights` does not apply"),
-    (dict(preprocess="mobilenet_v9"), Exception, "`--backbone` must be one of"),
+    (dict(preprocess="mobilenet_v9"), UnknownNameError, "`--preprocess` names the registry backbone whose "
+                                                        "preprocess_input to apply: one of mobilenet,"),
 ])
 def test_own_model_settings_that_do_not_fit_say_so(model_file, kwargs, error, message):
     with pytest.raises(error) as err:

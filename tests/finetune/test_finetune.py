@@ -8,6 +8,7 @@ import pytest
 from pipeline import CompareConfig, compare
 from pipeline.config import FinetuneConfig
 from pipeline.errors import ConfigError, RunError
+from pipeline.export import TOLERANCE, export
 from pipeline.finetune import finetune
 from pipeline.finetune.rebuild import open_source, rebuild, unfreeze
 from pipeline.predict import predict
@@ -33,6 +34,9 @@ def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run):
     images = str(open_source(run, check_images=False).root / "test")
     predicted = predict(run, [images], model="finetuned")
     assert len(predicted.rows) == 16 and predicted.model == "finetuned"
+    # Exported, it is its core: training-time augmentation (random ops without TFLite kernels) is left out.
+    record = export(run, "finetuned", "tflite", run / "export")
+    assert record["check"]["max_abs_difference"] <= TOLERANCE
 
 
 def test_a_wrong_preprocessing_fails_the_hand_off_and_says_so(run):
