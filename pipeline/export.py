@@ -132,12 +132,11 @@ def linear_head(estimator, name: str, n_classes: int):
         if isinstance(clf, LogisticRegression):
             coef, intercept = clf.coef_, clf.intercept_
             if len(coef) == 1:  # binary: softmax([-z/2, z/2]) is [1 - sigmoid(z), sigmoid(z)]
-                # (not [0, z]: an all-zero channel quantizes with scale 0, which LiteRT crashes on)
                 coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]
             return _all_classes(dense(coef, intercept, "softmax", "logistic")(x), clf.classes_, n_classes)
         folds = clf.calibrated_classifiers_
         per_fold = []
-        for i, fold in enumerate(folds):
+        for i, fold in enumerate(folds):  # stratified folds: each saw every class (sklearn checks)
             # sklearn's sigmoid calibration: 1 / (1 + exp(a * decision + b)), per class.
             a = np.array([c.a_ for c in fold.calibrators])
             b = np.array([c.b_ for c in fold.calibrators])
