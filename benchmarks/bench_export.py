@@ -119,7 +119,7 @@ def main() -> None:
     from pipeline.runs import read_manifest
 
     manifest = read_manifest(run)
-    paths, _ = _check_images(run, manifest, "validation", args.images, None)
+    paths, _ = _check_images(manifest, "validation", args.images, None)
     size = manifest["cache"]["key"]["image_size"]
     pixels = _pixels(paths, manifest["cache"]["key"], size).astype("float32")
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(

@@ -166,7 +166,7 @@ def keras_files(run: str | os.PathLike, model: str, out: str | os.PathLike,
     return {"keras": str(keras_path), "saved_model": str(saved_model)}
 
 
-def _check_images(run: Path, manifest: dict, split: str, n: int, data: str | None):
+def _check_images(manifest: dict, split: str, n: int, data: str | None):
     """Up to ``n`` images of a split, evenly spread: (absolute paths, labels)."""
     cache = FeatureCache(manifest["cache"]["path"])
     total = cache.counts.get(split, 0)
@@ -315,14 +315,14 @@ def export(run: str | os.PathLike, model: str = "best", fmt: str = "keras", out:
     key = manifest["cache"]["key"]
     network = pixels_model(run, name, weights)
     size = network.input_shape[1]
-    paths, labels = _check_images(run, manifest, "validation", images, data)
+    paths, labels = _check_images(manifest, "validation", images, data)
     pixels = _pixels(paths, key, size)
     reference = predict(run, paths, name, weights=weights)
     by_path = {row["path"]: row for row in reference.rows}
     expected = np.array([[by_path[p]["probabilities"][c] for c in manifest["classes"]] for p in paths])
     calibration = None
     if quantize == "int8":
-        train, _ = _check_images(run, manifest, "train", representative, data)
+        train, _ = _check_images(manifest, "train", representative, data)
         calibration = _pixels(train, key, size)
     out.mkdir(parents=True, exist_ok=True)
     file_name = FILE_OF[fmt].format(name=name, suffix="_int8" if quantize == "int8" else "")

@@ -3,78 +3,24 @@
 from __future__ import annotations
 
 import logging
-import random
-import threading
-from contextlib import contextmanager
 
-from ..errors import WeightsError, first_line
-from .registry import BackboneSpec, keras_models_dir
+from .registry import BackboneSpec
 
 log = logging.getLogger(__name__)
 
 
 def preprocess_fn(spec: BackboneSpec):
-    """The backbone's own ``preprocess_input`` (identity for in-model ones)."""
-    import keras
-
-    if hasattr(spec.backbone, "preprocess"):  # KerasHub presets and own models
-        return spec.backbone.preprocess(spec)
-
-    return getattr(keras.applications, spec.backbone.module).preprocess_input
+    """The backbone's own preprocessing (identity for in-model ones)."""
+    return spec.backbone.preprocess(spec)
 
 
 def build_base(spec: BackboneSpec, seed: int = 0):
-    """The ``keras.applications`` model itself, with its pooling, no top.
+    """The backbone itself, with its pooling, no top: preprocessed pixels in, features out.
 
     Raises:
-        WeightsError: the ImageNet weights cannot be obtained, or a weights
-            file does not fit the architecture.
+        WeightsError: the weights cannot be obtained, or do not fit.
     """
-    import keras
-
-    b = spec.backbone
-    if hasattr(b, "build_base"):  # KerasHub presets and own models
-        return b.build_base(spec, seed)
-    kwargs = dict(
-        include_top=False,
-        input_shape=(spec.image_size, spec.image_size, 3),
-        pooling=None if spec.pooling == "none" else spec.pooling,
-        weights=None if spec.weights == "none" else spec.weights,
-    )
-    if b.alphas:
-        kwargs["alpha"] = spec.alpha
-    constructor = getattr(keras.applications, b.constructor)
-    try:
-        if spec.weights == "none":
-            with _seeded(seed):
-                return constructor(**kwargs)
-        return constructor(**kwargs)
-    except Exception as exc:  # urllib, h5py and keras raise many types here
-        raise _weights_error(spec, exc) from exc
-
-
-_SEEDING = threading.Lock()
-
-
-@contextmanager
-def _seeded(seed: int):
-    """Random weights that depend on ``seed`` alone.
-
-    Keras draws each initializer's seed from Python's global ``random``,
-    which other threads of the process (a Dask worker's own) draw from too;
-    while the model is built, Keras draws from a private generator instead.
-    """
-    import keras
-    from keras.src.random import seed_generator
-
-    with _SEEDING:
-        keras.utils.set_random_seed(seed)
-        shared = seed_generator.python_random
-        seed_generator.python_random = random.Random(seed)
-        try:
-            yield
-        finally:
-            seed_generator.python_random = shared
+    return spec.backbone.build_base(spec, seed)
 
 
 def build(spec: BackboneSpec, seed: int = 0, base=None, preprocess=None, train_bn: bool = False):
@@ -102,8 +48,8 @@ def build(spec: BackboneSpec, seed: int = 0, base=None, preprocess=None, train_b
     # training=False keeps BatchNorm in inference mode (keras-io's advice for
     # feature extraction and fine-tuning alike).
     outputs = base(preprocess(inputs), training=None if train_bn else False)
-    slug = getattr(spec.backbone, "slug", spec.backbone.name)
-    return keras.Model(inputs, outputs, name=f"{slug}_features".replace("-", "_").replace(".", "_"))
+    return keras.Model(inputs, outputs, name=f"{spec.backbone.slug}_features".replace("-", "_")
+                       .replace(".", "_"))
 
 
 def gpu_strategy():
@@ -144,21 +90,3 @@ def compiled_forward(model, strategy=None):
             input_signature=signature)
     forward.get_concrete_function()
     return forward
-
-
-def _weights_error(spec: BackboneSpec, exc: Exception) -> WeightsError:
-    b = spec.backbone
-    what = f"{b.name}" + (f" (alpha {spec.alpha}, {spec.image_size} px)" if b.alphas else "")
-    if spec.weights == "imagenet":
-        models = keras_models_dir()
-        return WeightsError(
-            f"Could not obtain the ImageNet weights of {what}: they are not in "
-            f"the Keras cache {models} and downloading failed ({first_line(exc)}). "
-            "Fix: put the Keras weights file in that folder (or set KERAS_HOME), "
-            "pass `--weights PATH`, or `--weights none` for random weights."
-        )
-    return WeightsError(
-        f"The weights file {spec.weights} does not fit {what} with include_top="
-        f"False: {first_line(exc)}. Fix: pass the no-top weights file of this "
-        "exact architecture and width."
-    )

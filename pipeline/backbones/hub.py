@@ -79,6 +79,14 @@ class HubBackbone:
         return Path(self.preset).is_dir()
 
     @property
+    def source(self) -> str | None:
+        """A preset folder's ``hub:PATH``, to rebuild it later; a named preset needs none."""
+        return self.name if self.local else None
+
+    def extra_spec(self) -> dict:
+        return {}
+
+    @property
     def slug(self) -> str:
         """A file-name-safe name: the preset's, or its folder's."""
         return "hub-" + (Path(self.preset).name if self.local else self.preset)
@@ -113,7 +121,7 @@ class HubBackbone:
         """Normalised pixels in, the stated feature out."""
         import keras
 
-        from .build import _seeded
+        from .seeding import seeded
 
         keras_hub = _keras_hub()
         size = spec.image_size
@@ -122,7 +130,7 @@ class HubBackbone:
         sized = {"image_shape": (size, size, 3)} if self.kind == "tokens" else {}
         try:
             if spec.weights == "none":
-                with _seeded(seed):
+                with seeded(seed):
                     hub = keras_hub.models.Backbone.from_preset(self.preset, load_weights=False, **sized)
             else:
                 hub = keras_hub.models.Backbone.from_preset(self.preset, **sized)
@@ -235,5 +243,4 @@ def resolve(name: str, image_size: int | None, pooling: str | None, alpha: float
                            "weights as a preset folder, hub:PATH.")
     pooling = check_pooling(pooling, POOLINGS_OF[backbone.kind], name)
     size = backbone.default_size() if image_size is None else int(image_size)
-    return BackboneSpec(backbone, size, pooling, None, weights,
-                        source=backbone.name if backbone.local else None)
+    return BackboneSpec(backbone, size, pooling, None, weights)

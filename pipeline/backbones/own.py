@@ -32,9 +32,11 @@ def is_model_path(name: str) -> bool:
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A ``.keras`` file or a SavedModel folder, with the preprocessing to apply first."""
+    """A ``.keras`` file or a SavedModel folder, the layer (or signature output) cut at,
+    and the preprocessing to apply first."""
 
     path: str
+    layer: str
     preprocess_name: str | None = None
 
     @property
@@ -44,6 +46,13 @@ class ModelFile:
     @property
     def slug(self) -> str:
         return "file-" + Path(self.path).stem
+
+    @property
+    def source(self) -> str:
+        return self.path
+
+    def extra_spec(self) -> dict:
+        return {"layer": self.layer, "preprocess": self.preprocess_name}
 
     @property
     def saved_model(self) -> bool:
@@ -77,10 +86,10 @@ class ModelFile:
         if self.saved_model:
             pixels = keras.Input((size, size, 3), name="pixels")
             out = model(pixels)
-            out = out[spec.layer] if isinstance(out, dict) else out
+            out = out[self.layer] if isinstance(out, dict) else out
         else:
             pixels = model.inputs[0]
-            out = model.get_layer(spec.layer).output
+            out = model.get_layer(self.layer).output
         if len(out.shape) == 4 and spec.pooling != "none":
             pool = keras.layers.GlobalAveragePooling2D if spec.pooling == "avg" else \
                 keras.layers.GlobalMaxPooling2D
@@ -99,14 +108,6 @@ def _load(path: str):
     except Exception as exc:  # keras, h5py and TensorFlow raise many types here
         raise WeightsError(f"Could not load the model {path}: {first_line(exc)}. Fix: pass a "
                            "`.keras` file saved by model.save() or a SavedModel folder.") from exc
-
-
-def _signature_outputs(path: str) -> dict[str, tuple]:
-    """Output name -> shape, of a SavedModel's serving signature."""
-    import tensorflow as tf
-
-    fn = tf.saved_model.load(path).signatures["serving_default"]
-    return {name: tuple(spec.shape) for name, spec in sorted(fn.structured_outputs.items())}
 
 
 def _default_layer(model) -> str:
@@ -137,10 +138,11 @@ def resolve(name: str, image_size: int | None, pooling: str | None, alpha: float
     if preprocess is not None and preprocess not in BACKBONES:
         raise UnknownNameError(f"`--preprocess` names the registry backbone whose preprocess_input "
                                f"to apply: one of {', '.join(BACKBONES)}. Got {preprocess!r}.")
-    backbone = ModelFile(str(path.resolve()), preprocess)
-    model = _load(backbone.path)
-    if backbone.saved_model:
-        outputs = _signature_outputs(backbone.path)
+    resolved = str(path.resolve())
+    model = _load(resolved)
+    if path.is_dir():
+        outputs = {name: tuple(spec.shape) for name, spec in
+                   sorted(model.call_endpoint_fn.structured_outputs.items())}
         if layer is None and len(outputs) > 1:
             raise ConfigError(f"The SavedModel {path.name} has several outputs ({', '.join(outputs)}). "
                               "Fix: name the feature with `--layer`.")
@@ -174,5 +176,4 @@ def resolve(name: str, image_size: int | None, pooling: str | None, alpha: float
         raise ConfigError(f"{path.name} accepts any input size. Fix: pass `--image-size`.")
     allowed = MAP_POOLINGS if out_rank == 4 else ("none",)
     pooling = check_pooling(pooling, allowed, f"layer {layer} of {path.name}")
-    return BackboneSpec(backbone, int(size), pooling, None, "imagenet", layer=layer,
-                        source=backbone.path)
+    return BackboneSpec(ModelFile(resolved, layer, preprocess), int(size), pooling, None, "imagenet")

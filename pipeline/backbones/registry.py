@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .._files import keras_home, sha256_file
 from ..config import DEFAULT_BACKBONE, POOLINGS
-from ..errors import ConfigError, UnknownNameError, WeightsError
+from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
 
 # How each family expects its pixels (the `mode` of keras' preprocess_input):
 # "tf" scales to [-1, 1], "caffe" is BGR minus the ImageNet mean, "torch"
@@ -70,9 +70,57 @@ class Backbone:
     def preprocessing(self) -> str:
         return PREPROCESSING[self.module]
 
+    # What every kind of backbone answers (this table's, hub.HubBackbone, own.ModelFile).
+    slug = property(lambda self: self.name)  # file and model names
+    source = None  # the path a model or preset was read from; registry entries have none
+
+    def extra_spec(self) -> dict:
+        """Feature-spec fields beyond the common ones (none: the stores keep their keys)."""
+        return {}
+
     def preprocessing_text(self, spec: "BackboneSpec") -> str:
         """How pixels become the network's input, for the feature spec."""
         return f"keras.applications.{self.module}.preprocess_input ({self.preprocessing})"
+
+    def preprocess(self, spec: "BackboneSpec"):
+        """The entry's own ``preprocess_input`` (identity for in-model ones)."""
+        import keras
+
+        return getattr(keras.applications, self.module).preprocess_input
+
+    def weights_identity(self, spec: "BackboneSpec") -> str:
+        """What the weights are, for the cache key (a file by its hash)."""
+        if spec.weights in ("imagenet", "none"):
+            return spec.weights
+        return "sha256:" + sha256_file(Path(spec.weights))
+
+    def build_base(self, spec: "BackboneSpec", seed: int = 0):
+        """The ``keras.applications`` model itself, with its pooling, no top.
+
+        Raises:
+            WeightsError: the ImageNet weights cannot be obtained, or a weights
+                file does not fit the architecture.
+        """
+        import keras
+
+        from .seeding import seeded
+
+        kwargs = dict(
+            include_top=False,
+            input_shape=(spec.image_size, spec.image_size, 3),
+            pooling=None if spec.pooling == "none" else spec.pooling,
+            weights=None if spec.weights == "none" else spec.weights,
+        )
+        if self.alphas:
+            kwargs["alpha"] = spec.alpha
+        constructor = getattr(keras.applications, self.constructor)
+        try:
+            if spec.weights == "none":
+                with seeded(seed):
+                    return constructor(**kwargs)
+            return constructor(**kwargs)
+        except Exception as exc:  # urllib, h5py and keras raise many types here
+            raise _weights_error(spec, exc) from exc
 
     def feature_shape(self, pooling: str = "avg") -> tuple[int, ...]:
         """Feature shape at the default size and alpha."""
@@ -133,17 +181,11 @@ class BackboneSpec:
     pooling: str
     alpha: float | None
     weights: str  # "imagenet", "none" or a path to a weights file
-    layer: str | None = None  # own models: the layer cut at
-    source: str | None = None  # own models and local presets: the path they were read from
 
     @property
     def weights_identity(self) -> str:
         """What the weights are, for the cache key (a file by its hash)."""
-        if hasattr(self.backbone, "weights_identity"):
-            return self.backbone.weights_identity(self)
-        if self.weights in ("imagenet", "none"):
-            return self.weights
-        return "sha256:" + sha256_file(Path(self.weights))
+        return self.backbone.weights_identity(self)
 
     @property
     def preprocessing(self) -> str:
@@ -219,3 +261,20 @@ def keras_models_dir() -> Path:
     """Where Keras keeps downloaded weights (``$KERAS_HOME/models``)."""
     return keras_home() / "models"
 
+
+def _weights_error(spec: BackboneSpec, exc: Exception) -> WeightsError:
+    b = spec.backbone
+    what = f"{b.name}" + (f" (alpha {spec.alpha}, {spec.image_size} px)" if b.alphas else "")
+    if spec.weights == "imagenet":
+        models = keras_models_dir()
+        return WeightsError(
+            f"Could not obtain the ImageNet weights of {what}: they are not in "
+            f"the Keras cache {models} and downloading failed ({first_line(exc)}). "
+            "Fix: put the Keras weights file in that folder (or set KERAS_HOME), "
+            "pass `--weights PATH`, or `--weights none` for random weights."
+        )
+    return WeightsError(
+        f"The weights file {spec.weights} does not fit {what} with include_top="
+        f"False: {first_line(exc)}. Fix: pass the no-top weights file of this "
+        "exact architecture and width."
+    )

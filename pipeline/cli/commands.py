@@ -371,8 +371,6 @@ def run_run(args) -> int:
     return 0
 
 
-
-
 def add_export(sub) -> None:
     from ..export import FORMATS, QUANTIZE
 

@@ -167,7 +167,7 @@ def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
                                          tuple(digests))
     images = {split: [list(row) for row in zip(m.paths, m.labels, m.fingerprints)]
               for split, m in manifests.items()}
-    key = view_key(feature, list(dataset.classes), images, config.max_pixels, spec.source)
+    key = view_key(feature, list(dataset.classes), images, config.max_pixels, spec.backbone.source)
     return Plan(dataset, spec, config, feature, manifests, prints.unreadable, key,
                 cache_dir / view_file_name(key),
                 store_root(cache_dir) / store_folder_name(feature),

@@ -38,8 +38,6 @@ def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
     given by name; registry entries have neither, so their specs (and the
     stores already written for them) stay as they were.
     """
-    own = {"layer": spec.layer, "preprocess": getattr(spec.backbone, "preprocess_name", None)} \
-        if spec.layer is not None else {}
     return {
         "format_version": FORMAT_VERSION,
         "backbone": spec.backbone.name,
@@ -48,7 +46,7 @@ def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
         "seed": config.seed if spec.weights == "none" else None,
         "image_size": spec.image_size,
         "pooling": spec.pooling,
-        **own,
+        **spec.backbone.extra_spec(),
         "preprocessing": spec.preprocessing,
         "decode": config.decode,
         "orientation": config.orientation,

@@ -43,7 +43,7 @@ def test_a_keras_model_is_cut_at_the_layer_feeding_its_classifier_by_default(mod
     import keras
 
     spec = backbones.resolve(str(model_file))
-    assert (spec.layer, spec.image_size, spec.pooling) == ("embed", 32, "none")
+    assert (spec.backbone.layer, spec.image_size, spec.pooling) == ("embed", 32, "none")
     assert spec.weights_identity.startswith("sha256:") and spec.preprocessing.startswith("none")
     whole = keras.saving.load_model(model_file)
     expected = keras.Model(whole.inputs, whole.get_layer("embed").output).predict(_pixels(), verbose=0)
@@ -75,7 +75,7 @@ def test_a_saved_model_gives_its_signature_output(tmp_path, model_file):
     whole = keras.saving.load_model(model_file)
     whole.export(str(tmp_path / "served"), verbose=False)
     spec = backbones.resolve(str(tmp_path / "served"))
-    assert spec.image_size == 32 and spec.layer == "output_0"
+    assert spec.image_size == 32 and spec.backbone.layer == "output_0"
     np.testing.assert_allclose(backbones.build(spec).predict(_pixels(), verbose=0),
                                whole.predict(_pixels(), verbose=0), atol=1e-6)
     with pytest.raises(ConfigError, match="names an output of its serving signature: output_0. Got 'x'"):
