@@ -26,7 +26,7 @@ import numpy as np
 
 from ._files import key_hash, library_versions
 from .config import CompareConfig
-from .errors import ConfigError
+from .errors import ConfigError, RunError, write_problem
 from .features.view import FeatureCache, SplitData
 from .heads import outofcore
 from .heads.vectorize import full_proba
@@ -482,6 +482,11 @@ def _finish(cache: FeatureCache, config: CompareConfig, specs, final, leaderboar
         table, insights = _write_run(run, cache, config, specs, final, leaderboard, predictions,
                                      data, probas, note, audited or data)
         run_dir = run.commit(_manifest(cache, config), config.overwrite)
+    except OSError as exc:
+        run.discard()
+        raise RunError(f"Writing the run folder {out} failed: {write_problem(exc)}. Nothing of "
+                       "the new run was kept, and an earlier run there is whole. Fix: free space "
+                       "(or pass another `--out`), then run the same command again.") from None
     except BaseException:
         run.discard()
         raise

@@ -6,6 +6,9 @@ message and exits non-zero without a traceback; anything else is a bug and
 keeps its traceback.
 """
 
+import errno
+import re
+
 
 class PipelineError(Exception):
     """Base class of user-facing errors; the message says what to do."""
@@ -46,3 +49,13 @@ def first_line(exc: BaseException) -> str:
     """An exception's first line, for a message that quotes its cause."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+def write_problem(exc: BaseException) -> str:
+    """Why a write failed, in words: a full disk above all (HDF5 quotes the errno in its text)."""
+    code = getattr(exc, "errno", None)
+    quoted = re.search(r"errno = (\d+)", str(exc))
+    code = code if code is not None else int(quoted.group(1)) if quoted else None
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"the disk is full (or a file size limit was reached) ({first_line(exc)})"
+    return f"it could not be written ({first_line(exc)})"

@@ -14,21 +14,18 @@ probability difference (and, for int8, the accuracy change) goes into
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_write
 from .errors import ConfigError, RunError
 from .features.spec import spec_from_key
 from .features.view import FeatureCache
 from .predict import model_name, predict
-from .runs import load_model, read_manifest
+from .runs import export_folder, load_model, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +155,16 @@ def keras_files(run: str | os.PathLike, model: str, out: str | os.PathLike,
     """``predict --export``: the pixels-in model as ``.keras`` and a SavedModel, unchecked."""
     run, out = Path(run), Path(out)
     name = model_name(run, read_manifest(run), model)
+    export_folder.check(out)
     network = pixels_model(run, name, weights)
-    out.mkdir(parents=True, exist_ok=True)
-    keras_path, saved_model = out / f"{name}.keras", out / f"{name}_savedmodel"
-    network.save(keras_path)
-    network.export(str(saved_model), verbose=False)
-    return {"keras": str(keras_path), "saved_model": str(saved_model)}
+    keras_name, saved_name = f"{name}.keras", f"{name}_savedmodel"
+    with export_folder.staged(out) as staging:
+        network.save(staging / keras_name)
+        network.export(str(staging / saved_name), verbose=False)
+        export_folder.publish(out, staging, f"{name} (predict --export)",
+                              {"model": name, "format": "keras+savedmodel", "file": keras_name,
+                               "check": None})
+    return {"keras": str(out / keras_name), "saved_model": str(out / saved_name)}
 
 
 def _check_images(manifest: dict, split: str, n: int, data: str | None):
@@ -309,7 +310,11 @@ def export(run: str | os.PathLike, model: str = "best", fmt: str = "keras", out:
     if quantize == "int8" and fmt != "tflite":
         raise ConfigError(f"`--quantize int8` applies to `--format tflite`. Got `--format {fmt}`. "
                           "Fix: export tflite, or drop `--quantize`.")
+    for flag, value in (("images", images), ("representative", representative)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"`--{flag}` must be a positive integer. Got {value!r}.")
     run, out = Path(run), Path(out)
+    export_folder.check(out)  # before any work: an --out of the user's is refused at once
     manifest = read_manifest(run)
     name = model_name(run, manifest, model)
     key = manifest["cache"]["key"]
@@ -324,10 +329,9 @@ def export(run: str | os.PathLike, model: str = "best", fmt: str = "keras", out:
     if quantize == "int8":
         train, _ = _check_images(manifest, "train", representative, data)
         calibration = _pixels(train, key, size)
-    out.mkdir(parents=True, exist_ok=True)
     file_name = FILE_OF[fmt].format(name=name, suffix="_int8" if quantize == "int8" else "")
-    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staging:
-        target = Path(staging) / file_name
+    with export_folder.staged(out) as staging:
+        target = staging / file_name
         _write(network, fmt, target, quantize, calibration)
         got = _run(fmt, target, pixels)
         worst = float(np.abs(got - expected).max())
@@ -344,14 +348,6 @@ def export(run: str | os.PathLike, model: str = "best", fmt: str = "keras", out:
                   "output": {"probabilities over": manifest["classes"]},
                   "check": {"images": len(paths), "max_abs_difference": worst, "tolerance":
                             None if quantize == "int8" else TOLERANCE, "accuracy": accuracy}}
-        for item in Path(staging).iterdir():
-            final = out / item.name
-            if final.is_dir():
-                shutil.rmtree(final)
-            item.replace(final)
-    listing = out / "export.json"
-    done = json.loads(listing.read_text()) if listing.is_file() else {}
-    done[file_name] = record
-    atomic_write(listing, json.dumps(done, indent=2).encode())
+        export_folder.publish(out, staging, file_name, record)
     log.info("exported %s as %s: %s", name, fmt, out / file_name)
     return record

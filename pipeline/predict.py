@@ -107,6 +107,9 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     """
     from .data.decode import Decoding, image_batches, why_unreadable
 
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"`batch_size` must be a positive integer. Got {batch_size!r}.")
+
     run = Path(run)
     manifest = read_manifest(run)
     name = model_name(run, manifest, model)
@@ -117,7 +120,8 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     classes = manifest["classes"]
     loaded = load_model(run, name)
     decoding = Decoding.of_view(key, spec.image_size)
-    batches = image_batches(paths, range(len(paths)), decoding, batch_size)
+    refused: dict[int, str] = {}
+    batches = image_batches(paths, range(len(paths)), decoding, batch_size, refused=refused)
     seen, probabilities = [], []
     if entry["format"] == "keras-model":  # pixels in already
         for idx, images in batches:
@@ -132,7 +136,8 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     for i, p in zip(seen, np.concatenate(probabilities) if probabilities else []):
         rows.append({"path": paths[i], "class": classes[int(np.argmax(p))],
                      "probabilities": {c: float(v) for c, v in zip(classes, p)}})
-    unreadable = [{"path": paths[i], "reason": why_unreadable(paths[i], decoding)}
+    unreadable = [{"path": paths[i],
+                   "reason": refused.get(i) or why_unreadable(paths[i], decoding).reason}
                   for i in sorted(set(range(len(paths))) - set(seen))]
     for bad in unreadable:
         log.warning("unreadable %s: %s", bad["path"], bad["reason"])

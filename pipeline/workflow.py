@@ -16,12 +16,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ._files import key_hash
+from ._files import atomic_write, key_hash
 from .config import RunConfig, run_config_toml
 from .errors import ConfigError, RunError, WeightsError
+from .runs.folder import RESOLVED
 
 log = logging.getLogger(__name__)
-RESOLVED = "run.toml"
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,17 @@ class RunResult:
     config: RunConfig  # resolved
     seconds: float
 
+    def outputs(self) -> dict[str, Path]:
+        """The run's files a person opens (those that exist: `stages` may stop at extract)."""
+        files = {"leaderboard": self.run_dir / "leaderboard.md",
+                 "report": self.run_dir / "report.html", "config": self.run_dir / RESOLVED}
+        return {name: path for name, path in files.items() if path.is_file()}
+
     def to_dict(self) -> dict:
-        return {"run_dir": str(self.run_dir), "cache": str(self.cache), "stages": self.stages,
-                "leaderboard": str(self.run_dir / "leaderboard.md"),
-                "report": str(self.run_dir / "report.html"),
-                "config": str(self.run_dir / RESOLVED), "seconds": round(self.seconds, 2)}
+        return {"run_dir": str(self.run_dir) if self.run_dir.is_dir() else None,
+                "cache": str(self.cache), "stages": self.stages,
+                **{name: str(path) for name, path in self.outputs().items()},
+                "seconds": round(self.seconds, 2)}
 
 
 def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
@@ -68,7 +74,7 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     if "finetune" in config.stages:
         stages["finetune"] = _finetune(config, root, run_dir)
     if run_dir.is_dir():
-        (run_dir / RESOLVED).write_text(run_config_toml(config), encoding="utf-8")
+        atomic_write(run_dir / RESOLVED, run_config_toml(config).encode())
     board = run_dir / "leaderboard.md"
     return RunResult(run_dir, extracted.path, stages,
                      board.read_text(encoding="utf-8") if board.is_file() else "", config,
@@ -94,7 +100,7 @@ def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str
                 f"{', '.join(differs)}). Fix: `--overwrite` to replace it, or `--out` (or a "
                 "`name`) for a new folder."
             )
-    compare(features, replace(config.compare, out=str(run_dir), overwrite=True))
+    compare(features, replace(config.compare, out=str(run_dir), overwrite=config.overwrite))
     return "ran"
 
 
@@ -111,7 +117,7 @@ def _as_saved(value):
 
 def _finetune(config: RunConfig, root: Path, run_dir: Path) -> str:
     from .finetune import finetune
-    from .runs import read_manifest
+    from .runs import FINETUNED, read_manifest
 
     if not run_dir.is_dir():
         raise RunError("`stages` has finetune without compare, and there is no run folder "
@@ -122,7 +128,7 @@ def _finetune(config: RunConfig, root: Path, run_dir: Path) -> str:
     done = read_manifest(run_dir)["models"].get("finetuned")
     if done is not None and {k: v for k, v in done["params"].items()
                              if k != "first_trainable_layer"} == _as_saved(asdict(settings)):
-        log.info("stage 3: reusing %s/models/finetuned.keras (same settings)", run_dir)
+        log.info("stage 3: reusing %s/%s (same settings)", run_dir, FINETUNED)
         return "reused"
     finetune(run_dir, settings)
     return "ran"

@@ -77,21 +77,24 @@ def write_feature_cache(path: Path, splits: dict, classes=("cats", "dogs")) -> P
     key = {"format_version": 1, "backbone": "synthetic", "alpha": None, "weights": "none",
            "image_size": 32, "pooling": "avg", "preprocessing": "none", "decode": "full",
            "dtype": "float32", "classes": list(classes), "splits": {s: len(v[1]) for s, v in splits.items()}}
+    from pipeline.features import checked
+
     text = h5py.string_dtype("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as h5:
+    with h5py.File(path, "w", libver=checked.LIBVER) as h5:
         for split, (features, labels) in splits.items():
             group = h5.create_group(split)
-            group["features"] = features
-            group["labels"] = np.asarray(labels, np.int32)
+            checked.create(group, "features", features)
+            checked.create(group, "labels", np.asarray(labels, np.int32))
             names = [f"{split}/{classes[c]}/{i}.jpg" for i, c in enumerate(labels)]
-            group.create_dataset("paths", data=names, dtype=text)
-            group.create_dataset("fingerprints", data=[f"{split[:1]}{i:031d}" for i in range(len(names))],
-                                 dtype=text)
-            group.create_dataset("quarantine/paths", data=[], dtype=text)
-            group.create_dataset("quarantine/reasons", data=[], dtype=text)
+            checked.create(group, "paths", names, dtype=text)
+            checked.create(group, "fingerprints", [f"{split[:1]}{i:031d}" for i in range(len(names))],
+                           dtype=text)
+            checked.create(group, "quarantine/paths", [], dtype=text)
+            checked.create(group, "quarantine/reasons", [], dtype=text)
         for name, value in base_attrs(key, list(classes), path.parent, {}).items():
             h5.attrs[name] = value
+        checked.seal(h5)
     return path
 
 

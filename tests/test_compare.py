@@ -112,13 +112,13 @@ def test_an_earlier_run_is_kept_unless_overwrite_is_asked(tmp_path, feature_cach
     config = _config(tmp_path, classifiers=("knn",))
     run = compare(feature_cache, config).run_dir
     before = (run / "manifest.json").read_text()
-    with pytest.raises(ConfigError, match=r"already exists and is not empty\. Fix: pass another `--out`, "
+    with pytest.raises(ConfigError, match=r"already holds a run\. Fix: pass another `--out`, "
                                           r"or `--overwrite` to replace it"):
         compare(feature_cache, config)
     assert (run / "manifest.json").read_text() == before
     again = compare(feature_cache, _config(tmp_path, classifiers=("logreg",), overwrite=True))
     assert json.loads((again.run_dir / "manifest.json").read_text())["models"].keys() == {"logreg"}
-    assert not list(run.parent.glob("*.tmp-*"))
+    assert [p.name for p in run.parent.iterdir()] == ["run"]  # no staging folder left
 
 
 def test_a_partial_cache_says_how_to_resume(tmp_path):

@@ -362,12 +362,16 @@ def run_run(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
-    print(result.leaderboard)
+    if result.leaderboard:
+        print(result.leaderboard)
     done = ", ".join(f"{stage} {how}" for stage, how in result.stages.items())
-    print(f"leaderboard: {result.run_dir / 'leaderboard.md'} ({done}; {result.seconds:.1f} s)")
-    if (result.run_dir / "report.html").is_file():
-        print(f"report: {result.run_dir / 'report.html'}")
-    print(f"reproduce: python run_pipeline.py run --config {result.run_dir / 'run.toml'}")
+    print(f"features: {result.cache} ({done}; {result.seconds:.1f} s)")
+    outputs = result.outputs()
+    for name in ("leaderboard", "report"):
+        if name in outputs:
+            print(f"{name}: {outputs[name]}")
+    if "config" in outputs:
+        print(f"reproduce: python run_pipeline.py run --config {outputs['config']}")
     return 0
 
 

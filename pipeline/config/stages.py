@@ -20,6 +20,14 @@ DECODE_MODES = ("auto", "full")
 ORIENTATIONS = ("exif", "ignore")
 # Pillow's warning threshold (about 89 Mpx, a 9459 x 9459 image).
 MAX_PIXELS = 89_478_485
+# The largest image file read, by default: a JPEG, PNG or WebP of any camera
+# is under 100 MB, and an uncompressed 8-bit RGB TIFF at the pixel budget
+# takes 256 MiB. Twice that also admits 16-bit scans of about 45 Mpx, and
+# bounds what one file can cost in memory.
+MAX_FILE_BYTES = 512 * 2**20
+# The largest input side: no backbone in the registry or KerasHub is trained
+# above 1024 px, and one 4096 px image is a 200 MB float tensor per batch slot.
+MAX_IMAGE_SIZE = 4096
 POOLINGS = ("avg", "max", "none", "cls", "pooled")
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 REFITS = ("train", "train+validation")
@@ -107,6 +115,8 @@ class ExtractConfig:
                                     "viewers show them; ignore uses the stored pixels")
     max_pixels: int = setting(MAX_PIXELS, help="images whose header claims more pixels are "
                                                "quarantined before they are decoded")
+    max_file_bytes: int = setting(MAX_FILE_BYTES, help="larger files (in bytes) are quarantined "
+                                                       "by their size alone, without being read")
     cache_dir: str = setting("cache", help="folder of the feature store and the views")
     seed: int = setting(0, help="seeds random weights (weights none)")
     engine: str = setting("auto", choices=ENGINES,
@@ -124,7 +134,15 @@ class ExtractConfig:
         _one_of("precision", self.precision, COMPUTE_PRECISIONS)
         _one_of("decode", self.decode, DECODE_MODES)
         _one_of("orientation", self.orientation, ORIENTATIONS)
-        _positive(self, "batch_size", "chunk_size", "max_pixels")
+        _positive(self, "batch_size", "chunk_size", "max_pixels", "max_file_bytes")
+        if self.image_size is not None:
+            _positive(self, "image_size")
+            if self.image_size > MAX_IMAGE_SIZE:
+                raise ConfigError(
+                    f"`--image-size` must be at most {MAX_IMAGE_SIZE}: no pretrained backbone "
+                    "takes larger inputs, and one such image is a float tensor of "
+                    f"{self.image_size ** 2 * 12 // 2**20} MB per batch slot. Got {self.image_size}. "
+                    "Fix: leave it unset for the backbone's own size.")
         if self.chunk_size < self.batch_size:
             raise ConfigError(
                 f"`--chunk-size` must be at least `--batch-size` ({self.batch_size}). "

@@ -13,6 +13,8 @@ PNG, GIF and BMP never leave TensorFlow's own decoders.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import warnings
@@ -23,7 +25,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from .._files import FINGERPRINT_BYTES
 from ..config import MAX_PIXELS
+from .files import MAX_FILE_BYTES, Refused, read_bytes, unreadable_reason
 
 # Reduced-scale JPEG decoding happens in the DCT domain, so a 1/8 decode costs
 # a fraction of a full one. Only ratios that keep the short side at or above
@@ -50,18 +54,20 @@ class Decoding:
             upright whatever this says).
         max_pixels: images whose header claims more pixels are refused
             before they are decoded.
+        max_file_bytes: larger files are refused by their ``stat``, unread.
     """
 
     size: int
     mode: str = "auto"
     orientation: str = "exif"
     max_pixels: int = MAX_PIXELS
+    max_file_bytes: int = MAX_FILE_BYTES
 
     @classmethod
     def of_view(cls, key: dict, size: int) -> "Decoding":
         """The decoding a view was made with (views without an orientation setting ignored it)."""
         return cls(size, key["decode"], key.get("orientation", "ignore"),
-                   key.get("max_pixels", MAX_PIXELS))
+                   key.get("max_pixels", MAX_PIXELS), key.get("max_file_bytes", MAX_FILE_BYTES))
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,12 @@ class Probe:
     refused: str | None = None
 
 
-def probe(path: str, decoding: Decoding) -> Probe:
-    """Read one file's header; no pixel is decoded."""
+def probe(data: bytes, decoding: Decoding) -> Probe:
+    """Read one image's header from its bytes; no pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 form = image.format
                 orientation = 1
@@ -126,12 +132,12 @@ def _native(contents: tf.Tensor, size: int, mode: str) -> tf.Tensor:
     return tf.cond(tf.io.is_jpeg(contents), jpeg, other)
 
 
-def _pillow_pixels(path) -> np.ndarray:
+def _pillow_pixels(data) -> np.ndarray:
     """The first frame of any image Pillow reads, as uint8 RGB."""
-    path = path.numpy().decode() if isinstance(path, tf.Tensor) else path
+    data = data.numpy() if isinstance(data, tf.Tensor) else data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
 
 
@@ -150,12 +156,14 @@ def _upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     return tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), turns)
 
 
-def _load(path: tf.Tensor, orientation: tf.Tensor, pillow: tf.Tensor, decoding: Decoding) -> tf.Tensor:
+def _load(contents: tf.Tensor, orientation: tf.Tensor, pillow: tf.Tensor,
+          decoding: Decoding) -> tf.Tensor:
+    """An image's bytes to (size, size, 3) float32 pixels."""
     def with_pillow():
-        return tf.py_function(_pillow_pixels, [path], tf.uint8)
+        return tf.py_function(_pillow_pixels, [contents], tf.uint8)
 
     def with_tensorflow():
-        return _native(tf.io.read_file(path), decoding.size, decoding.mode)
+        return _native(contents, decoding.size, decoding.mode)
 
     image = tf.cond(pillow, with_pillow, with_tensorflow)
     image.set_shape([None, None, 3])
@@ -167,53 +175,95 @@ def load_image(path: str, decoding: Decoding) -> tf.Tensor:
     """One image, eagerly, exactly as the pipelines decode it: (size, size, 3) float32.
 
     Raises:
-        ValueError: the image is over the pixel budget.
+        ValueError: the file is refused (see :mod:`.files`) or over the pixel budget.
+        OSError: it cannot be read.
         tf.errors.OpError: the decoder rejects it.
     """
-    found = probe(path, decoding)
+    data = read_bytes(path, decoding.max_file_bytes)
+    found = probe(data, decoding)
     if found.refused:
         raise ValueError(found.refused)
-    return _load(tf.constant(path), tf.constant(found.orientation), tf.constant(found.pillow), decoding)
+    return _load(tf.constant(data), tf.constant(found.orientation), tf.constant(found.pillow),
+                 decoding)
 
 
-_PROBED = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.string),
-           tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.bool))
-_PROBE_BLOCK = 64
+def digest(data: bytes) -> str:
+    """The content fingerprint of some bytes: the one :func:`pipeline._files.fingerprint` gives."""
+    return hashlib.blake2b(data, digest_size=FINGERPRINT_BYTES).hexdigest()
+
+
+CHANGED = "changed while it was being read (its bytes differ from those fingerprinted); run again"
+_BATCHED = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.string),
+            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.bool))
+_BLOCK = 64  # images per Python call into tf.data (one call per image cost a quarter of the rate)
+_BLOCK_BYTES = 64 * 2**20  # and at most about this many bytes held in one block
 
 
 def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decoding,
-                  batch_size: int) -> tf.data.Dataset:
+                  batch_size: int, expected: Sequence[str] | None = None,
+                  refused: dict[int, str] | None = None) -> tf.data.Dataset:
     """Batches of ``(indices, images)``; unreadable and refused images are dropped.
 
-    The index travels with each image, so whoever consumes the batches can
-    tell which images were dropped and quarantine them (see :func:`why_unreadable`)
-    without decoding anything twice on the fast path.
+    Each file is read once, in tf.data's own thread a few images ahead of the
+    decoders: its bytes are fingerprinted, their header probed and those very
+    bytes decoded, so what a row is stored under is what the backbone saw.
 
-    Headers are probed in tf.data's own thread, a few images ahead of the
-    decoders, so probing overlaps the forward pass rather than delaying it.
-    Decoding runs on one thread per core, two batches ahead, with tf.data's
-    autotuning off: beside OpenVINO, which keeps the cores busy, the
+    Args:
+        expected: each file's fingerprint when it was planned; a file whose
+            bytes now differ is refused (:data:`CHANGED`), never decoded.
+        refused: filled with index -> why, for files refused before decoding
+            (not a regular file, too large, changed, over the pixel budget).
+            Images the decoder rejects are dropped without a reason here;
+            :func:`why_unreadable` gives it.
+
+    The index travels with each image, so the consumer can tell which were
+    dropped. Decoding runs on one thread per core, two batches ahead, with
+    tf.data's autotuning off: beside OpenVINO, which keeps the cores busy, the
     autotuner at times settled on too little parallelism and the whole loop
     ran at about half speed for the rest of the run (see BENCHMARKS.md).
     """
-    pairs = list(zip(indices, paths))
+    refused = {} if refused is None else refused
+    jobs = list(zip(indices, paths, expected if expected is not None else [None] * len(paths)))
 
-    def probed():  # in blocks: one Python call into tf.data per block, not per image
-        for start in range(0, len(pairs), _PROBE_BLOCK):
-            block = [(i, p, probe(p, decoding)) for i, p in pairs[start:start + _PROBE_BLOCK]]
-            kept = [(i, p, f.orientation, f.pillow) for i, p, f in block if f.refused is None]
-            if kept:
-                yield tuple(np.asarray(column) for column in zip(*kept))
+    def read():
+        block, held = [], 0
+        for i, path, fp in jobs:
+            try:
+                data = read_bytes(path, decoding.max_file_bytes)
+            except Refused as exc:
+                refused[i] = str(exc)
+                continue
+            except OSError as exc:
+                refused[i] = unreadable_reason(exc)
+                continue
+            found = Probe(refused=CHANGED) if fp is not None and digest(data) != fp else \
+                probe(data, decoding)
+            if found.refused:
+                refused[i] = found.refused
+                continue
+            block.append((i, data, found.orientation, found.pillow))
+            held += len(data)
+            if len(block) == _BLOCK or held >= _BLOCK_BYTES:
+                yield _columns(block)
+                block, held = [], 0
+        if block:
+            yield _columns(block)
 
-    ds = tf.data.Dataset.from_generator(probed, output_signature=_PROBED).unbatch()
+    ds = tf.data.Dataset.from_generator(read, output_signature=_BATCHED).unbatch()
     ds = ds.map(
-        lambda i, p, o, pil: (i, _load(p, o, pil, decoding)),
+        lambda i, data, o, pil: (i, _load(data, o, pil, decoding)),
         num_parallel_calls=len(os.sched_getaffinity(0)),
         deterministic=True,
     )
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.ignore_errors().batch(batch_size).prefetch(2).with_options(options)
+
+
+def _columns(block: list[tuple]) -> tuple[np.ndarray, ...]:
+    i, data, orientation, pillow = zip(*block)
+    return (np.asarray(i, np.int64), np.asarray(data, dtype=object),
+            np.asarray(orientation, np.int32), np.asarray(pillow, bool))
 
 
 def labelled_batches(paths: Sequence[str], labels: Sequence[int], decoding: Decoding,
@@ -224,36 +274,61 @@ def labelled_batches(paths: Sequence[str], labels: Sequence[int], decoding: Deco
     against the cache first), so none is dropped here and the number of
     batches is known, as Keras wants for its epochs.
     """
-    found = [probe(p, decoding) for p in paths]
+    found = [probe(read_bytes(p, decoding.max_file_bytes), decoding) for p in paths]
     ds = tf.data.Dataset.from_tensor_slices((
         tf.constant(list(paths)), tf.constant([f.orientation for f in found], tf.int32),
         tf.constant([f.pillow for f in found], tf.bool), tf.constant(list(labels), tf.int32)))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda p, o, pil, label: (_load(p, o, pil, decoding), label),
+    ds = ds.map(lambda p, o, pil, label: (_load(tf.io.read_file(p), o, pil, decoding), label),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def why_unreadable(path: str, decoding: Decoding, found: Probe | None = None) -> str:
+@dataclass(frozen=True)
+class Unreadable:
+    """Why an image gives no features.
+
+    Attributes:
+        reason: one sentence.
+        by_content: the decoder rejected these very bytes, so the reason holds
+            for this content wherever it is found; False when a setting (size,
+            pixel budget) or the file (changed, unreadable) is the cause.
+    """
+
+    reason: str
+    by_content: bool
+
+
+def why_unreadable(path: str, decoding: Decoding, expected: str | None = None) -> Unreadable:
     """The reason one image is refused or rejected by its decoder (eager, slow path).
 
     Args:
-        found: its header's :func:`probe`, when the caller has it already.
+        expected: the fingerprint the image was planned under; bytes that
+            differ now are "changed", not a property of that content.
     """
-    found = probe(path, decoding) if found is None else found
+    try:
+        data = read_bytes(path, decoding.max_file_bytes)
+    except Refused as exc:
+        return Unreadable(str(exc), False)
+    except OSError as exc:
+        return Unreadable(unreadable_reason(exc), False)
+    if expected is not None and digest(data) != expected:
+        return Unreadable(CHANGED, False)
+    found = probe(data, decoding)
     if found.refused:
-        return found.refused
+        return Unreadable(found.refused, False)
     try:
         if found.pillow:
-            _pillow_pixels(path)
+            _pillow_pixels(data)
         else:
-            _load(tf.constant(path), tf.constant(found.orientation), tf.constant(False), decoding)
+            _load(tf.constant(data), tf.constant(found.orientation), tf.constant(False), decoding)
     except (tf.errors.OpError, ValueError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         # Drop TensorFlow's "{{function_node ...}}" prefix and "[Op:...]" suffix.
         message = re.sub(r"\{\{[^}]*\}\}|\[Op:.*", "", message).strip()
-        return (message.splitlines() or [type(exc).__name__])[0][:300]
+        return Unreadable((message.splitlines() or [type(exc).__name__])[0][:300], True)
     except Exception as exc:  # noqa: BLE001 - whatever Pillow raises is the reason
-        return f"{type(exc).__name__}: {exc}"[:300]
-    return "dropped by the decoding pipeline"
+        return Unreadable(f"{type(exc).__name__}: {exc}"[:300], True)
+    # Decoded now, not then: nothing to say about this content for good.
+    return Unreadable("dropped by the decoding pipeline", False)

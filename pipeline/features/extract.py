@@ -28,6 +28,7 @@ from ..errors import CacheError
 from . import engines, shards
 from .hashing import STAT_CACHE, fingerprint_files
 from .spec import feature_spec, store_folder_name, view_file_name, view_key
+from .checked import DamagedFile
 from .store import FeatureStore, Index, store_root
 from .view import FeatureCache, SplitManifest, base_attrs, write_view
 
@@ -156,7 +157,7 @@ def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
     feature = feature_spec(spec, config)
     cache_dir = config.cache_path
     paths = [p for items in dataset.splits.values() for p, _ in items]
-    prints = fingerprint_files(dataset.root, paths, cache_dir / STAT_CACHE)
+    prints = fingerprint_files(dataset.root, paths, config.max_file_bytes, cache_dir / STAT_CACHE)
     for rel, reason in prints.unreadable.items():
         log.warning("quarantined %s: %s", rel, reason)
     manifests, start = {}, 0
@@ -167,7 +168,7 @@ def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
                                          tuple(digests))
     images = {split: [list(row) for row in zip(m.paths, m.labels, m.fingerprints)]
               for split, m in manifests.items()}
-    key = view_key(feature, list(dataset.classes), images, config.max_pixels, spec.backbone.source)
+    key = view_key(feature, list(dataset.classes), images, config, spec.backbone.source)
     return Plan(dataset, spec, config, feature, manifests, prints.unreadable, key,
                 cache_dir / view_file_name(key),
                 store_root(cache_dir) / store_folder_name(feature),
@@ -228,6 +229,7 @@ class Plan:
             return None
         try:
             cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
+            cache.verify()  # a view with a damaged byte is rebuilt, never served
         except CacheError as exc:
             log.warning("rebuilding the cache: %s", exc)
             return None
@@ -258,55 +260,98 @@ class Plan:
         return chunks
 
     def run(self, store: FeatureStore, progress: bool | None = None) -> ExtractResult:
-        """Compute what the store lacks, then write the view."""
+        """Compute what the store lacks, then write the view.
+
+        A stored row that fails its checksum while the view is copied sends
+        its segment aside, and the images it held are computed again; each
+        round sets one segment aside, so the loop ends.
+        """
         config = self.config
         if self.shard is None:  # the exclusive lock: whatever a killed writer left is stale
             store.remove_stale_temporaries()
             for tmp in self.path.parent.glob(f"{self.path.name}.tmp-*"):
                 tmp.unlink(missing_ok=True)
         owned = self._owned()
-        index = store.index()
         tag = key_hash(self.key)
+        work = _Work()
+        for _ in range(len(store.segments()) + 1):
+            index = self._fill(store, owned, tag, work, progress)
+            # Refused by a setting of this view (pixel budget) or changed while read: not stored.
+            unreadable = {**self.unreadable, **{rel: work.refused[fp] for m in owned.values()
+                                                 for rel, fp in zip(m.paths, m.fingerprints)
+                                                 if fp in work.refused}}
+            try:
+                write_view(self.path, owned, index, unreadable, self._attrs(store, work),
+                           store.folder)
+                break
+            except DamagedFile as exc:
+                log.warning("%s Its images are computed again.", exc)
+                store.set_aside([exc.path])
+        cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
+        log.info("wrote %s (computed %d images, reused %d rows)", self.path, work.computed,
+                 work.reused)
+        return self._result(cache, hit=False, rate=work.rate, resumed=work.resumed,
+                            computed=work.computed, reused=work.reused)
+
+    def _fill(self, store: FeatureStore, owned: dict[str, SplitManifest], tag: str, work: "_Work",
+              progress: bool | None) -> Index:
+        """Run the backbone on the images of ``owned`` the store lacks; the store's index after."""
+        index = store.index()
+        store.set_aside(index.damaged)
         chunks = self._todo(owned, index)
-        wanted = [f for m in owned.values() for f in m.fingerprints if f]
-        at = index.locate(np.asarray(wanted, dtype="S32"))
-        reused = int((at >= 0).sum()) + sum(f in index.bad for f in wanted)
-        resumed = int(sum(index.views[index.segment[p]] == tag for p in at[at >= 0]))
-        if resumed:
-            log.info("resuming: %d images already extracted by an earlier run", resumed)
-        computed = sum(len(c) for c in chunks)
-        compute_seconds, engine, refused = 0.0, None, {}
-        if chunks:
-            name = engines.choose(config.engine, config.precision, computed, store.folder)
-            engine = engines.build(name, self.spec, config.seed, config.batch_size, store.folder,
-                                   config.precision)
-            compute_started = time.perf_counter()  # the loop alone: decode, forward, write
-            with _progress_bar(computed, progress) as bar:
-                refused = _compute(engine, self.dataset.root, chunks, store, self.spec, config,
-                                   tag, bar)
-            compute_seconds = time.perf_counter() - compute_started
-            computed -= len(refused)
-            index = store.index()
-        rate = computed / compute_seconds if compute_seconds > 0 else 0.0
-        extraction = {"seconds": round(compute_seconds, 3), "images": computed,
-                      "images_per_second": round(rate, 1), "resumed_images": resumed,
-                      "batch_size": config.batch_size,
+        if work.reused is None:  # the first round: what earlier runs left
+            wanted = [f for m in owned.values() for f in m.fingerprints if f]
+            at = index.locate(np.asarray(wanted, dtype="S32"))
+            work.reused = int((at >= 0).sum()) + sum(f in index.bad for f in wanted)
+            work.resumed = int(sum(index.views[index.segment[p]] == tag for p in at[at >= 0]))
+            if work.resumed:
+                log.info("resuming: %d images already extracted by an earlier run", work.resumed)
+        todo = sum(len(c) for c in chunks)
+        if not todo:
+            return index
+        config = self.config
+        if work.engine is None:
+            name = engines.choose(config.engine, config.precision, todo, store.folder)
+            work.engine = engines.build(name, self.spec, config.seed, config.batch_size,
+                                        store.folder, config.precision)
+        started = time.perf_counter()  # the loop alone: decode, forward, write
+        with _progress_bar(todo, progress) as bar:
+            refused = _compute(work.engine, self.dataset.root, chunks, store, self.spec, config,
+                               tag, bar)
+        work.seconds += time.perf_counter() - started
+        work.computed += todo - len(refused)
+        work.refused.update(refused)
+        return store.index()
+
+    def _attrs(self, store: FeatureStore, work: "_Work") -> dict:
+        engine = work.engine
+        extraction = {"seconds": round(work.seconds, 3), "images": work.computed,
+                      "images_per_second": round(work.rate, 1), "resumed_images": work.resumed,
+                      "batch_size": self.config.batch_size,
                       "engine": engine.name if engine else None,
                       "conversion_seconds": round(engine.conversion_seconds, 2) if engine else 0.0}
         attrs = base_attrs(self.key, list(self.dataset.classes), self.dataset.root, extraction)
         attrs["store"] = os.path.relpath(store.folder, self.path.parent)
         if self.shard is not None:
-            attrs["shard"] = shards.shard_attr(self.shard, config.chunk_size,
+            attrs["shard"] = shards.shard_attr(self.shard, self.config.chunk_size,
                                                {s: len(m.paths) for s, m in self.manifests.items()})
-        # Refused by the pixel budget: a setting of this view, so not kept in the store.
-        unreadable = {**self.unreadable, **{rel: refused[fp] for m in owned.values()
-                                             for rel, fp in zip(m.paths, m.fingerprints)
-                                             if fp in refused}}
-        write_view(self.path, owned, index, unreadable, attrs, store.folder)
-        cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
-        log.info("wrote %s (computed %d images, reused %d rows)", self.path, computed, reused)
-        return self._result(cache, hit=False, rate=rate, resumed=resumed, computed=computed,
-                            reused=reused)
+        return attrs
+
+
+@dataclass
+class _Work:
+    """What an extraction computed, over its rounds (see :meth:`Plan.run`)."""
+
+    engine: object = None
+    seconds: float = 0.0
+    computed: int = 0
+    reused: int | None = None
+    resumed: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # fingerprint -> why, not stored
+
+    @property
+    def rate(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
 def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore,
@@ -314,18 +359,22 @@ def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: Fea
              bar) -> dict[str, str]:
     """Run the backbone over ``chunks``; each finished chunk becomes one store segment.
 
-    Images the decoder rejects are kept in the segment by content, with the
-    reason; images over the pixel budget are not (the budget is a setting),
-    and are returned instead, fingerprint -> reason.
+    Images the decoder rejects are kept in the segment by the content that
+    was read, with the reason. Images refused by a setting of the view (file
+    size, pixel budget), or whose bytes changed since they were
+    fingerprinted, are not kept: they are returned, fingerprint -> reason.
     """
-    from ..data.decode import Decoding, image_batches, probe, why_unreadable
+    from ..data.decode import Decoding, image_batches, why_unreadable
 
     size = config.chunk_size
-    decoding = Decoding(spec.image_size, config.decode, config.orientation, config.max_pixels)
+    decoding = Decoding(spec.image_size, config.decode, config.orientation, config.max_pixels,
+                        config.max_file_bytes)
     # Image j of chunk k gets index k * size + j, so a chunk is `index // size`.
     indices = [k * size + j for k, chunk in enumerate(chunks) for j in range(len(chunk))]
     abs_paths = [str(root / rel) for chunk in chunks for _, rel in chunk]
-    batches = image_batches(abs_paths, indices, decoding, config.batch_size)
+    before: dict[int, str] = {}  # index -> why it was refused before decoding
+    batches = image_batches(abs_paths, indices, decoding, config.batch_size,
+                            expected=[fp for chunk in chunks for fp, _ in chunk], refused=before)
     todo = deque(range(len(chunks)))
     rows: dict[int, list[np.ndarray]] = {}
     feats: dict[int, list[np.ndarray]] = {}
@@ -339,12 +388,13 @@ def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: Fea
         bad = {}
         for j in sorted(set(range(len(chunk))) - set(got.tolist())):
             fp, rel = chunk[j]
-            found = probe(str(root / rel), decoding)
-            if found.refused:  # the budget's refusal: a setting of the view, not kept by content
-                refused[fp] = found.refused
+            if k * size + j in before:
+                why, by_content = before[k * size + j], False
             else:
-                bad[fp] = why_unreadable(str(root / rel), decoding, found)
-            log.warning("quarantined %s: %s", rel, found.refused or bad[fp])
+                found = why_unreadable(str(root / rel), decoding, expected=fp)
+                why, by_content = found.reason, found.by_content
+            (bad if by_content else refused)[fp] = why
+            log.warning("quarantined %s: %s", rel, why)
         store.write_segment([chunk[j][0] for j in got], out.astype(config.dtype), bad, view=tag)
         bar.update(len(chunk) - len(got))
 

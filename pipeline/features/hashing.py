@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._files import fingerprint
+from ..data.files import refusal, unreadable_reason
 from ..errors import first_line
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,13 @@ def _remember(db: Path, entries: list[tuple]) -> None:
                     "these images again", db, first_line(exc))
 
 
-def fingerprint_files(root: Path, relpaths: list[str], stat_cache: Path | None = None) -> Fingerprints:
+def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
+                      stat_cache: Path | None = None) -> Fingerprints:
     """Fingerprints of ``root/relpath`` for each path, reading only files whose stat changed.
 
     Args:
+        max_bytes: larger files are refused by their stat, unread (as is
+            anything but a regular file: a link to a device, a FIFO).
         stat_cache: the SQLite stat cache (None: read every file).
     """
     started_ns = time.time_ns()
@@ -102,10 +105,11 @@ def fingerprint_files(root: Path, relpaths: list[str], stat_cache: Path | None =
         try:
             st = os.stat(path)
         except OSError as exc:
-            unreadable[rel] = f"cannot be read: {exc.strerror or first_line(exc)}"
+            unreadable[rel] = unreadable_reason(exc)
             continue
-        if not stat.S_ISREG(st.st_mode):
-            unreadable[rel] = "is not a regular file"
+        why = refusal(st, max_bytes)
+        if why:
+            unreadable[rel] = why
             continue
         signature = _signature(st)
         entry = known.get(path)
@@ -127,7 +131,7 @@ def fingerprint_files(root: Path, relpaths: list[str], stat_cache: Path | None =
     racy_after = started_ns - int(RACY_SECONDS * 1e9)
     for (i, path, signature), result in zip(todo, results):
         if isinstance(result, OSError):
-            unreadable[relpaths[i]] = f"cannot be read: {result.strerror or first_line(result)}"
+            unreadable[relpaths[i]] = unreadable_reason(result)
             continue
         digests[i] = result
         if signature[2] < racy_after:

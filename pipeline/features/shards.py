@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError, ConfigError
+from . import checked
 from .view import FeatureCache
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -123,7 +124,7 @@ def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) 
         re.sub(r"\.shard-\d+-of-\d+\.h5$", ".h5", first.path.name))
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as h5:
+        with h5py.File(tmp, "w", libver=checked.LIBVER) as h5:
             for split in first.splits:
                 _merge_split(h5.create_group(split), split, ordered, out.parent)
             with h5py.File(first.path, "r") as src:
@@ -133,6 +134,7 @@ def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) 
             h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             h5.attrs["extraction"] = json.dumps(_merged_extraction(ordered))
             h5.attrs["shards"] = json.dumps([os.path.relpath(c.path, out.parent) for c in ordered])
+            checked.seal(h5)
         os.replace(tmp, out)
     finally:
         if tmp.exists():
@@ -163,7 +165,7 @@ def _merge_split(group, split: str, shards, folder: Path) -> None:
     total = sum(sizes)
     for name, (shape, dtype) in layouts.items():
         if total == 0:
-            group.create_dataset(name, shape=(0, *shape), dtype=dtype)
+            checked.create(group, name, shape=(0, *shape), dtype=dtype)
             continue
         layout = h5py.VirtualLayout(shape=(total, *shape), dtype=dtype)
         start = 0
@@ -175,4 +177,4 @@ def _merge_split(group, split: str, shards, folder: Path) -> None:
             start += n
         group.create_virtual_dataset(name, layout)
     for name, values in strings.items():
-        group.create_dataset(name, data=np.asarray(values, dtype=object), dtype=_STR)
+        checked.create(group, name, values, dtype=_STR)

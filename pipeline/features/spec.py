@@ -57,18 +57,19 @@ def feature_spec(spec: backbones.BackboneSpec, config: ExtractConfig) -> dict:
     }
 
 
-def view_key(feature: dict, classes: list[str], images: dict[str, list], max_pixels: int,
+def view_key(feature: dict, classes: list[str], images: dict[str, list], config: ExtractConfig,
              source: str | None = None) -> dict:
     """The spec plus the dataset: ``images`` is split -> [[path, label, fingerprint], ...].
 
-    The pixel budget is a view's setting, not the spec's: it decides which
-    images are refused, never the numbers of the others. ``source``, where an
-    own model or a preset folder was read from, lets stage 3 and predict
-    rebuild it; the spec names it by its file name and hash, so a copy in
-    another folder shares the store's rows.
+    The pixel budget and the file size limit are the view's settings, not the
+    spec's: they decide which images are refused, never the numbers of the
+    others. ``source``, where an own model or a preset folder was read from,
+    lets stage 3 and predict rebuild it; the spec names it by its file name
+    and hash, so a copy in another folder shares the store's rows.
     """
-    return {**feature, "max_pixels": max_pixels, "classes": list(classes),
-            "images": key_hash(images), **({"source": source} if source else {})}
+    return {**feature, "max_pixels": config.max_pixels, "max_file_bytes": config.max_file_bytes,
+            "classes": list(classes), "images": key_hash(images),
+            **({"source": source} if source else {})}
 
 
 def spec_of(key: dict) -> dict:

@@ -23,43 +23,39 @@ releases the lock when its holder exits, even when killed.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
-import re
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .._files import atomic_write
-from ..errors import CacheError, first_line
+from ..errors import CacheError, first_line, write_problem
+from . import checked
+from .checked import DamagedFile
 
 log = logging.getLogger(__name__)
 
 STORE = "store"
 SPEC_FILE = "spec.json"
+DAMAGED = "damaged"
 FP = "S32"  # a fingerprint as 32 ASCII hex characters
 _STR = h5py.string_dtype("utf-8")
 
 
 def write_failed(exc: Exception, what: Path, kept: Path) -> CacheError:
     """The message of a write that failed, a full disk above all."""
-    # HDF5 reports a failed write as a RuntimeError that quotes the errno.
-    code = getattr(exc, "errno", None)
-    quoted = re.search(r"errno = (\d+)", str(exc))
-    code = code if code is not None else int(quoted.group(1)) if quoted else None
-    full = code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    cause = "the disk is full (or a file size limit was reached)" if full else "it could not be written"
     return CacheError(
-        f"Writing {what} failed: {cause} ({first_line(exc)}). Every image finished before it "
+        f"Writing {what} failed: {write_problem(exc)}. Every image finished before it "
         f"is kept in {kept}, and no finished cache file was changed. Fix: free space "
         "(or raise the limit), then run the same command again; it resumes where it stopped.")
 
@@ -91,6 +87,7 @@ class Index:
     views: list[str]  # per segment: the key hash of the extraction that wrote it
     feature_shape: tuple[int, ...] | None
     dtype: str | None
+    damaged: list[Path] = field(default_factory=list)  # segments that failed their checksums
 
     def locate(self, fingerprints: np.ndarray) -> np.ndarray:
         """Position in this index of each fingerprint, -1 where the store lacks it."""
@@ -108,10 +105,14 @@ class Index:
         for s in np.unique(segment):
             where = np.flatnonzero(segment == s)
             wanted, inverse = np.unique(row[where], return_inverse=True)
-            with h5py.File(self.segments[s], "r") as h5:
-                features = h5["features"]
-                # h5py reads increasing indices; past a quarter of the rows, one read is faster.
-                data = features[()][wanted] if len(wanted) * 4 > features.shape[0] else features[wanted]
+            try:
+                with h5py.File(self.segments[s], "r") as h5:
+                    features = h5["features"]
+                    # h5py reads increasing indices; past a quarter of the rows, one read is faster.
+                    data = (checked.read(features)[wanted] if len(wanted) * 4 > features.shape[0]
+                            else checked.read(features, wanted))
+            except OSError as exc:
+                raise DamagedFile(self.segments[s], first_line(exc)) from None
             out[where] = data[inverse]
         return out
 
@@ -153,36 +154,48 @@ class FeatureStore:
             os.close(fd)  # releases the lock
 
     def index(self) -> Index:
-        """Every row and rejected image of the store, from its segments' fingerprints."""
-        segments = self.segments()
-        fps, seg, row, views = [], [], [], []
+        """Every row and rejected image of the store, from its segments' fingerprints.
+
+        A segment that fails its checksums is left out (listed in
+        ``Index.damaged``), so its images count as missing and are computed again.
+        """
+        fps, seg, row, views, good, damaged = [], [], [], [], [], []
         bad: dict[str, str] = {}
         shape = dtype = None
-        for s, path in enumerate(segments):
+        for path in self.segments():
             try:
-                with h5py.File(path, "r") as h5:
-                    got = h5["fingerprints"][()]
-                    bad.update(zip((f.decode() for f in h5["bad/fingerprints"][()]),
-                                   (r.decode() for r in h5["bad/reasons"][()])))
-                    shape, dtype = h5["features"].shape[1:], str(h5["features"].dtype)
-                    views.append(str(h5.attrs.get("view", "")))
-            except (OSError, KeyError) as exc:
-                # Segments are renamed into place whole, so this is outside damage.
-                log.warning("ignoring damaged store segment %s (%s); its images are computed "
-                            "again", path, first_line(exc))
-                views.append("")
+                got, rejected, view, layout = _read_segment(path)
+            except DamagedFile as exc:
+                log.warning("ignoring a damaged store segment: %s Its images are computed "
+                            "again.", exc)
+                damaged.append(path)
                 continue
+            bad.update(rejected)
+            shape, dtype = layout
             fps.append(got.astype(FP))
-            seg.append(np.full(len(got), s, np.int32))
+            seg.append(np.full(len(got), len(good), np.int32))
             row.append(np.arange(len(got), dtype=np.int32))
+            views.append(view)
+            good.append(path)
         fps_all = np.concatenate(fps) if fps else np.zeros(0, FP)
         # A fingerprint may sit in two segments (two writers, or gc killed midway):
         # the rows are the same image's, so the first one serves.
         fps_all, first = np.unique(fps_all, return_index=True)
         seg_all = np.concatenate(seg)[first] if seg else np.zeros(0, np.int32)
         row_all = np.concatenate(row)[first] if row else np.zeros(0, np.int32)
-        return Index(segments, fps_all, seg_all, row_all, bad, views,
-                     tuple(shape) if shape is not None else None, dtype)
+        return Index(good, fps_all, seg_all, row_all, bad, views,
+                     tuple(shape) if shape is not None else None, dtype, damaged)
+
+    def set_aside(self, segments: list[Path]) -> None:
+        """Move damaged segments into ``damaged/`` (kept for a person to look at; gc removes them)."""
+        if not segments:
+            return
+        aside = self.folder / DAMAGED
+        aside.mkdir(exist_ok=True)
+        for path in segments:
+            with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+                os.replace(path, aside / path.name)
+                log.warning("moved damaged segment %s to %s", path.name, aside)
 
     def write_segment(self, fingerprints: list[str], features: np.ndarray, bad: dict[str, str],
                       view: str) -> Path:
@@ -191,12 +204,13 @@ class FeatureStore:
                                digest_size=10).hexdigest()
         path = self.folder / f"seg-{name}.h5"
         buffer = io.BytesIO()
-        with h5py.File(buffer, "w") as h5:
-            h5.create_dataset("fingerprints", data=np.asarray(fingerprints, dtype=FP))
-            h5.create_dataset("features", data=features)
-            h5.create_dataset("bad/fingerprints", data=np.asarray(sorted(bad), dtype=FP))
-            h5.create_dataset("bad/reasons", data=[bad[f] for f in sorted(bad)], dtype=_STR)
+        with h5py.File(buffer, "w", libver=checked.LIBVER) as h5:
+            checked.create(h5, "fingerprints", np.asarray(fingerprints, dtype=FP))
+            checked.create(h5, "features", features)
+            checked.create(h5, "bad/fingerprints", np.asarray(sorted(bad), dtype=FP))
+            checked.create(h5, "bad/reasons", [bad[f] for f in sorted(bad)], dtype=_STR)
             h5.attrs["view"] = view
+            checked.seal(h5)
         durable_write(path, buffer.getvalue(), self.folder)
         return path
 
@@ -229,8 +243,7 @@ class FeatureStore:
         bad_in_whole: set[str] = set()
         for s, path in enumerate(index.segments):
             rows = np.flatnonzero(index.segment == s)
-            with h5py.File(path, "r") as h5:
-                n_rows, bad_fps = h5["features"].shape[0], [f.decode() for f in h5["bad/fingerprints"][()]]
+            n_rows, bad_fps = _segment_size(path)
             if len(rows) == n_rows and kept[rows].all() and all(f in keep for f in bad_fps):
                 whole.append(s)
                 bad_in_whole.update(bad_fps)
@@ -251,6 +264,30 @@ class FeatureStore:
         return {"rows_dropped": int((~kept).sum()), "rows_kept": int(kept.sum()),
                 "segments_removed": len(partly), "segments_written": len(written),
                 "bytes_freed": before - sum(p.stat().st_size for p in self.segments())}
+
+
+def _read_segment(path: Path) -> tuple[np.ndarray, dict[str, str], str, tuple]:
+    """A segment's fingerprints, rejected images, writer and row layout, checked."""
+    try:
+        with h5py.File(path, "r") as h5:
+            if checked.sealed(h5):  # segments written before checksums are read unchecked
+                checked.check_metadata(h5, path)
+            got = checked.read(h5["fingerprints"])
+            bad = dict(zip((f.decode() for f in checked.read(h5["bad/fingerprints"])),
+                           (r.decode() for r in h5["bad/reasons"][()])))
+            layout = h5["features"].shape[1:], str(h5["features"].dtype)
+            return got, bad, str(h5.attrs.get("view", "")), layout
+    except DamagedFile:
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        # Segments are renamed into place whole, so this is outside damage.
+        raise DamagedFile(path, f"it cannot be read ({first_line(exc)})") from None
+
+
+def _segment_size(path: Path) -> tuple[int, list[str]]:
+    """Rows and rejected fingerprints of a segment :meth:`FeatureStore.index` read whole."""
+    with h5py.File(path, "r") as h5:
+        return h5["features"].shape[0], [f.decode() for f in h5["bad/fingerprints"][()]]
 
 
 def store_root(cache_dir: Path) -> Path:

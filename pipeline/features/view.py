@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import json
+from contextlib import contextmanager
 import logging
 import os
 from dataclasses import dataclass
@@ -29,13 +30,17 @@ import h5py
 import numpy as np
 
 from .._files import key_hash, library_versions
-from ..errors import CacheError
+from ..errors import CacheError, first_line
+from . import checked
+from .checked import DamagedFile
 from .spec import FORMAT_VERSION, READABLE_FORMATS
 from .store import Index, write_failed
 
 log = logging.getLogger(__name__)
 
 _STR = h5py.string_dtype("utf-8")
+REBUILD = ("Fix: run the same `python run_pipeline.py extract` command again; it rebuilds this "
+           "file from the feature store, computing only rows the store lacks.")
 BLOCK_ROWS = 4096  # rows copied from the store at a time: bounds the memory a view needs
 
 
@@ -101,11 +106,12 @@ def write_view(path: Path, manifests: dict[str, SplitManifest], index: Index,
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     try:
         reserve(tmp, sum(len(p[0]) * (row_bytes + 128) for p in plans.values()) + 2**20)
-        with h5py.File(tmp, "w") as h5:
+        with h5py.File(tmp, "w", libver=checked.LIBVER) as h5:
             for split, manifest in manifests.items():
                 _write_split(h5.create_group(split), manifest, index, *plans[split])
             for name, value in attrs.items():
                 h5.attrs[name] = value
+            checked.seal(h5)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
         raise write_failed(exc, path, kept) from None
@@ -134,21 +140,18 @@ def _split_plan(manifest: SplitManifest, index: Index, unreadable: dict[str, str
 
 def _write_split(group, manifest: SplitManifest, index: Index, good: np.ndarray,
                  positions: np.ndarray, bad: list[tuple[int, str]]) -> None:
-    shape = index.feature_shape or (0,)
-    n = len(good)
-    features = group.create_dataset("features", shape=(n, *shape), dtype=index.dtype or "float32",
-                                    chunks=(min(max(n, 1), 256), *shape) if n else None)
-    for start in range(0, n, BLOCK_ROWS):
+    features = checked.create(group, "features", shape=(len(good), *(index.feature_shape or (0,))),
+                              dtype=index.dtype or "float32")
+    for start in range(0, len(good), BLOCK_ROWS):
         rows = good[start:start + BLOCK_ROWS]
         features[start:start + len(rows)] = index.gather(positions[rows])
-    group.create_dataset("labels", data=np.asarray([manifest.labels[i] for i in good], np.int32))
-    group.create_dataset("paths", data=[manifest.paths[i] for i in good], dtype=_STR)
-    group.create_dataset("fingerprints", data=[manifest.fingerprints[i] for i in good], dtype=_STR)
-    quarantine = group.create_group("quarantine")
-    quarantine.create_dataset("paths", data=[manifest.paths[i] for i, _ in bad], dtype=_STR)
-    quarantine.create_dataset("reasons", data=[r for _, r in bad], dtype=_STR)
-    quarantine.create_dataset("fingerprints", data=[manifest.fingerprints[i] or "" for i, _ in bad],
-                              dtype=_STR)
+    checked.create(group, "labels", np.asarray([manifest.labels[i] for i in good], np.int32))
+    checked.create(group, "paths", [manifest.paths[i] for i in good], dtype=_STR)
+    checked.create(group, "fingerprints", [manifest.fingerprints[i] for i in good], dtype=_STR)
+    checked.create(group, "quarantine/paths", [manifest.paths[i] for i, _ in bad], dtype=_STR)
+    checked.create(group, "quarantine/reasons", [r for _, r in bad], dtype=_STR)
+    checked.create(group, "quarantine/fingerprints",
+                   [manifest.fingerprints[i] or "" for i, _ in bad], dtype=_STR)
 
 
 def _interrupted(path: Path) -> bool:
@@ -188,17 +191,21 @@ class FeatureCache:
                 "`python run_pipeline.py extract --data DIR` first, and pass the "
                 "file it prints."
             )
-        try:
-            h5 = h5py.File(self.path, "r")
-        except OSError as exc:
+        if not h5py.is_hdf5(self.path):
             raise CacheError(
-                f"{self.path} is not a readable HDF5 file (truncated, partial or "
-                f"not HDF5: {exc}). Fix: delete it and run extract again."
-            ) from None
-        with h5:
-            self._read_metadata(h5, expected_key)
-            if "shards" in h5.attrs:
-                check_sources(self.path, h5)
+                f"{self.path} is not a feature cache: it is not an HDF5 file. A feature cache is "
+                "the .h5 file `python run_pipeline.py extract` prints (it lives in the cache "
+                "folder). Fix: pass that file.")
+        try:
+            with h5py.File(self.path, "r") as h5:
+                self._read_metadata(h5, expected_key)
+                if "shards" in h5.attrs:
+                    check_sources(self.path, h5)
+        except DamagedFile as exc:
+            raise DamagedFile(exc.path, exc.what, REBUILD) from None
+        except (OSError, KeyError, RuntimeError, ValueError) as exc:
+            raise DamagedFile(self.path, f"it cannot be read as HDF5 ({first_line(exc)})",
+                              REBUILD) from None
         if self.shard is not None and not allow_shard:
             raise CacheError(
                 f"{self.path} is shard {self.shard['index']} of {self.shard['count']}: it holds "
@@ -218,11 +225,14 @@ class FeatureCache:
             raise CacheError(
                 f"{self.path} has cache format {version}; this version reads formats "
                 f"{', '.join(map(str, READABLE_FORMATS))}. Fix: run extract again to rebuild it.")
+        if not checked.sealed(h5):
+            raise CacheError(f"{self.path} was written by an older version, without checksums, "
+                             f"so its bytes cannot be checked. {REBUILD}")
+        checked.check_metadata(h5, self.path)
         self.format_version = version
         self.key = json.loads(attrs["key"])
         if key_hash(self.key) != attrs.get("key_hash"):
-            raise CacheError(f"{self.path} is damaged: its key does not match its key hash. "
-                             "Fix: delete it and run extract again.")
+            raise DamagedFile(self.path, "its key does not match its key hash", REBUILD)
         if expected_key is not None and expected_key != self.key:
             changed = sorted(k for k in set(expected_key) | set(self.key)
                              if expected_key.get(k) != self.key.get(k))
@@ -249,34 +259,54 @@ class FeatureCache:
         for s in self.splits:
             n = self.counts[s]
             if not (h5[s]["labels"].shape[0] == h5[s]["paths"].shape[0] == n):
-                raise CacheError(f"{self.path} is damaged: split {s!r} has arrays of "
-                                 "different lengths. Fix: delete it and run extract again.")
+                raise DamagedFile(self.path, f"split {s!r} has arrays of different lengths",
+                                  REBUILD)
 
     def load(self, split: str) -> SplitData:
-        with h5py.File(self.path, "r") as h5:
-            group = self._group(h5, split)
+        with self._reading(split) as group:
             return SplitData(
-                features=group["features"][()],
-                labels=group["labels"][()],
+                features=checked.read(group["features"]),
+                labels=checked.read(group["labels"]),
                 paths=[p.decode() for p in group["paths"][()]],
             )
 
     def take(self, split: str, rows) -> SplitData:
         """Some rows of a split (increasing indices), read without the rest."""
         rows = np.asarray(rows, dtype=np.int64)
-        with h5py.File(self.path, "r") as h5:
-            group = self._group(h5, split)
-            return SplitData(features=group["features"][rows],
-                             labels=group["labels"][rows],
+        with self._reading(split) as group:
+            return SplitData(features=checked.read(group["features"], rows),
+                             labels=checked.read(group["labels"], rows),
                              paths=[p.decode() for p in group["paths"][rows]])
 
     def index(self, split: str) -> SplitManifest:
         """A split's images (paths, labels, fingerprints), without reading its features."""
-        with h5py.File(self.path, "r") as h5:
-            group = self._group(h5, split)
+        with self._reading(split) as group:
             return SplitManifest(tuple(p.decode() for p in group["paths"][()]),
-                                 tuple(int(label) for label in group["labels"][()]),
+                                 tuple(int(label) for label in checked.read(group["labels"])),
                                  tuple(f.decode() for f in group["fingerprints"][()]))
+
+    def verify(self) -> None:
+        """Read every byte of the file (and of a merged file's shards) against its checksums.
+
+        Raises:
+            DamagedFile: a byte differs; the message says how to rebuild the file.
+        """
+        for path in [self.path, *(self.path.parent / s for s in self.shards)]:
+            try:
+                checked.verify(path)
+            except DamagedFile as exc:
+                raise DamagedFile(exc.path, exc.what, REBUILD) from None
+
+    @contextmanager
+    def _reading(self, split: str):
+        """One split's group; a checksum failure inside says how to rebuild the file."""
+        try:
+            with h5py.File(self.path, "r") as h5:
+                yield self._group(h5, split)
+        except DamagedFile as exc:
+            raise DamagedFile(exc.path, exc.what, REBUILD) from None
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise DamagedFile(self.path, f"it cannot be read ({first_line(exc)})", REBUILD) from None
 
     def fingerprints_used(self) -> set[str]:
         """Every fingerprint the view holds, quarantined ones included (what ``gc`` keeps)."""

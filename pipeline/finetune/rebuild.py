@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import backbones
 from .._files import key_hash
-from ..config import FinetuneConfig
+from ..config import MAX_FILE_BYTES, FinetuneConfig
 from ..errors import ConfigError, RunError
 from ..features.hashing import STAT_CACHE, fingerprint_files
 from ..features.spec import spec_from_key
@@ -80,7 +80,9 @@ def _check_images(cache: FeatureCache, root: Path) -> None:
         images = cache.index(split)
         total += len(images.paths)
         # The stat cache beside the view spares reading images that did not change.
-        now = fingerprint_files(root, list(images.paths), cache.path.parent / STAT_CACHE)
+        now = fingerprint_files(root, list(images.paths),
+                                cache.key.get("max_file_bytes", MAX_FILE_BYTES),
+                                cache.path.parent / STAT_CACHE)
         missing += sorted(now.unreadable)
         changed += [p for p, was, is_ in zip(images.paths, images.fingerprints, now.digests)
                     if is_ is not None and is_ != was]

@@ -10,7 +10,6 @@ TensorBoard and resuming, and adds the result to the run.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import time
@@ -120,7 +119,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
 
     from ..runs import plots, scores
     from ..heads.dense import DenseHead
-    from ..runs import add_model
+    from ..runs import FINETUNED, WORK, RunWriter
 
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("`--tensorboard` needs the tensorboard package, which is not installed. "
@@ -138,7 +137,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     if mixed:
         model, core, base, features = rebuild(source, config, preprocess, like=base)
 
-    work = source.run / "finetune"
+    work = source.run / WORK  # resumable: a killed run goes on from its last epoch
     work.mkdir(exist_ok=True)
     frozen_marker = work / "frozen.done"
     if not (frozen_marker.exists() or any(work.glob("backup-*"))):
@@ -213,17 +212,19 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
                                       range(n_classes), n_classes)
     row.update(search_seconds=0.0, fit_seconds=round(sum(seconds), 3), predict_seconds=0.0)
 
-    plots.plot_history(source.run / "plots" / "finetune_history.png", history,
-                        fine_tune_start=done, title="fine-tuning")
-    (work / "handoff.json").write_text(json.dumps(handoff, indent=2))
-    model_path = source.run / "models" / "finetuned.keras"
     if slower:  # save with a stock optimizer, so plain keras.models.load_model reads the file
         trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed)
-    model.save(model_path)
-    add_model(source.run, "finetuned", model_path, {"first_trainable_layer": first, **asdict(config)})
-    scores.add_leaderboard_row(source.run, row)
     for leftover in (start_path, best_path, work / "frozen.weights.h5", frozen_marker):
         leftover.unlink(missing_ok=True)
+    # The finished run is amended as a whole: a copy gains the model, then replaces it.
+    with RunWriter.amend(source.run) as amended:
+        plots.plot_history(amended.path("plots/finetune_history.png"), history,
+                            fine_tune_start=done, title="fine-tuning")
+        amended.write_json(f"{WORK}/handoff.json", handoff)
+        model.save(amended.path(FINETUNED))
+        amended.add_model("finetuned", FINETUNED, {"first_trainable_layer": first, **asdict(config)})
+        scores.add_leaderboard_row(amended.tmp, row)
+    model_path = source.run / FINETUNED
     log.info("fine-tuned: validation accuracy %.4f -> %.4f", before, after)
     return FinetuneResult(model_path, before, after, row, handoff, len(history["epoch"]), done,
                           first, float(np.mean(seconds)) if seconds else 0.0)

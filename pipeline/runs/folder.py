@@ -1,8 +1,10 @@
 """Run folders: written whole or not at all, with models that can be trusted.
 
-A run is written into ``<out>.tmp-<pid>/`` and renamed into place when
-complete, so a crash never leaves a half-written run, and an earlier run is
-replaced only when the user asked for it. ``manifest.json`` records every
+A run is written into a fresh folder beside ``<out>`` and swapped into
+place when complete, so a crash never leaves a half-written run. An earlier
+run is replaced only when the user asked for it, and only when it is a run
+this tool wrote: ``manifest.json`` lists every file the run holds, and a
+folder with any other file is never replaced. ``manifest.json`` records every
 saved model with its sha256; :func:`load_model` refuses a file whose checksum
 differs, because a joblib file is a pickle and loading one runs code.
 """
@@ -12,14 +14,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .._files import atomic_write, sha256_file
+from .._files import sha256_file
 from ..errors import ConfigError, RunError
 from ..heads import persist
 
 MANIFEST = "manifest.json"
+WORK = "finetune"  # stage 3's resumable work files, written while it trains
+FINETUNED = "models/finetuned.keras"  # stage 3's model, pixels in
+RESOLVED = "run.toml"  # `run`'s resolved configuration, written after the run folder
 
 
 def default_run_dir(cache_path: Path) -> Path:
@@ -27,24 +33,79 @@ def default_run_dir(cache_path: Path) -> Path:
     return Path("runs") / f"{cache_path.stem}-{stamp}"
 
 
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run this tool wrote: a manifest that reads as one."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("stage") == "compare" \
+        and isinstance(manifest.get("models"), dict)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+
+
+def _foreign(run: Path) -> list[str]:
+    """Files in a run folder that its manifest does not list (runs that list none: none)."""
+    listed = json.loads((run / MANIFEST).read_text(encoding="utf-8")).get("files")
+    if listed is None:
+        return []
+    return [f for f in _files(run) if f not in set(listed) | {MANIFEST, RESOLVED}
+            and not f.startswith(f"{WORK}/")]
+
+
 def check_writable(out: Path, overwrite: bool) -> None:
-    """Refuse, before any work, to replace an earlier run unless asked."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    """Refuse, before any work, to write where a run of this tool cannot be replaced.
+
+    A folder is replaced only when it holds a run this tool wrote (a valid
+    manifest, and no file the manifest does not list) and ``overwrite`` is set.
+    """
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise ConfigError(f"`--out` {out} is a file, not a folder. Fix: pass a new folder with "
+                          "`--out`.")
+    if not is_run(out):
         raise ConfigError(
-            f"Run folder {out} already exists and is not empty. Fix: pass another "
-            "`--out`, or `--overwrite` to replace it."
-        )
+            f"`--out` {out} is a folder of other files, not a run this tool wrote (it has no "
+            f"valid {MANIFEST}), and the pipeline never replaces or deletes files it did not "
+            "write. Fix: pass a new or empty folder with `--out`.")
+    foreign = _foreign(out)
+    if foreign:
+        raise ConfigError(
+            f"Run folder {out} also holds files this tool did not write ({', '.join(foreign[:3])}"
+            f"{' ...' if len(foreign) > 3 else ''}), so it is not replaced. Fix: move them out "
+            "of it, or pass another `--out`.")
+    if not overwrite:
+        raise ConfigError(f"Run folder {out} already holds a run. Fix: pass another `--out`, or "
+                          "`--overwrite` to replace it.")
 
 
 class RunWriter:
-    """Collects a run's files in a temporary folder; :meth:`commit` publishes it."""
+    """Collects a run's files in a folder beside ``out``; :meth:`commit` swaps it in.
 
-    def __init__(self, out: Path):
+    A failure at any point leaves the earlier run (if any) whole: the new one
+    is complete before the old one is moved away.
+    """
+
+    def __init__(self, out: Path, base: Path | None = None):
         self.out = out
-        self.tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        (self.tmp / "models").mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        self.base: dict | None = None
+        if base is not None:  # amending a finished run: start from a copy of it
+            shutil.copytree(base, self.tmp, dirs_exist_ok=True)
+            self.base = read_manifest(self.tmp)
+        (self.tmp / "models").mkdir(exist_ok=True)
         self.models: dict[str, dict] = {}
+
+    @classmethod
+    def amend(cls, run: Path) -> "RunWriter":
+        """A writer over a copy of the finished ``run``; :meth:`commit` replaces it."""
+        read_manifest(run)
+        return cls(run, base=run)
 
     def path(self, relative: str) -> Path:
         target = self.tmp / relative
@@ -65,19 +126,42 @@ class RunWriter:
                              "sha256": sha256_file(self.path(relative)), "params": params or {},
                              "classes": [int(c) for c in estimator.classes_]}
 
-    def commit(self, manifest: dict, overwrite: bool) -> Path:
-        manifest = {**manifest, "models": self.models,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    def add_model(self, name: str, relative: str, params: dict) -> None:
+        """Record a whole Keras model (pixels in) saved at ``relative``."""
+        self.models[name] = {"file": relative, "format": "keras-model",
+                             "sha256": sha256_file(self.path(relative)), "params": params}
+
+    def commit(self, manifest: dict | None = None, overwrite: bool = False) -> Path:
+        """Publish the run: swapped in for an earlier one only where :func:`check_writable` allows."""
+        if self.base is not None:
+            manifest, overwrite = {**self.base, **(manifest or {})}, True
+            manifest["models"] = {**self.base["models"], **self.models}
+        else:
+            manifest = {**manifest, "models": self.models,
+                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        manifest["files"] = [f for f in _files(self.tmp) if f != MANIFEST]
         self.write_json(MANIFEST, manifest)
-        if self.out.exists():
-            check_writable(self.out, overwrite)
-            shutil.rmtree(self.out)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.tmp, self.out)
+        check_writable(self.out, overwrite)
+        if self.out.is_dir() and any(self.out.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
+            os.replace(self.out, old)  # over the empty folder just made
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(old)
+        else:
+            os.replace(self.tmp, self.out)
         return self.out
 
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
 
 
 def _json(data) -> str:
@@ -90,15 +174,6 @@ def read_manifest(run: str | os.PathLike) -> dict:
         raise RunError(f"{run} is not a finished run folder: it has no {MANIFEST}. "
                        "Fix: pass a folder written by `run_pipeline.py compare`.")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def add_model(run: str | os.PathLike, name: str, path: Path, params: dict) -> None:
-    """Record a whole Keras model (pixels in) saved into a finished run."""
-    run = Path(run)
-    manifest = read_manifest(run)
-    manifest["models"][name] = {"file": str(Path(path).relative_to(run)), "format": "keras-model",
-                                "sha256": sha256_file(path), "params": params}
-    atomic_write(run / MANIFEST, _json(manifest).encode())
 
 
 def load_model(run: str | os.PathLike, name: str):

@@ -26,12 +26,13 @@ def test_summary_describes_the_file(cache_file):
 @pytest.mark.parametrize("damage, message", [
     (lambda p: p.unlink(), "does not exist, but the feature store holds rows its extraction computed"),
     (lambda p: p.with_name("other-0123456789abcdef.h5"), None),
-    (lambda p: p.write_bytes(b"nope"), "is not a readable HDF5 file"),
-    (lambda p: p.write_bytes(p.read_bytes()[:2048]), "is not a readable HDF5 file"),
+    (lambda p: p.write_bytes(b"nope"), "is not a feature cache: it is not an HDF5 file"),
+    (lambda p: p.write_bytes(p.read_bytes()[:2048]), "is damaged: it cannot be read as HDF5"),
     (lambda p: h5py.File(p, "w").close(), "is an HDF5 file but not a feature cache written by this tool"),
     (lambda p: h5py.File(p, "a").attrs.__setitem__("format_version", 99),
      "has cache format 99; this version reads formats 1, 2. Fix: run extract again"),
-    (lambda p: h5py.File(p, "a").attrs.__setitem__("key_hash", "x"), "is damaged: its key does not match"),
+    (lambda p: h5py.File(p, "a").attrs.__setitem__("key_hash", "x"),
+     "is damaged: its metadata (attributes, paths or reasons) does not match its checksum"),
 ])
 def test_bad_cache_files(cache_file, damage, message):
     if message is None:  # a name no extraction wrote

@@ -17,6 +17,7 @@ from pipeline import ExtractConfig, FeatureCache, extract_features
 from pipeline.cli import main
 from pipeline.config import SplitConfig
 from pipeline.features import hashing
+from pipeline.errors import CacheError
 from pipeline.features.manage import collect_garbage, list_cache
 from pipeline.features.store import FeatureStore
 
@@ -166,8 +167,8 @@ def test_an_unchanged_rerun_reads_no_image(tmp_path, monkeypatch):
 
 def test_a_racy_fingerprint_is_not_remembered(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=2)
-    prints = hashing.fingerprint_files(data, ["train/cats/cats0.jpg"], tmp_path / "stat.sqlite")
-    again = hashing.fingerprint_files(data, ["train/cats/cats0.jpg"], tmp_path / "stat.sqlite")
+    prints = hashing.fingerprint_files(data, ["train/cats/cats0.jpg"], 2**20, tmp_path / "stat.sqlite")
+    again = hashing.fingerprint_files(data, ["train/cats/cats0.jpg"], 2**20, tmp_path / "stat.sqlite")
     assert prints.read == again.read == 1  # written just now: its stat cannot be trusted yet
     assert again.digests == prints.digests
 
@@ -304,13 +305,16 @@ def test_extract_says_what_it_computed_and_reused(tmp_path, capsys):
     assert (result["computed"], result["reused"], result["hit"]) == (1, 8, False)
 
 
-def test_a_format_1_cache_file_is_still_read_and_listed(tmp_path, feature_cache):
-    with h5py.File(feature_cache, "a") as h5:
-        h5.attrs["format_version"] = 1
-    cache = FeatureCache(feature_cache)
-    assert cache.format_version == 1 and cache.load("train").features.shape == (80, 16)
+def test_a_cache_file_without_checksums_is_refused_and_listed_as_unreadable(tmp_path, feature_cache):
+    from pipeline.features import checked
+
+    with h5py.File(feature_cache, "a") as h5:  # as an older version wrote it
+        del h5.attrs[checked.DIGEST]
+    with pytest.raises(CacheError, match="was written by an older version, without checksums, so "
+                                         "its bytes cannot be checked. Fix: run the same"):
+        FeatureCache(feature_cache)
     listing = list_cache(feature_cache.parent)
-    assert [v["path"] for v in listing["views_without_store"]] == [str(feature_cache)]
+    assert [v["path"] for v in listing["unreadable"]] == [str(feature_cache)]
 
 
 def test_files_that_are_not_images_are_named_in_the_json_and_the_log(tmp_path, capsys, caplog):

@@ -1,0 +1,54 @@
+"""How an image file is read: regular files only, never more than a set number of bytes.
+
+Everything that reads a user's image goes through :func:`read_bytes`, or
+checks :func:`refusal` on a ``stat`` first: a link to ``/dev/zero``, a FIFO
+or a 20 GB file is refused before a byte of it is read, by the stat alone.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from ..config import MAX_FILE_BYTES
+from ..errors import first_line
+
+__all__ = ["MAX_FILE_BYTES", "Refused", "read_bytes", "refusal", "unreadable_reason"]
+
+
+class Refused(ValueError):
+    """A file this pipeline will not read; the message says why and what to change."""
+
+
+def refusal(st: os.stat_result, max_bytes: int) -> str | None:
+    """Why a file of this ``stat`` is not read (None: it is)."""
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a device, FIFO, socket or folder), so it is not read"
+    if st.st_size > max_bytes:
+        return (f"is {st.st_size:,} bytes, more than `max_file_bytes` = {max_bytes:,}. Fix: raise "
+                "`max_file_bytes` if it is a real image")
+    return None
+
+
+def read_bytes(path: str, max_bytes: int) -> bytes:
+    """The whole of a regular file of at most ``max_bytes`` bytes.
+
+    Raises:
+        Refused: not a regular file, too large, or it grew past the limit while read.
+        OSError: it cannot be opened or read.
+    """
+    # O_NONBLOCK: a FIFO put in the file's place after the caller's stat must not block.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        why = refusal(os.fstat(fd), max_bytes)
+        if why:
+            raise Refused(why)
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise Refused(f"grew past `max_file_bytes` = {max_bytes:,} while it was being read")
+    return data
+
+
+def unreadable_reason(exc: OSError) -> str:
+    """The sentence for a file that cannot be opened or read."""
+    return f"cannot be read: {exc.strerror or first_line(exc)}"
