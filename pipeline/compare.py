@@ -275,6 +275,12 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
                 "classifiers are fitted on train and selected on validation. Fix: extract "
                 "with `--validation-fraction` above 0."
             )
+        if cache.counts[split] == 0:
+            unreadable = sum(q["split"] == split for q in cache.quarantined)
+            raise ConfigError(
+                f"{cache.path} has no {split} rows: all {unreadable} of its {split} images were "
+                "quarantined (`inspect` lists them with the reasons). Fix: replace or repair "
+                "those images, then extract again.")
     budget = outofcore.budget_bytes(config.memory_budget_mb)
     need = outofcore.in_memory_bytes(cache.counts, cache.feature_shape)
     if need > budget:

@@ -62,9 +62,11 @@ def expand(inputs: list[str]) -> list[str]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(str(p) for p in path.rglob("*")  # a dangling link is listed as unreadable
-                           if (p.is_file() or p.is_symlink()) and is_image_name(p.name))
-        elif path.is_file():
+            # Anything but a folder is listed: a dangling link, a device or a FIFO is refused
+            # with its reason, unread.
+            paths += sorted(str(p) for p in path.rglob("*")
+                           if not p.is_dir() and is_image_name(p.name))
+        elif path.exists() or path.is_symlink():
             paths.append(str(path))
         else:
             raise ConfigError(f"{item} is neither an image file nor a folder. Fix: check the path.")

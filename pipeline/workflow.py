@@ -19,7 +19,7 @@ from pathlib import Path
 from ._files import atomic_write, key_hash
 from .config import RunConfig, run_config_toml
 from .errors import ConfigError, RunError, WeightsError
-from .runs.folder import RESOLVED
+from .runs.folder import RESOLVED, check_writable, is_run
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
 
     started = time.perf_counter()
     run_dir = config.run_dir
+    if not is_run(run_dir):  # a folder of the user's is refused now, not after stage 1
+        check_writable(run_dir, overwrite=False)
     root = resolve(config.data, config.extract.cache_path)
     try:
         extracted = extract_features(root, config.extract, progress=progress)

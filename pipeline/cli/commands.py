@@ -138,15 +138,20 @@ def run_merge(args) -> int:
 
 
 def add_cache(sub) -> None:
-    p = sub.add_parser("cache", help="list or clean up the feature store and its views")
+    p = sub.add_parser("cache", help="list, check or clean up the feature store and its views")
     actions = p.add_subparsers(dest="action", required=True)
     ls = actions.add_parser("ls", help="stores (spec, rows, bytes) and the views using each")
+    verify = actions.add_parser("verify", help="read every stored byte against its checksum and "
+                                               "list what is damaged (as git fsck does)")
+    verify.add_argument("--repair", action="store_true",
+                        help="move damaged files aside (into a damaged/ folder beside them), so "
+                             "the next extract computes or rebuilds them")
     gc = actions.add_parser("gc", help="drop unused views, and store rows no view holds")
     gc.add_argument("--older-than", type=float, metavar="DAYS",
                     help="also drop views not used for DAYS days (default: keep every view)")
     gc.add_argument("--dry-run", action="store_true", help="say what would be dropped; change nothing")
-    for q in (ls, gc):
-        q.add_argument("--cache-dir", default="cache")
+    for q in (ls, verify, gc):
+        q.add_argument("--cache-dir", default="cache", help="the cache folder (default: cache)")
         q.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -155,8 +160,19 @@ def _megabytes(n: int) -> str:
 
 
 def run_cache(args) -> int:
-    from ..features.manage import collect_garbage, list_cache
+    from ..features.manage import collect_garbage, list_cache, verify_cache
 
+    if args.action == "verify":
+        report = verify_cache(args.cache_dir, args.repair)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            for bad in report["damaged"]:
+                print(f"{bad['kind']:<8}{bad['path']}: {bad['problem']}")
+            moved = " (moved aside: the next extract computes them again)" if args.repair else \
+                ("; `cache verify --repair` moves them aside" if report["damaged"] else "")
+            print(f"checked {report['checked']} files: {len(report['damaged'])} damaged{moved}")
+        return 1 if report["damaged"] and not args.repair else 0
     if args.action == "gc":
         report = collect_garbage(args.cache_dir, args.older_than, args.dry_run)
         if args.json:

@@ -27,7 +27,7 @@ from PIL import Image
 
 from .._files import FINGERPRINT_BYTES
 from ..config import MAX_PIXELS
-from .files import MAX_FILE_BYTES, Refused, read_bytes, unreadable_reason
+from .files import CHANGED, MAX_FILE_BYTES, Refused, read_bytes, unreadable_reason
 
 # Reduced-scale JPEG decoding happens in the DCT domain, so a 1/8 decode costs
 # a fraction of a full one. Only ratios that keep the short side at or above
@@ -192,7 +192,6 @@ def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=FINGERPRINT_BYTES).hexdigest()
 
 
-CHANGED = "changed while it was being read (its bytes differ from those fingerprinted); run again"
 _BATCHED = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.string),
             tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.bool))
 _BLOCK = 64  # images per Python call into tf.data (one call per image cost a quarter of the rate)

@@ -13,7 +13,10 @@ import stat
 from ..config import MAX_FILE_BYTES
 from ..errors import first_line
 
-__all__ = ["MAX_FILE_BYTES", "Refused", "read_bytes", "refusal", "unreadable_reason"]
+__all__ = ["CHANGED", "MAX_FILE_BYTES", "Refused", "read_bytes", "refusal", "unreadable_reason"]
+
+
+CHANGED = "changed while it was being read (its bytes differ from those fingerprinted); run again"
 
 
 class Refused(ValueError):
@@ -37,10 +40,13 @@ def read_bytes(path: str, max_bytes: int) -> bytes:
         Refused: not a regular file, too large, or it grew past the limit while read.
         OSError: it cannot be opened or read.
     """
-    # O_NONBLOCK: a FIFO put in the file's place after the caller's stat must not block.
+    why = refusal(os.stat(path), max_bytes)  # a device is never even opened
+    if why:
+        raise Refused(why)
+    # O_NONBLOCK: a FIFO put in the file's place after that stat must not block.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as fh:
-        why = refusal(os.fstat(fd), max_bytes)
+        why = refusal(os.fstat(fd), max_bytes)  # the file opened is the one checked
         if why:
             raise Refused(why)
         data = fh.read(max_bytes + 1)

@@ -52,7 +52,7 @@ class Dataset:
         splits: split name -> tuple of ``(relative posix path, label)``,
             sorted by path. Only non-empty splits are present.
         ignored: relative paths of files that are not images (or images
-            outside a class folder).
+            outside a class folder), and of folders that cannot be read.
         missing: split name -> classes that have no image in that split.
     """
 
@@ -86,7 +86,12 @@ def _subfolders(folder: Path) -> list[Path]:
 def _walk_class(class_dir: Path, root: Path, ignored: list[str]) -> list[str]:
     """Relative posix paths of the images below one class folder."""
     images = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
+
+    def unreadable(exc: OSError) -> None:  # os.walk skips such a folder without a word
+        rel = Path(exc.filename).relative_to(root).as_posix()
+        ignored.append(f"{rel}/ (a folder that cannot be read: {exc.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(class_dir, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
@@ -186,7 +191,8 @@ def discover(root: str | os.PathLike, config: SplitConfig = SplitConfig()) -> Da
     if ignored:
         shown = sorted(ignored)[:5]
         more = f" and {len(ignored) - len(shown)} more" if len(ignored) > len(shown) else ""
-        log.warning("ignored %d files that are not images (by their extension, one of %s): %s%s",
+        log.warning("ignored %d files that are not images (by their extension, one of %s) or "
+                    "folders that cannot be read: %s%s",
                     len(ignored), ", ".join(IMAGE_EXTENSIONS), ", ".join(shown), more)
     return Dataset(root, layout, classes, splits, tuple(sorted(ignored)), missing)
 

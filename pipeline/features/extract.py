@@ -24,6 +24,7 @@ from .. import backbones
 from .._files import key_hash
 from ..config import ExtractConfig
 from ..data import Dataset, discover
+from ..data.files import CHANGED
 from ..errors import CacheError
 from . import engines, shards
 from .hashing import STAT_CACHE, fingerprint_files
@@ -232,6 +233,9 @@ class Plan:
             cache.verify()  # a view with a damaged byte is rebuilt, never served
         except CacheError as exc:
             log.warning("rebuilding the cache: %s", exc)
+            return None
+        if any(q["reason"] == CHANGED for q in cache.quarantined):
+            log.info("reading again the images that changed while %s was made", self.path.name)
             return None
         with contextlib.suppress(OSError):
             os.utime(self.path)  # when it was last used, for `cache gc --older-than`

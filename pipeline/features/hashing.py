@@ -69,8 +69,15 @@ def _known(db: Path, root: Path) -> dict[str, tuple]:
                                 "WHERE path >= ? AND path < ?", (prefix, prefix[:-1] + "0"))
             return {path: (tuple(sig), digest) for path, *sig, digest in rows}
     except sqlite3.Error as exc:
-        log.warning("could not read the fingerprint cache %s (%s); hashing every image",
-                    db, first_line(exc))
+        # Only speed is lost: set it aside once, and the next write starts a new one.
+        aside = db.with_name(db.name + ".damaged")
+        try:
+            os.replace(db, aside)
+            moved = f"moved it to {aside.name} and hashing"
+        except OSError:
+            moved = "hashing"
+        log.warning("could not read the fingerprint cache %s (%s); %s every image", db,
+                    first_line(exc), moved)
         return {}
 
 

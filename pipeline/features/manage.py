@@ -11,6 +11,7 @@ works, so it never runs beside an extraction of the same spec.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import CacheError, ConfigError
-from .store import SPEC_FILE, FeatureStore, store_root
+from . import checked
+from .checked import DamagedFile
+from .store import DAMAGED, SPEC_FILE, FeatureStore, store_root
 from .view import FeatureCache
 
 log = logging.getLogger(__name__)
@@ -59,16 +62,20 @@ def _merged_shards(views: list[ViewFile]) -> dict[Path, ViewFile]:
     return {shard: view for view in views for shard in view.shards}
 
 
-def list_cache(cache_dir: str | Path) -> dict:
-    """Stores (spec, rows, bytes), the views using each, and files outside any store."""
+def _existing(cache_dir: str | Path) -> Path:
     cache_dir = Path(cache_dir).expanduser()
     if not cache_dir.is_dir():
         raise ConfigError(f"`--cache-dir` {cache_dir} does not exist. Fix: pass the folder "
                           "extract wrote to (default: cache).")
+    return cache_dir
+
+
+def list_cache(cache_dir: str | Path) -> dict:
+    """Stores (spec, rows, bytes), the views using each, and files outside any store."""
+    cache_dir = _existing(cache_dir)
     views, problems = _views(cache_dir)
     stores = []
-    root = store_root(cache_dir)
-    for folder in sorted(p for p in root.glob("*") if (p / SPEC_FILE).is_file()) if root.is_dir() else []:
+    for folder in _store_folders(cache_dir):
         store = FeatureStore(folder)
         using = [v for v in views if v.store == folder.resolve()]
         spec = store.spec()
@@ -96,13 +103,10 @@ def collect_garbage(cache_dir: str | Path, older_than_days: float | None = None,
     Returns:
         What was (or would be) dropped: views, rows, and bytes freed.
     """
-    cache_dir = Path(cache_dir).expanduser()
     if older_than_days is not None and older_than_days < 0:
         raise ConfigError(f"`--older-than` takes a number of days, 0 or more. Got {older_than_days}.")
-    if not cache_dir.is_dir():
-        raise ConfigError(f"`--cache-dir` {cache_dir} does not exist. Fix: pass the folder "
-                          "extract wrote to (default: cache).")
-    views, _ = _views(cache_dir)
+    cache_dir = _existing(cache_dir)
+    views, problems = _views(cache_dir)
     cutoff = time.time() - older_than_days * DAY if older_than_days is not None else None
     old = {v.path.resolve() for v in views if cutoff is not None and v.last_used < cutoff
            and v.store is not None}
@@ -115,9 +119,13 @@ def collect_garbage(cache_dir: str | Path, older_than_days: float | None = None,
     if not dry_run:
         for view in dropped:
             view.path.unlink(missing_ok=True)
-    root = store_root(cache_dir)
-    folders = sorted(p for p in root.glob("*") if (p / SPEC_FILE).is_file()) if root.is_dir() else []
-    for folder in folders:
+    report["unreadable"] = problems
+    if problems:  # their rows cannot be told apart, so none is dropped
+        log.warning("%d view files cannot be read, so no store row is dropped (a damaged view is "
+                    "rebuilt from them). Fix: `cache verify --repair`, then gc again.", len(problems))
+        report.update(bytes_freed=0, rows_dropped=0)
+        return report
+    for folder in _store_folders(cache_dir):
         store = FeatureStore(folder)
         with store.locked(exclusive=True, what=f"store {folder.name} (gc)"):
             # Read the views again under the lock: one written meanwhile counts.
@@ -140,10 +148,68 @@ def _collect_store(store: FeatureStore, keep: set[str], live: list, dry_run: boo
         return {"store": str(store.folder), "views": len(live), "rows_dropped": len(drop),
                 "rows_kept": len(index.fingerprints) - len(drop), "bytes_freed": 0}
     store.remove_stale_temporaries()
+    store.set_aside(store.index().damaged)
+    shutil.rmtree(store.folder / DAMAGED, ignore_errors=True)  # set aside by extract, verify or here
     if not live:
         freed = sum(p.stat().st_size for p in store.folder.iterdir() if p.is_file())
         rows = store.usage()["rows"]
         shutil.rmtree(store.folder)
         return {"store": str(store.folder), "views": 0, "rows_dropped": rows, "rows_kept": 0,
                 "bytes_freed": freed, "removed": True}
-    return {"store": str(store.folder), "views": len(live), **store.compact(keep, chunk_size)}
+    for _ in range(len(store.segments()) + 1):
+        try:
+            return {"store": str(store.folder), "views": len(live), **store.compact(keep, chunk_size)}
+        except DamagedFile as exc:  # a row failed its checksum: its images are computed again
+            log.warning("%s Set aside; its images are computed again by the next extract.", exc)
+            store.set_aside([exc.path])
+    raise CacheError(f"{store.folder} could not be compacted. Fix: `cache verify --repair`.")
+
+
+def _store_folders(cache_dir: Path) -> list[Path]:
+    root = store_root(cache_dir)
+    return sorted(p for p in root.glob("*") if (p / SPEC_FILE).is_file()) if root.is_dir() else []
+
+
+def verify_cache(cache_dir: str | Path, repair: bool = False) -> dict:
+    """Read every byte of every store segment and view against its checksums, as ``git fsck`` does.
+
+    Args:
+        repair: move what fails (and what was written without checksums) aside,
+            into a ``damaged`` folder beside it, so the next extract computes
+            or rebuilds it; ``cache gc`` removes them.
+
+    Returns:
+        ``{"cache_dir", "checked", "damaged": [{"path", "kind", "problem"}], "repaired"}``.
+    """
+    cache_dir = _existing(cache_dir)
+    damaged, count = [], 0
+    for folder in _store_folders(cache_dir):
+        store = FeatureStore(folder)
+        with store.locked(exclusive=repair, what=f"store {folder.name} (verify)"):
+            bad = []
+            for segment in store.segments():
+                count += 1
+                problem = _problem(segment)
+                if problem:
+                    bad.append(segment)
+                    damaged.append({"path": str(segment), "kind": "segment", "problem": problem})
+            if repair:
+                store.set_aside(bad)
+    for view in sorted(cache_dir.glob("*.h5")):
+        count += 1
+        problem = _problem(view)
+        if problem:
+            damaged.append({"path": str(view), "kind": "view", "problem": problem})
+            if repair:
+                (cache_dir / DAMAGED).mkdir(exist_ok=True)
+                os.replace(view, cache_dir / DAMAGED / view.name)
+    return {"cache_dir": str(cache_dir), "checked": count, "damaged": damaged, "repaired": repair}
+
+
+def _problem(path: Path) -> str | None:
+    try:
+        checked.verify(path)
+    except DamagedFile as exc:
+        return exc.what
+    return None
+

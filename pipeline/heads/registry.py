@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError, UnknownNameError, first_line
 from .dense import DenseHead
 from .vectorize import Vectorize
 
@@ -125,6 +125,24 @@ def resolve_params(classifier: Classifier, known: dict[str, str], params: dict) 
     return {short: known[short] for short in params}
 
 
+def _validate(classifier: Classifier, estimator: BaseEstimator, given: dict[str, tuple]) -> None:
+    """Each value the user gave, checked by scikit-learn's own parameter validation before any fit."""
+    from sklearn.base import clone
+
+    for full, (short, values) in given.items():
+        for value in values:
+            owner = clone(estimator).set_params(**{full: value})
+            for step in full.split("__")[:-1]:  # the estimator the parameter belongs to
+                owner = owner.get_params()[step]
+            if not hasattr(owner, "_parameter_constraints"):
+                continue
+            try:
+                owner._validate_params()
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"`--param {classifier.name}.{short}={value!r}` is refused: "
+                                  f"{first_line(exc)} Fix: pass a value in that range.") from None
+
+
 def configure(classifier: Classifier, seed: int, overrides: dict[str, list],
               class_weight: str | None, spatial: str) -> tuple[BaseEstimator, dict[str, list]]:
     """The estimator with fixed settings applied, and its search grid (full names).
@@ -139,6 +157,7 @@ def configure(classifier: Classifier, seed: int, overrides: dict[str, list],
     known = public_params(estimator)
     grid = {**classifier.grid, **overrides}
     names = resolve_params(classifier, known, grid)
+    _validate(classifier, estimator, {names[k]: (k, v) for k, v in overrides.items()})
     fixed = {names[k]: v[0] for k, v in grid.items() if len(v) == 1}
     searched = {names[k]: list(v) for k, v in grid.items() if len(v) > 1}
     if class_weight is not None and classifier.class_weight is not None:

@@ -9,6 +9,8 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
+    # Class names and file names are plain text: a folder called `$x^$` is no formula.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

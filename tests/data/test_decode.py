@@ -158,6 +158,9 @@ def _fuzz_folder(root: Path) -> dict[str, str]:
     add("text.jpg", "text named .jpg", lambda p: p.write_text("not a picture"))
     add("truncated.jpg", "a truncated JPEG",
         lambda p: p.write_bytes((dogs / "dog0.jpg").read_bytes()[:300]))
+    add("z.jpg", "a 20 GB sparse file", lambda p: os.truncate(p.open("wb").name, 20 * 2**30))
+    add("y.jpg", "a link to /dev/zero", lambda p: p.symlink_to("/dev/zero"))
+    add("pipe.jpg", "a FIFO", lambda p: os.mkfifo(p))
     return kinds
 
 
@@ -176,8 +179,9 @@ def _peak_mib(command: list[str], env: dict) -> tuple[subprocess.CompletedProces
 # The folder's odd files may cost memory only by a margin over the same
 # command on its plain photos alone: the whole process peaks at 0.8-1.0 GiB
 # depending on the machine (TensorFlow, OpenVINO), while decoding the
-# 20000 x 20000 bomb took 1.9 GB more before the pixel budget refused it.
-MARGIN_MIB = 256
+# 20000 x 20000 bomb took 1.9 GB more before the pixel budget refused it,
+# reading the 20 GB file 21 GB, and /dev/zero without end.
+MARGIN_MIB = 100
 
 
 def _plain_photos(data: Path, root: Path) -> Path:
@@ -212,7 +216,12 @@ def test_fuzz_every_file_a_folder_may_hold_is_decoded_or_quarantined(tmp_path, s
     assert all(reasons.values())
     assert set(reasons) == {f"cats/{name}" for name in (
         "dangling.jpg", "bomb.png", "huge.png", "lying.png", "zero.png", "empty.jpg", "text.jpg",
-        "truncated.jpg")}, reasons
+        "truncated.jpg", "z.jpg", "y.jpg", "pipe.jpg")}, reasons
+    assert reasons["cats/z.jpg"] == (f"is {20 * 2**30:,} bytes, more than `max_file_bytes` = "
+                                     f"{512 * 2**20:,}. Fix: raise `max_file_bytes` if it is a real image")
+    for name in ("y.jpg", "pipe.jpg"):
+        assert reasons[f"cats/{name}"] == ("is not a regular file (a device, FIFO, socket or folder), "
+                                           "so it is not read")
     assert reasons["cats/bomb.png"].startswith("its header claims more than 178956970 pixels, more "
                                                "than the pixel budget `max_pixels` = 89478485.")
     assert "No such file or directory" in reasons["cats/dangling.jpg"]
