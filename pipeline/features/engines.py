@@ -135,15 +135,14 @@ class OpenVINOEngine:
         model.reshape({model.inputs[0].get_any_name(): [batch_size, size, size, 3]})
         self.feature_shape = tuple(int(d) for d in model.outputs[0].get_partial_shape().to_shape()[1:])
         core = ov.Core()
+        if precision == "bf16" and not cpu_has_bf16():
+            raise ConfigError(
+                "`--precision bf16`: this CPU has no bfloat16 units (OpenVINO's "
+                "OPTIMIZATION_CAPABILITIES lists no BF16), so its rows would not be bf16 ones. "
+                "Fix: extract on a CPU with AVX512_BF16 or AMX, or use `--precision float32`.")
         config = {"PERFORMANCE_HINT": "THROUGHPUT",
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         self.compiled = core.compile_model(model, "CPU", config)
-        got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        if precision == "bf16" and "bf16" not in got:
-            raise ConfigError(
-                f"`--precision bf16`: this CPU has no bfloat16 units, so OpenVINO would run "
-                f"{got} and store those rows as bf16 ones. Fix: extract on a CPU with AVX512_BF16 "
-                "or AMX, or use `--precision float32`.")
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
     def _converted(self, ov, spec, seed: int, folder: Path | None):
@@ -177,30 +176,44 @@ class OpenVINOEngine:
         return converted
 
     def map(self, batches):
-        ov = _openvino()
-        queue = ov.AsyncInferQueue(self.compiled, self.requests)
-        done: dict[int, np.ndarray] = {}
+        """Features of each batch, in order, with up to ``requests`` batches in flight.
 
-        def finished(request, seq):
-            done[seq] = request.get_output_tensor(0).data.copy()
+        The requests are waited on here, never through a Python callback: a
+        callback runs on OpenVINO's threads and needs the GIL, which deadlocked
+        against a compiled model being dropped on the main thread.
+        """
+        free = deque(self.compiled.create_infer_request() for _ in range(self.requests))
+        pending: deque = deque()  # (request, indices, rows) in submission order
 
-        queue.set_callback(finished)
-        pending: deque = deque()  # (seq, indices, rows) in submission order
-        for seq, (idx, images) in enumerate(batches):
-            pixels = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
-            rows = len(pixels)
-            if rows < self.batch_size:
-                pixels = np.concatenate([pixels, np.zeros((self.batch_size - rows, *pixels.shape[1:]),
-                                                          pixels.dtype)])
-            queue.start_async({0: pixels}, userdata=seq)  # waits while every request is busy
-            pending.append((seq, idx, rows))
-            while pending and pending[0][0] in done:
-                seq0, idx0, rows0 = pending.popleft()
-                yield idx0, done.pop(seq0)[:rows0]
-        queue.wait_all()
-        while pending:
-            seq0, idx0, rows0 = pending.popleft()
-            yield idx0, done.pop(seq0)[:rows0]
+        def collect():
+            request, idx, rows = pending.popleft()
+            request.wait()
+            free.append(request)
+            return idx, request.get_output_tensor(0).data[:rows].copy()
+
+        try:
+            for idx, images in batches:
+                pixels = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
+                rows = len(pixels)
+                if rows < self.batch_size:
+                    pixels = np.concatenate([pixels, np.zeros((self.batch_size - rows, *pixels.shape[1:]),
+                                                              pixels.dtype)])
+                if not free:
+                    yield collect()
+                request = free.popleft()
+                request.start_async({0: pixels})
+                pending.append((request, idx, rows))
+            while pending:
+                yield collect()
+        finally:  # nothing runs on after the caller stops reading
+            for request, _, _ in pending:
+                request.wait()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin has bfloat16 units to run on (AVX512_BF16 or AMX)."""
+    capabilities = _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in [str(c).upper() for c in capabilities]
 
 
 class ConversionError(Exception):
