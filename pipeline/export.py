@@ -348,6 +348,6 @@ def export(run: str | os.PathLike, model: str = "best", fmt: str = "keras", out:
                   "output": {"probabilities over": manifest["classes"]},
                   "check": {"images": len(paths), "max_abs_difference": worst, "tolerance":
                             None if quantize == "int8" else TOLERANCE, "accuracy": accuracy}}
-        export_folder.publish(out, staging, file_name, record)
+        record = export_folder.publish(out, staging, file_name, record)
     log.info("exported %s as %s: %s", name, fmt, out / file_name)
     return record

@@ -77,8 +77,11 @@ def staged(out: Path):
             out.rmdir()  # made for an export that was refused: leave no trace
 
 
-def publish(out: Path, staging: Path, key: str, record: dict) -> None:
+def publish(out: Path, staging: Path, key: str, record: dict) -> dict:
     """Move what ``staging`` holds into ``out`` and list it in ``export.json`` under ``key``.
+
+    Returns:
+        The record as listed (``files`` added).
 
     Raises:
         ConfigError: a name to write is taken by a file no earlier export wrote.
@@ -97,3 +100,4 @@ def publish(out: Path, staging: Path, key: str, record: dict) -> None:
         (staging / name).replace(final)
     listing[key] = {**record, "files": names}
     atomic_write(out / LISTING, json.dumps(listing, indent=2).encode())
+    return listing[key]
