@@ -23,13 +23,21 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-FINGERPRINT_BYTES = 16
+def _fingerprinter():
+    return hashlib.blake2b(digest_size=16)
 
 
 def fingerprint(path: str | os.PathLike) -> str:
     """Content fingerprint of one file (blake2b, 128 bits, hex)."""
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=FINGERPRINT_BYTES)).hexdigest()
+        return hashlib.file_digest(fh, _fingerprinter).hexdigest()
+
+
+def fingerprint_bytes(data: bytes) -> str:
+    """The :func:`fingerprint` of a file holding ``data``."""
+    hasher = _fingerprinter()
+    hasher.update(data)
+    return hasher.hexdigest()
 
 
 def key_hash(key: dict) -> str:

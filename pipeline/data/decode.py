@@ -13,7 +13,6 @@ PNG, GIF and BMP never leave TensorFlow's own decoders.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -25,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from .._files import FINGERPRINT_BYTES
+from .._files import fingerprint_bytes
 from ..config import MAX_PIXELS
 from .files import CHANGED, MAX_FILE_BYTES, Refused, read_bytes, unreadable_reason
 
@@ -187,11 +186,6 @@ def load_image(path: str, decoding: Decoding) -> tf.Tensor:
                  decoding)
 
 
-def digest(data: bytes) -> str:
-    """The content fingerprint of some bytes: the one :func:`pipeline._files.fingerprint` gives."""
-    return hashlib.blake2b(data, digest_size=FINGERPRINT_BYTES).hexdigest()
-
-
 _BATCHED = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.string),
             tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.bool))
 _BLOCK = 64  # images per Python call into tf.data (one call per image cost a quarter of the rate)
@@ -235,7 +229,7 @@ def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decodi
             except OSError as exc:
                 refused[i] = unreadable_reason(exc)
                 continue
-            found = Probe(refused=CHANGED) if fp is not None and digest(data) != fp else \
+            found = Probe(refused=CHANGED) if fp is not None and fingerprint_bytes(data) != fp else \
                 probe(data, decoding)
             if found.refused:
                 refused[i] = found.refused
@@ -312,7 +306,7 @@ def why_unreadable(path: str, decoding: Decoding, expected: str | None = None) -
         return Unreadable(str(exc), False)
     except OSError as exc:
         return Unreadable(unreadable_reason(exc), False)
-    if expected is not None and digest(data) != expected:
+    if expected is not None and fingerprint_bytes(data) != expected:
         return Unreadable(CHANGED, False)
     found = probe(data, decoding)
     if found.refused:

@@ -22,7 +22,8 @@ from ..errors import CacheError, first_line
 
 LIBVER = ("v110", "latest")
 DIGEST = "checksum"  # sha256 of every attribute and every string array of the file
-CHUNK_ROWS = 1024  # rows per checked chunk: Fletcher-32 costs ~0.4 us a row at this size
+CHUNK_ROWS = 1024  # rows per checked chunk, at most: Fletcher-32 costs ~0.4 us a row at this size
+CHUNK_BYTES = 4 * 2**20  # and at most about this many bytes: a spatial map's row is ~250 kB
 
 
 class DamagedFile(CacheError):
@@ -48,8 +49,9 @@ def create(group, name: str, data=None, *, shape=None, dtype=None):
     if data is not None:
         data = np.asarray(data, dtype=dtype)
         shape, dtype = data.shape, data.dtype
-    dataset = group.create_dataset(name, shape=shape, dtype=dtype,
-                                   chunks=(max(1, min(shape[0], CHUNK_ROWS)), *shape[1:]),
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    rows = max(1, min(shape[0], CHUNK_ROWS, CHUNK_BYTES // max(row_bytes, 1)))
+    dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]),
                                    maxshape=(None, *shape[1:]), fletcher32=True)
     if data is not None and data.size:
         dataset[...] = data
@@ -114,9 +116,9 @@ def verify(path: Path) -> None:
             h5.visititems(lambda name, obj: arrays.append(obj) if isinstance(obj, h5py.Dataset)
                           and not obj.is_virtual and not _is_text(obj.dtype) else None)
             for dataset in arrays:
-                if dataset.shape and dataset.shape[0]:
-                    for start in range(0, dataset.shape[0], CHUNK_ROWS):
-                        read(dataset, np.s_[start:start + CHUNK_ROWS])
+                step = dataset.chunks[0] if dataset.chunks else CHUNK_ROWS
+                for start in range(0, dataset.shape[0] if dataset.shape else 0, step):
+                    read(dataset, np.s_[start:start + step])  # one chunk in memory at a time
     except DamagedFile:
         raise
     except (OSError, KeyError, RuntimeError, ValueError) as exc:

@@ -291,6 +291,9 @@ class Plan:
             except DamagedFile as exc:
                 log.warning("%s Its images are computed again.", exc)
                 store.set_aside([exc.path])
+        else:
+            raise CacheError(f"{store.folder} keeps failing its checksums. Fix: `python "
+                             "run_pipeline.py cache verify --repair`, then extract again.")
         cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
         log.info("wrote %s (computed %d images, reused %d rows)", self.path, work.computed,
                  work.reused)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -31,6 +32,9 @@ import h5py
 import numpy as np
 
 from ..errors import ConfigError
+from ..features import checked
+from ..features.checked import DamagedFile
+from ..features.view import REBUILD
 from .vectorize import Vectorize
 
 log = logging.getLogger(__name__)
@@ -67,14 +71,23 @@ class FeatureRows:
     @cached_property
     def labels(self) -> np.ndarray:
         """Every label of the split (4 bytes a row), read once."""
-        with h5py.File(self.path, "r") as h5:
-            return h5[self.split]["labels"][()]
+        with self._opened() as h5:
+            return checked.read(h5[self.split]["labels"])
 
     @cached_property
     def _features(self) -> tuple[tuple[int, ...], str]:
         with h5py.File(self.path, "r") as h5:
             features = h5[self.split]["features"]
             return tuple(features.shape), str(features.dtype)
+
+    @contextmanager
+    def _opened(self):
+        """The file; a block that fails its checksum says how to rebuild it."""
+        try:
+            with h5py.File(self.path, "r") as h5:
+                yield h5
+        except DamagedFile as exc:
+            raise DamagedFile(exc.path, exc.what, REBUILD) from None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -93,11 +106,11 @@ class FeatureRows:
         rng = np.random.default_rng(seed) if seed is not None else None
         if rng is not None:
             rng.shuffle(starts)
-        with h5py.File(self.path, "r") as h5:
+        with self._opened() as h5:
             features, labels = h5[self.split]["features"], h5[self.split]["labels"]
             for start in starts:
                 stop = min(start + self.block_rows, n)
-                X, y = features[start:stop], labels[start:stop]
+                X, y = checked.read(features, np.s_[start:stop]), checked.read(labels, np.s_[start:stop])
                 if rng is not None:
                     order = rng.permutation(len(y))
                     X, y = X[order], y[order]

@@ -61,8 +61,10 @@ def check(out: Path) -> dict:
 
 @contextmanager
 def staged(out: Path):
-    """A staging folder inside ``out``: yield it, fill it, then :func:`publish` from it."""
-    check(out)
+    """A staging folder inside ``out``: yield it, fill it, then :func:`publish` from it.
+
+    The caller has :func:`check`-ed ``out`` before its work; :func:`publish` checks again.
+    """
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
