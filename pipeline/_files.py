@@ -23,23 +23,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _fingerprinter():
-    return hashlib.blake2b(digest_size=16)
-
-
-def fingerprint(path: str | os.PathLike) -> str:
-    """Content fingerprint of one file (blake2b, 128 bits, hex)."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, _fingerprinter).hexdigest()
-
-
-def fingerprint_bytes(data: bytes) -> str:
-    """The :func:`fingerprint` of a file holding ``data``."""
-    hasher = _fingerprinter()
-    hasher.update(data)
-    return hasher.hexdigest()
-
-
 def key_hash(key: dict) -> str:
     """sha256 of a JSON-able dict, independent of key order."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()

@@ -408,3 +408,29 @@ def test_a_run_that_stops_at_extract_names_only_what_exists(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "features: " in out and "(extract ran;" in out
     assert "leaderboard:" not in out and "report:" not in out and "reproduce:" not in out
+
+
+def test_a_file_swapped_for_a_device_after_its_stat_is_refused_not_read(tmp_path, monkeypatch):
+    from pipeline.data import files
+
+    photo = write_image(tmp_path / "a.jpg")
+    link = tmp_path / "zero.jpg"
+    link.symlink_to("/dev/zero")
+    real = files.refusal
+    for read in (files.read_bytes, files.fingerprint_file):
+        checks = []
+
+        def swapped_after_the_stat(st, max_bytes):  # the first check saw a photo, then a swap
+            checks.append(st)
+            return None if len(checks) == 1 else real(st, max_bytes)
+
+        monkeypatch.setattr(files, "refusal", swapped_after_the_stat)
+        with pytest.raises(files.Refused, match="is not a regular file"):
+            read(str(link), 2**20)
+        assert len(checks) == 2  # refused by the second check, on the opened file
+    monkeypatch.setattr(files, "refusal", real)
+    assert files.fingerprint_file(str(photo), 2**20) == files.fingerprint_bytes(photo.read_bytes())
+    monkeypatch.setattr(files, "refusal", lambda st, max_bytes: None)  # small at both stats ...
+    for read in (files.read_bytes, files.fingerprint_file):  # ... then it grew
+        with pytest.raises(files.Refused, match="grew past `max_file_bytes` = 10 while it was being read"):
+            read(str(photo), 10)

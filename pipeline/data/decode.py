@@ -24,9 +24,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from .._files import fingerprint_bytes
 from ..config import MAX_PIXELS
-from .files import CHANGED, MAX_FILE_BYTES, Refused, read_bytes, unreadable_reason
+from .files import CHANGED, MAX_FILE_BYTES, Refused, fingerprint_bytes, read_bytes, unreadable_reason
 
 # Reduced-scale JPEG decoding happens in the DCT domain, so a 1/8 decode costs
 # a fraction of a full one. Only ratios that keep the short side at or above

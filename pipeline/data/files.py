@@ -7,13 +7,15 @@ or a 20 GB file is refused before a byte of it is read, by the stat alone.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 
 from ..config import MAX_FILE_BYTES
 from ..errors import first_line
 
-__all__ = ["CHANGED", "MAX_FILE_BYTES", "Refused", "read_bytes", "refusal", "unreadable_reason"]
+__all__ = ["CHANGED", "MAX_FILE_BYTES", "Refused", "fingerprint_bytes", "fingerprint_file", "read_bytes",
+           "refusal", "unreadable_reason"]
 
 
 CHANGED = "changed while it was being read (its bytes differ from those fingerprinted); run again"
@@ -33,6 +35,24 @@ def refusal(st: os.stat_result, max_bytes: int) -> str | None:
     return None
 
 
+def _opened(path: str, max_bytes: int):
+    """A regular file of at most ``max_bytes``, opened: the stat checked before and after opening."""
+    why = refusal(os.stat(path), max_bytes)  # a device is never even opened
+    if why:
+        raise Refused(why)
+    # O_NONBLOCK: a FIFO put in the file's place after that stat must not block.
+    fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb")
+    why = refusal(os.fstat(fh.fileno()), max_bytes)  # the file opened is the one checked
+    if why:
+        fh.close()
+        raise Refused(why)
+    return fh
+
+
+def _grew(max_bytes: int) -> Refused:
+    return Refused(f"grew past `max_file_bytes` = {max_bytes:,} while it was being read")
+
+
 def read_bytes(path: str, max_bytes: int) -> bytes:
     """The whole of a regular file of at most ``max_bytes`` bytes.
 
@@ -40,19 +60,38 @@ def read_bytes(path: str, max_bytes: int) -> bytes:
         Refused: not a regular file, too large, or it grew past the limit while read.
         OSError: it cannot be opened or read.
     """
-    why = refusal(os.stat(path), max_bytes)  # a device is never even opened
-    if why:
-        raise Refused(why)
-    # O_NONBLOCK: a FIFO put in the file's place after that stat must not block.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as fh:
-        why = refusal(os.fstat(fd), max_bytes)  # the file opened is the one checked
-        if why:
-            raise Refused(why)
+    with _opened(path, max_bytes) as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise Refused(f"grew past `max_file_bytes` = {max_bytes:,} while it was being read")
+        raise _grew(max_bytes)
     return data
+
+
+def _fingerprinter():
+    return hashlib.blake2b(digest_size=16)
+
+
+def fingerprint_bytes(data: bytes) -> str:
+    """The content fingerprint of some bytes (blake2b, 128 bits, hex)."""
+    hasher = _fingerprinter()
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+def fingerprint_file(path: str, max_bytes: int) -> str:
+    """:func:`fingerprint_bytes` of a file, read in blocks, under the same bounds as :func:`read_bytes`.
+
+    A file swapped for a link to ``/dev/zero`` after it was listed, or one that
+    grows without end, is refused rather than read for ever.
+    """
+    hasher, total = _fingerprinter(), 0
+    with _opened(path, max_bytes) as fh:
+        while block := fh.read(2**20):
+            total += len(block)
+            if total > max_bytes:
+                raise _grew(max_bytes)
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 def unreadable_reason(exc: OSError) -> str:

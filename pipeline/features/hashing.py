@@ -21,8 +21,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import fingerprint
-from ..data.files import refusal, unreadable_reason
+from ..data.files import Refused, fingerprint_file, refusal, unreadable_reason
 from ..errors import first_line
 
 log = logging.getLogger(__name__)
@@ -127,8 +126,8 @@ def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
 
     def read(item):
         try:
-            return fingerprint(item[1])
-        except OSError as exc:
+            return fingerprint_file(item[1], max_bytes)
+        except (OSError, Refused) as exc:
             return exc
 
     # Hashing releases the GIL, so threads overlap the reads.
@@ -137,8 +136,9 @@ def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
     fresh = []
     racy_after = started_ns - int(RACY_SECONDS * 1e9)
     for (i, path, signature), result in zip(todo, results):
-        if isinstance(result, OSError):
-            unreadable[relpaths[i]] = unreadable_reason(result)
+        if isinstance(result, Exception):
+            unreadable[relpaths[i]] = (str(result) if isinstance(result, Refused)
+                                       else unreadable_reason(result))
             continue
         digests[i] = result
         if signature[2] < racy_after:
