@@ -483,18 +483,21 @@ def _finish(cache: FeatureCache, config: CompareConfig, specs, final, leaderboar
     ``probas`` each model's probabilities per split (None when streamed: the
     run then has no data audit and a report without images).
     """
-    run = RunWriter(out)
+    run = None
     try:
+        run = RunWriter(out)  # a folder beside `out`: its parent may be full or read-only
         table, insights = _write_run(run, cache, config, specs, final, leaderboard, predictions,
                                      data, probas, note, audited or data)
         run_dir = run.commit(_manifest(cache, config), config.overwrite)
     except OSError as exc:
-        run.discard()
+        if run is not None:
+            run.discard()
         raise RunError(f"Writing the run folder {out} failed: {write_problem(exc)}. Nothing of "
                        "the new run was kept, and an earlier run there is whole. Fix: free space "
                        "(or pass another `--out`), then run the same command again.") from None
     except BaseException:
-        run.discard()
+        if run is not None:
+            run.discard()
         raise
     seconds = time.perf_counter() - started
     log.info("wrote %s in %.1f s", run_dir, seconds)

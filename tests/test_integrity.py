@@ -128,6 +128,19 @@ def test_a_run_is_replaced_whole_and_a_failed_write_keeps_the_old_one(tmp_path, 
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
 
 
+def test_a_run_folder_that_cannot_be_made_gets_a_sentence(tmp_path, feature_cache, monkeypatch):
+    from pipeline.runs import folder
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(folder.tempfile, "mkdtemp", read_only)
+    with pytest.raises(RunError, match=r"Writing the run folder .* failed: it could not be written "
+                                       r"\(\[Errno 30\] Read-only file system\)"):
+        compare(feature_cache, CompareConfig(classifiers=("knn",), out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
 def test_export_never_overwrites_a_users_files(tmp_path, stage2_run):
     from pipeline.export import export, keras_files
 

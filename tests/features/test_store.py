@@ -149,11 +149,11 @@ def test_an_unchanged_rerun_reads_no_image(tmp_path, monkeypatch):
     first = extract_features(data, cfg)
     assert first.fingerprinted == 12 and (tmp_path / "cache" / hashing.STAT_CACHE).is_file()
 
-    def no_reading(path):
+    def no_reading(path, max_bytes):
         raise AssertionError(f"{path} was read")
 
     with monkeypatch.context() as m:
-        m.setattr(hashing, "fingerprint", no_reading)
+        m.setattr(hashing, "fingerprint_file", no_reading)
         again = extract_features(data, cfg)
     assert again.hit and again.fingerprinted == 0
     # Same size, new bytes: the ctime changed, so it is read and computed again.
