@@ -26,6 +26,7 @@ import numpy as np
 
 from ._files import key_hash, library_versions
 from .config import CompareConfig
+from .console import quiet
 from .errors import ConfigError, RunError, write_problem
 from .features.view import FeatureCache, SplitData
 from .heads import outofcore
@@ -242,6 +243,7 @@ def _overlapped(jobs: list, config: CompareConfig, keras_busy: bool,
     return done
 
 
+@quiet
 def compare(features: str | os.PathLike, config: CompareConfig | None = None,
             cluster=None) -> CompareResult:
     """Stage 2: compare classifiers on a feature cache and write a run folder.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .console import quiet
 from .errors import ConfigError, RunError
 from .features.spec import spec_from_key
 from .features.view import FeatureCache
@@ -284,6 +285,7 @@ def _size(path: Path) -> int:
     return path.stat().st_size + (extra.stat().st_size if path.suffix == ".xml" and extra.is_file() else 0)
 
 
+@quiet
 def export(run: str | os.PathLike, model: str = "best", fmt: str = "keras", out: str | os.PathLike = "export",
            quantize: str = "none", images: int = 200, data: str | None = None,
            weights: str | None = None, representative: int = 200) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones
+from .console import quiet
 from .data import is_image_name
 from .errors import ConfigError, RunError
 from .features import engines
@@ -96,6 +97,7 @@ def _feature_engine(manifest: dict, spec: backbones.BackboneSpec, batch_size: in
                          batch_size, store, precision)
 
 
+@quiet
 def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
             batch_size: int = 32, weights: str | None = None, engine: str = "auto") -> PredictResult:
     """Class probabilities of images (files or folders) from one model of a run.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ._files import atomic_write, key_hash
 from .config import RunConfig, run_config_toml
+from .console import quiet
 from .errors import ConfigError, RunError, WeightsError
 from .runs.folder import RESOLVED, check_writable, is_run
 
@@ -48,6 +49,7 @@ class RunResult:
                 "seconds": round(self.seconds, 2)}
 
 
+@quiet
 def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     """Run the configured stages and return where the report is.
 
@@ -63,6 +65,8 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     if not is_run(run_dir):  # a folder of the user's is refused now, not after stage 1
         check_writable(run_dir, overwrite=False)
     root = resolve(config.data, config.extract.cache_path)
+    count = len(config.stages)
+    log.info("stage 1 of %d: extracting features of %s with %s", count, root, config.extract.backbone)
     try:
         extracted = extract_features(root, config.extract, progress=progress)
     except WeightsError as exc:
@@ -72,8 +76,10 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     config = replace(config, name=run_dir.name, out=str(run_dir), extract=replace(
         config.extract, alpha=key["alpha"], image_size=key["image_size"]))
     if "compare" in config.stages:
+        log.info("stage 2 of %d: comparing %s", count, ", ".join(config.compare.classifiers))
         stages["compare"] = _compare(config, extracted.path, key, run_dir)
     if "finetune" in config.stages:
+        log.info("stage %d of %d: fine-tuning the top of the base from the dense head", count, count)
         stages["finetune"] = _finetune(config, root, run_dir)
     if run_dir.is_dir():
         atomic_write(run_dir / RESOLVED, run_config_toml(config).encode())

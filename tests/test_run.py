@@ -1,6 +1,7 @@
 """``run``: every stage from one configuration, the demo, datasets, recipes."""
 
 import json
+import logging
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -93,13 +94,16 @@ def test_demo_runs_every_stage_offline_and_reruns_from_its_saved_config(offline,
     assert again["stages"] == {"extract": "reused", "compare": "reused", "finetune": "reused"}
 
 
-def test_run_reuses_its_folder_and_refuses_other_settings(tmp_path, tiny_data, monkeypatch):
+def test_run_reuses_its_folder_and_refuses_other_settings(tmp_path, tiny_data, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO, logger="pipeline")
     tiny = [f"data={json.dumps(str(tiny_data))}", "extract.weights=none", "extract.image_size=32",
             "compare.classifiers=[\"logreg\"]"]
     first = run_pipeline(load_run_config(overrides=tiny))
     assert first.stages == {"extract": "ran", "compare": "ran"}
     assert first.run_dir == Path("runs/data") and "logreg" in first.leaderboard
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stage ")]
+    assert said[0].startswith("stage 1 of 2: extracting features of ") and said[1] == "stage 2 of 2: comparing logreg"
     assert run_pipeline(load_run_config(overrides=tiny)).stages == {"extract": "reused", "compare": "reused"}
     other = tiny + ["compare.params.logreg.C=0.5"]
     with pytest.raises(ConfigError, match=r"Run folder runs/data holds a run made with other settings "

@@ -10,11 +10,11 @@ import argparse
 import logging
 import os
 import sys
-from contextlib import nullcontext
 
+from ..console import native_logs_filtered
 from ..errors import PipelineError
 from . import commands
-from .quiet import native_logs_filtered
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:  # TensorFlow's own Python-side info lines
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    with nullcontext() if args.verbose else native_logs_filtered():
+    with native_logs_filtered():  # off under -v: debug logging keeps every line
         try:
             return COMMANDS[args.command](args)
         except PipelineError as exc:

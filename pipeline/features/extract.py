@@ -23,6 +23,7 @@ import numpy as np
 from .. import backbones
 from .._files import key_hash
 from ..config import ExtractConfig
+from ..console import progress_bar, quiet
 from ..data import Dataset, discover
 from ..data.files import CHANGED
 from ..errors import CacheError
@@ -113,6 +114,7 @@ def _prepare_cache_dir(folder: Path) -> None:
         ) from None
 
 
+@quiet
 def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractConfig(),
                      progress: bool | None = None,
                      shard: tuple[int, int] | None = None) -> ExtractResult:
@@ -322,7 +324,7 @@ class Plan:
             work.engine = engines.build(name, self.spec, config.seed, config.batch_size,
                                         store.folder, config.precision)
         started = time.perf_counter()  # the loop alone: decode, forward, write
-        with _progress_bar(todo, progress) as bar:
+        with progress_bar(todo, progress, unit="img", desc="extract", smoothing=0.1) as bar:
             refused = _compute(work.engine, self.dataset.root, chunks, store, self.spec, config,
                                tag, bar)
         work.seconds += time.perf_counter() - started
@@ -460,8 +462,4 @@ def _chunk_aligned(batches, chunk_size: int, batch_size: int):
         yield emit(held)
 
 
-def _progress_bar(total: int, enabled: bool | None):
-    from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="img", desc="extract", disable=None if enabled is None else not enabled,
-                smoothing=0.1, dynamic_ncols=True)

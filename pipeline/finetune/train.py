@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import backbones
 from ..config import FinetuneConfig
+from ..console import quiet
 from ..errors import ConfigError, RunError
 from ..heads.vectorize import full_proba
 from .rebuild import Source, handoff_check, open_source, rebuild, unfreeze
@@ -90,6 +91,7 @@ def _mixed(precision: str) -> bool:
     return precision == "mixed_float16"
 
 
+@quiet
 def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
              callbacks: tuple = (), preprocess=None, strategy=None) -> FinetuneResult:
     """Stage 3: fine-tune the top of the base, starting from the stage-2 head.
@@ -117,9 +119,9 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
 def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> FinetuneResult:
     import keras
 
-    from ..runs import plots, scores
     from ..heads.dense import DenseHead
-    from ..runs import FINETUNED, WORK, RunWriter
+    from ..runs import FINETUNED, WORK, RunWriter, plots, scores
+    from .progress import EpochProgress
 
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("`--tensorboard` needs the tensorboard package, which is not installed. "
@@ -161,8 +163,11 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     if not start_path.exists():
         model.save_weights(start_path)
 
-    def common(phase: str, threshold: float) -> list:
-        cbs = [keras.callbacks.BackupAndRestore(str(work / f"backup-{phase}")),
+    steps = int(train.cardinality()) if int(train.cardinality()) > 0 else None
+
+    def common(phase: str, threshold: float, last: int) -> list:
+        cbs = [EpochProgress("frozen base" if phase == "frozen" else "fine-tuning", last, steps),
+               keras.callbacks.BackupAndRestore(str(work / f"backup-{phase}")),
                keras.callbacks.CSVLogger(str(csv_path), append=True),
                keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
                                                save_best_only=True, save_weights_only=True,
@@ -176,7 +181,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
         base.trainable = False  # the tutorial's feature-extraction phase, augmentation on
         head.compile(model, n_classes, steps_per_execution=1, loss_scale=mixed)
         model.fit(train, validation_data=validation[0], epochs=config.frozen_epochs, shuffle=False,
-                  callbacks=common("frozen", max(before, _best(csv_path))), verbose=0)
+                  callbacks=common("frozen", max(before, _best(csv_path)), config.frozen_epochs), verbose=0)
         model.save_weights(work / "frozen.weights.h5")
         frozen_marker.write_text(str(config.frozen_epochs))
     elif frozen_marker.exists():
@@ -192,9 +197,9 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
                     slower=slower)
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                             patience=config.patience)
-    model.fit(train, validation_data=validation[0], initial_epoch=done, shuffle=False,
-              epochs=done + config.epochs, callbacks=[*common("finetune", max(before, _best(csv_path))), stopper],
-              verbose=0)
+    last = done + config.epochs
+    model.fit(train, validation_data=validation[0], initial_epoch=done, epochs=last, shuffle=False,
+              callbacks=[*common("finetune", max(before, _best(csv_path)), last), stopper], verbose=0)
 
     # Keep the best epoch on validation; if none beat the start, keep the start.
     _load_weights(model, best_path if best_path.exists() else start_path)

@@ -100,15 +100,16 @@ def test_compare_user_errors_exit_2_without_traceback(tmp_path, feature_cache):
     assert "Got 'forest'" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_a_command_says_nothing_of_tensorflow_absl_or_cuda_on_stderr(tmp_path):
+def test_a_command_says_nothing_of_tensorflow_absl_or_cuda_and_draws_no_bar_into_a_pipe(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=2)
     script = ROOT / "run_pipeline.py"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
     done = subprocess.run([sys.executable, str(script), "extract", "--data", str(data), "--weights", "none",
-                           "--image-size", "32", "--cache-dir", str(tmp_path / "cache"), "--no-progress"],
+                           "--image-size", "32", "--cache-dir", str(tmp_path / "cache")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     for noise in ("I0000", "W0000", "E0000", "cuInit", "cudart", "absl::InitializeLog"):
         assert noise not in done.stderr, done.stderr
     assert "INFO pipeline.features.extract: wrote " in done.stderr  # our own lines pass
     assert "computed 8 images" in done.stdout
+    assert "img/s" not in done.stderr and "\r" not in done.stderr  # no bar: stderr is not a terminal

@@ -1,6 +1,7 @@
 """Stage 3 on tiny images with random weights: hand-off, freezing, resume, outputs."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -14,11 +15,16 @@ from pipeline.finetune.rebuild import open_source, rebuild, unfreeze
 from pipeline.predict import predict
 
 
-def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run):
+def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     result = finetune(run, FinetuneConfig(epochs=2, frozen_epochs=1, unfreeze_top=5, tensorboard=True,
                                           augment="flip,rotate=0.1,contrast=0.1", handoff_samples=8))
     assert result.handoff["max_abs_difference"] <= result.handoff["tolerance"] == 1e-4
     assert result.epochs == 3 and result.fine_tune_from == 1
+    epochs = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert [line.split(":")[0] for line in epochs] == [
+        "frozen base epoch 1/1", "fine-tuning epoch 2/3", "fine-tuning epoch 3/3"]
+    assert all("loss " in line and "accuracy " in line and "val_accuracy " in line for line in epochs)
     assert result.after >= result.before
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["models"]["finetuned"]["file"] == "models/finetuned.keras"

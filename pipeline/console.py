@@ -1,0 +1,124 @@
+"""What reaches the person at the terminal: native log lines filtered out, progress bars in.
+
+TensorFlow's C++ runtime, absl, the CUDA probes and TFLite's quantizer write to
+file descriptor 2 directly, past Python's logging, and ``TF_CPP_MIN_LOG_LEVEL``
+no longer silences them all. While a command or a public function of this
+package runs, fd 2 therefore passes through a filter that drops those lines
+and nothing else: our own log lines, Python warnings and whatever the caller
+writes go through. Debug logging (``-v``) turns the filter off.
+
+Progress bars are written past the filter to the terminal itself, the saved
+original stderr, and only when that is a terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import os
+import re
+import sys
+import threading
+from contextlib import contextmanager
+
+# absl/glog lines, whatever their time: "I1130 12:20:10.123456" or, before absl's
+# logging starts, "E0000 00:00:1796026566.517998" (seconds since the epoch).
+_NATIVE_NOISE = re.compile(
+    rb"^(?:[IWEF]\d{4} +[\d:.]+ +\d+ \S+:\d+\] "
+    rb"|WARNING: All log messages before absl::InitializeLog\(\)"
+    rb"|To enable the following instructions: .*rebuild TensorFlow"
+    rb"|fully_quantize: \d+, inference_type: "  # TFLite's quantizer, printed by its C++
+    rb"|.*(?:cuInit|cudart_stub|TF-TRT|oneDNN custom operations|This TensorFlow "
+    rb"binary is optimized|Unable to register cu(?:DNN|FFT|BLAS) factory|computation placer already)"
+    # libjpeg's own complaints about a broken file: the quarantine line says it
+    rb"|(?:Corrupt JPEG data|Premature end of JPEG file|Improper call to JPEG library|Invalid JPEG "
+    rb"file structure|Not a JPEG file|Bogus |Unsupported JPEG))")
+
+_END = b"\x00end of the filtered stderr\n"
+_lock = threading.Lock()
+_depth = 0
+_terminal: io.TextIOBase | None = None  # the original stderr while the filter runs
+
+
+def is_native_noise(line: bytes) -> bool:
+    return _NATIVE_NOISE.match(line) is not None
+
+
+def terminal() -> io.TextIOBase:
+    """Where progress goes: the original stderr, past the filter when it runs."""
+    return _terminal or sys.stderr
+
+
+def progress_bar(total: int, enabled: bool | None, **kwargs):
+    """A tqdm bar on the terminal: ``enabled=None`` shows it only when stderr is one."""
+    from tqdm.auto import tqdm
+
+    out = terminal()
+    if enabled is None:
+        enabled = out.isatty()
+    return tqdm(total=total, file=out, disable=not enabled, dynamic_ncols=True, **kwargs)
+
+
+@contextmanager
+def native_logs_filtered():
+    """Drop the native libraries' log lines from fd 2 for the duration; re-entrant."""
+    global _depth
+    if logging.getLogger("pipeline").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with _lock:
+        _depth += 1
+        undo = _install() if _depth == 1 else None
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if undo is not None:
+                undo()
+
+
+def quiet(function):
+    """Run ``function`` with the native log filter on (public entry points)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with native_logs_filtered():
+            return function(*args, **kwargs)
+    return wrapper
+
+
+def _install():
+    global _terminal
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    drained = threading.Event()
+
+    def pump():
+        # Child processes (joblib, Dask) inherit the pipe, so it is read until
+        # its last writer is gone; the marker says when this process's lines are out.
+        with os.fdopen(read, "rb") as lines, os.fdopen(os.dup(saved), "wb", buffering=0) as out:
+            for line in lines:
+                if line == _END:
+                    drained.set()
+                elif not is_native_noise(line):
+                    out.write(line)
+        drained.set()
+
+    threading.Thread(target=pump, name="stderr-filter", daemon=True).start()
+    _terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                          errors="replace")
+
+    def undo():
+        global _terminal
+        _terminal.close()
+        _terminal = None
+        sys.stderr.flush()
+        os.write(2, _END)
+        drained.wait(timeout=5)
+        os.dup2(saved, 2)
+        os.close(saved)
+    return undo
