@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones
-from .console import quiet
+from .console import progress_bar, quiet
 from .data import is_image_name
 from .errors import ConfigError, RunError
 from .features import engines
@@ -126,16 +126,19 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     decoding = Decoding.of_view(key, spec.image_size)
     refused: dict[int, str] = {}
     batches = image_batches(paths, range(len(paths)), decoding, batch_size, refused=refused)
-    seen, probabilities = [], []
+    n = len(classes)
     if entry["format"] == "keras-model":  # pixels in already
-        for idx, images in batches:
-            probabilities.append(full_proba(np.asarray(loaded(images, training=False)),
-                                            range(len(classes)), len(classes)))
-            seen += idx.numpy().tolist()
+        scored = ((idx, full_proba(np.asarray(loaded(images, training=False)), range(n), n))
+                  for idx, images in batches)
     else:
-        for idx, features in _feature_engine(manifest, spec, batch_size, engine, len(paths)).map(batches):
-            probabilities.append(full_proba(loaded.predict_proba(features), loaded.classes_, len(classes)))
+        scored = ((idx, full_proba(loaded.predict_proba(features), loaded.classes_, n))
+                  for idx, features in _feature_engine(manifest, spec, batch_size, engine, len(paths)).map(batches))
+    seen, probabilities = [], []
+    with progress_bar(len(paths), None, unit="img", desc="predict") as bar:
+        for idx, batch in scored:
+            probabilities.append(batch)
             seen += idx.numpy().tolist()
+            bar.update(len(seen) - bar.n)
     rows = []
     for i, p in zip(seen, np.concatenate(probabilities) if probabilities else []):
         rows.append({"path": paths[i], "class": classes[int(np.argmax(p))],

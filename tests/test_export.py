@@ -87,19 +87,71 @@ def test_an_export_that_differs_from_predict_is_not_written(stage2_run, tmp_path
     assert not (tmp_path / "out").exists()  # made for the export, removed with it
 
 
+def _loaded_as_recorded(out, record, run, monkeypatch) -> tuple[np.ndarray, np.ndarray]:
+    """The export loaded by export.json's own lines, on check images; and predict's probabilities."""
+    import pipeline.export as module
+    from pipeline.predict import predict
+    from pipeline.runs import read_manifest
+
+    manifest = read_manifest(run)
+    paths, _ = module._check_images(manifest, "validation", 16, None)
+    pixels = module._pixels(paths, manifest["cache"]["key"], int(record["input"].split("[n, ")[1].split(",")[0]))
+    monkeypatch.chdir(out)  # the lines name the file as it lies in the export folder
+    scope = {"pixels": pixels}
+    exec(json.loads((out / "export.json").read_text())[record["file"]]["runtime"]["load"], scope)
+    by_path = {row["path"]: row for row in predict(run, paths, record["model"]).rows}
+    expected = [[by_path[p]["probabilities"][c] for c in manifest["classes"]] for p in paths]
+    return np.asarray(scope["probabilities"]), np.asarray(expected)
+
+
+def test_an_openvino_export_says_how_to_load_it_and_the_default_precision_s_trade(
+        stage2_run, tmp_path, monkeypatch, capsys):
+    import pipeline.export as module
+    from pipeline.cli import main
+
+    default = module.openvino_default_precision()  # f32 on a CPU without bf16; bf16 where it has it
+    monkeypatch.setattr(module, "openvino_default_precision", lambda: "bf16")  # as a bf16 CPU answers
+    assert main(["export", "--run", str(stage2_run), "--model", "dense", "--format", "openvino",
+                 "--out", str(tmp_path / "out"), "--images", "16", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    runtime = record["runtime"]
+    assert runtime["library"] == "openvino" and runtime["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert runtime["device"] == "CPU" and "compile_model(\"dense.xml\", \"CPU\"" in runtime["load"]
+    traded = record["check"]["runtime_default"]
+    assert traded["precision"] == default and traded["max_abs_difference"] >= 0
+    assert set(traded["accuracy"]) == {"predict", "export", "change"}
+    got, expected = _loaded_as_recorded(tmp_path / "out", record, stage2_run, monkeypatch)
+    assert np.abs(got - expected).max() <= TOLERANCE
+
+
+def test_an_export_on_a_cpu_that_runs_f32_by_default_reports_no_trade(stage2_run, tmp_path, monkeypatch):
+    import pipeline.export as module
+
+    monkeypatch.setattr(module, "openvino_default_precision", lambda: "f32")
+    record = export(stage2_run, "dense", "openvino", tmp_path / "out", images=16)
+    assert "runtime_default" not in record["check"]
+
+
 # On the real photos, with the real ImageNet MobileNet.
 
 @pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("model, fmt", [("dense", "keras"), ("dense", "savedmodel"), ("dense", "tflite"),
                                         ("dense", "openvino"), ("linear_svm", "openvino")])
-def test_every_format_reproduces_predict_on_real_photos(real_run, tmp_path, model, fmt):
+def test_every_format_reproduces_predict_on_real_photos(real_run, tmp_path, model, fmt, monkeypatch):
+    from pipeline.export import openvino_default_precision
+
     record = export(real_run.run_dir, model, fmt, tmp_path / "out", images=100)
     check = record["check"]
     assert check["images"] == 100 and check["max_abs_difference"] <= TOLERANCE
     assert check["accuracy"]["change"] == 0.0 and check["accuracy"]["export"] > 0.9
     assert (tmp_path / "out" / record["file"]).exists() and record["bytes"] > 100_000
     assert json.loads((tmp_path / "out" / "export.json").read_text())[record["file"]] == record
+    # Loaded by the lines export.json gives (and the README shows), it reproduces predict.
+    got, expected = _loaded_as_recorded(tmp_path / "out", record, real_run.run_dir, monkeypatch)
+    assert np.abs(got - expected).max() <= TOLERANCE
+    if fmt == "openvino":  # the trade is reported exactly where the runtime would make it
+        assert ("runtime_default" in check) == (openvino_default_precision() != "f32")
 
 
 @pytest.mark.slow

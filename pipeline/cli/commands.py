@@ -424,4 +424,9 @@ def run_export(args) -> int:
     print(f"checked on {check['images']} validation images: probabilities within "
           f"{check['max_abs_difference']:.2g} of predict; accuracy {check['accuracy']['export']:.3f} "
           f"({change:+.3f} against predict's)")
+    default = check.get("runtime_default")
+    if default:
+        print(f"compiled without settings, OpenVINO runs {default['precision']} on this CPU: probabilities "
+              f"within {default['max_abs_difference']:.2g}, accuracy {default['accuracy']['export']:.3f} "
+              f"({default['accuracy']['change']:+.3f}); export.json's runtime says how to load it as checked")
     return 0
