@@ -21,43 +21,33 @@ the run classifies new images::
     predict(run.run_dir, ["new_photos/"], model="finetuned").to_csv()
 """
 
-from .backbones import BACKBONES, get_backbone, list_backbones
-from .compare import CompareResult, compare
-from .config import CompareConfig, ExtractConfig, FinetuneConfig, SplitConfig
-from .data import discover
-from .errors import PipelineError
-from .features import ExtractResult, FeatureCache, extract_features
-from .finetune import FinetuneResult, finetune
-from .predict import predict
-
-__all__ = [
-    "BACKBONES",
-    "CLASSIFIERS",
-    "CompareConfig",
-    "CompareResult",
-    "ExtractConfig",
-    "ExtractResult",
-    "FinetuneConfig",
-    "FinetuneResult",
-    "FeatureCache",
-    "PipelineError",
-    "SplitConfig",
-    "compare",
-    "discover",
-    "extract_features",
-    "finetune",
-    "get_backbone",
-    "list_backbones",
-    "predict",
-]
+# Every name is imported on first use: a command that reads a cache (or prints
+# --help) must not pay for TensorFlow, OpenVINO or scikit-learn.
+_WHERE = {
+    "BACKBONES": ".backbones", "get_backbone": ".backbones", "list_backbones": ".backbones",
+    "CompareResult": ".compare", "compare": ".compare",
+    "CompareConfig": ".config", "ExtractConfig": ".config", "FinetuneConfig": ".config",
+    "SplitConfig": ".config",
+    "discover": ".data",
+    "PipelineError": ".errors",
+    "ExtractResult": ".features", "FeatureCache": ".features", "extract_features": ".features",
+    "FinetuneResult": ".finetune", "finetune": ".finetune",
+    "predict": ".predict",
+    "CLASSIFIERS": ".heads.registry",
+}
+__all__ = sorted(_WHERE)
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # The classifier registry builds scikit-learn estimators, and importing
-    # scikit-learn takes a second that stage-1 commands should not pay.
-    if name == "CLASSIFIERS":
-        from .heads.registry import CLASSIFIERS
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return CLASSIFIERS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_WHERE})

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import EXPORT_FORMATS, QUANTIZE
 from .console import quiet
 from .errors import ConfigError, RunError
 from .features.spec import spec_from_key
@@ -30,8 +31,7 @@ from .runs import export_folder, load_model, read_manifest
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("keras", "savedmodel", "tflite", "openvino")
-QUANTIZE = ("none", "int8")
+FORMATS = EXPORT_FORMATS
 TOLERANCE = 2e-3  # largest probability difference a float export may show against predict
 FILE_OF = {"keras": "{name}.keras", "savedmodel": "{name}_savedmodel", "tflite": "{name}{suffix}.tflite",
            "openvino": "{name}.xml"}

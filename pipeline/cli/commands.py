@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import backbones
 from ..backbones import hub
-from ..config import ENGINES, CompareConfig, ExtractConfig, FinetuneConfig, RunConfig
+from ..config import ENGINES, EXPORT_FORMATS, QUANTIZE, CompareConfig, ExtractConfig, FinetuneConfig, RunConfig
 from ..errors import ConfigError
 from .options import OVERRIDE, add_settings, overrides_from, settings_from
 
@@ -392,14 +392,12 @@ def run_run(args) -> int:
 
 
 def add_export(sub) -> None:
-    from ..export import FORMATS, QUANTIZE
-
     p = sub.add_parser("export", help="write a model of a run as Keras, SavedModel, TFLite or OpenVINO, "
                                       "checked against predict on validation images")
     p.add_argument("--run", required=True)
     p.add_argument("--model", default="best",
                    help="best (the run's recommended model), dense, finetuned, logreg, linear_svm")
-    p.add_argument("--format", default="keras", choices=FORMATS)
+    p.add_argument("--format", default="keras", choices=EXPORT_FORMATS)
     p.add_argument("--quantize", default="none", choices=QUANTIZE,
                    help="int8 (tflite): weights and activations, calibrated on training images")
     p.add_argument("--out", default="export", help="folder of the exported files and export.json")

@@ -36,6 +36,8 @@ SPATIAL = ("flatten", "avg", "max")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 PRECISIONS = ("auto", "float32", "mixed_float16")
 DEFAULT_CLASSIFIERS = ("logreg", "dense", "linear_svm", "knn", "hist_gbdt")
+EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "openvino")
+QUANTIZE = ("none", "int8")
 
 
 def _one_of(flag: str, value, choices: tuple) -> None:

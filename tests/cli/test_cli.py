@@ -31,6 +31,29 @@ def test_extract_then_inspect_json(tmp_path, tiny_data, capsys):
     assert summary["splits"] == first["splits"] and summary["key"]["image_size"] == 32
 
 
+HEAVY = """
+import sys
+from pipeline.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exc:  # --help
+    status = exc.code
+print(status, sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "openvino", "sklearn"}))
+"""
+
+
+def test_help_and_a_cache_hit_import_no_tensorflow_openvino_or_scikit_learn(tmp_path, tiny_data, capsys):
+    args = ["extract", "--data", str(tiny_data), "--cache-dir", str(tmp_path / "c"), *TINY]
+    assert main(args) == 0  # computed here; found whole below, in a fresh process
+    assert "computed 24 images" in capsys.readouterr().out
+    said = {}
+    for argv in (args, ["--help"], ["compare", "--help"], ["export", "--help"]):
+        said[argv[0]] = done = subprocess.run([sys.executable, "-c", HEAVY, *argv], capture_output=True, text=True, timeout=60,
+                              cwd=ROOT)
+        assert done.stdout.strip().splitlines()[-1] == "0 []", (argv, done.stdout, done.stderr)
+    assert "INFO pipeline.features.extract: cache hit: " in said["extract"].stderr
+
+
 def test_extract_and_inspect_text(tmp_path, tiny_data, capsys):
     assert main(["extract", "--data", str(tiny_data), "--cache-dir", str(tmp_path / "c"), *TINY]) == 0
     out = capsys.readouterr().out
