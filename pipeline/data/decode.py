@@ -68,14 +68,35 @@ class Decoding:
                    key.get("max_pixels", MAX_PIXELS), key.get("max_file_bytes", MAX_FILE_BYTES))
 
 
+# Which decoder an image goes to, chosen from its header in Python so that the
+# graph runs one switch per image instead of a chain of conditions: JPEG at
+# full scale or at 1/2, 1/4, 1/8 (the ratios of _JPEG_RATIOS, in order), any
+# other format TensorFlow decodes, a header Pillow could not read (TensorFlow
+# looks at the bytes itself, and its decoder says why when it fails), Pillow.
+JPEG_FULL, OTHER_NATIVE, UNKNOWN, PILLOW = 0, 4, 5, 6
+_JPEG_ROUTE = {1: JPEG_FULL, 2: 1, 4: 2, 8: 3}
+
+
 @dataclass(frozen=True)
 class Probe:
-    """What a file's header says: its EXIF orientation (1-8), whether Pillow
-    decodes it, and why it is refused (None: it is not)."""
+    """What a file's header says: its EXIF orientation (1-8), which decoder
+    takes it (a route, above), and why it is refused (None: it is not)."""
 
     orientation: int = 1
-    pillow: bool = False
+    route: int = UNKNOWN
     refused: str | None = None
+
+    @property
+    def pillow(self) -> bool:
+        return self.route == PILLOW
+
+
+def _jpeg_ratio(width: int, height: int, decoding: Decoding) -> int:
+    """The reduced scale a JPEG is decoded at: the largest that keeps its short side >= size."""
+    if decoding.mode != "auto":
+        return 1
+    short = min(width, height)
+    return next((r for r in _JPEG_RATIOS if short >= r * decoding.size), 1)
 
 
 def probe(data: bytes, decoding: Decoding) -> Probe:
@@ -98,7 +119,9 @@ def probe(data: bytes, decoding: Decoding) -> Probe:
         return Probe(refused=_over_budget(f"{width} x {height} = {width * height} pixels",
                                           decoding.max_pixels))
     upright = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
-    return Probe(upright, form not in _NATIVE)
+    if form in ("JPEG", "MPO"):
+        return Probe(upright, _JPEG_ROUTE[_jpeg_ratio(width, height, decoding)])
+    return Probe(upright, OTHER_NATIVE if form in _NATIVE else PILLOW)
 
 
 def _over_budget(claim: str, budget: int) -> str:
@@ -139,33 +162,32 @@ def _pillow_pixels(data) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
 
 
+# Each EXIF orientation (1-8) as Pillow's ``ImageOps.exif_transpose`` applies it:
+# whether to transpose, then flip up-down, then flip left-right.
+_ORIENTATIONS = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 1], [0, 1, 0],
+                          [1, 0, 0], [1, 0, 1], [1, 1, 1], [1, 1, 0]], bool)
+
+
 def _upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
-    """Apply an EXIF orientation (1-8) as Pillow's ``ImageOps.exif_transpose`` does."""
-    turns = [
-        lambda: image,
-        lambda: tf.image.flip_left_right(image),
-        lambda: tf.image.rot90(image, 2),
-        lambda: tf.image.flip_up_down(image),
-        lambda: tf.image.transpose(image),
-        lambda: tf.image.rot90(image, 3),
-        lambda: tf.image.rot90(tf.image.transpose(image), 2),
-        lambda: tf.image.rot90(image, 1),
-    ]
-    return tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), turns)
+    """Apply an EXIF orientation by moving pixels, with no branch in the graph."""
+    turn = tf.gather(tf.constant(_ORIENTATIONS), tf.clip_by_value(orientation, 1, 8))
+    transpose, up_down, left_right = tf.unstack(turn)
+    image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
+    return tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([up_down, left_right])))
 
 
-def _load(contents: tf.Tensor, orientation: tf.Tensor, pillow: tf.Tensor,
+def _load(contents: tf.Tensor, orientation: tf.Tensor, route: tf.Tensor,
           decoding: Decoding) -> tf.Tensor:
-    """An image's bytes to (size, size, 3) float32 pixels."""
-    def with_pillow():
-        return tf.py_function(_pillow_pixels, [contents], tf.uint8)
+    """An image's bytes to (size, size, 3) float32 pixels, through the decoder of its route."""
+    def jpeg(ratio: int):
+        return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio)
 
-    def with_tensorflow():
-        return _native(contents, decoding.size, decoding.mode)
-
-    image = tf.cond(pillow, with_pillow, with_tensorflow)
+    decoders = [jpeg(1), *(jpeg(r) for r in sorted(_JPEG_RATIOS)),
+                lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+                lambda: _native(contents, decoding.size, decoding.mode),
+                lambda: tf.py_function(_pillow_pixels, [contents], tf.uint8)]
+    image = _upright(tf.switch_case(route, decoders), orientation)
     image.set_shape([None, None, 3])
-    image = _upright(image, orientation)
     return tf.image.resize(image, (decoding.size, decoding.size), method="bilinear")
 
 
@@ -181,12 +203,11 @@ def load_image(path: str, decoding: Decoding) -> tf.Tensor:
     found = probe(data, decoding)
     if found.refused:
         raise ValueError(found.refused)
-    return _load(tf.constant(data), tf.constant(found.orientation), tf.constant(found.pillow),
-                 decoding)
+    return _load(tf.constant(data), tf.constant(found.orientation), tf.constant(found.route), decoding)
 
 
 _BATCHED = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.string),
-            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.bool))
+            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32))
 _BLOCK = 64  # images per Python call into tf.data (one call per image cost a quarter of the rate)
 _BLOCK_BYTES = 64 * 2**20  # and at most about this many bytes held in one block
 
@@ -233,7 +254,7 @@ def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decodi
             if found.refused:
                 refused[i] = found.refused
                 continue
-            block.append((i, data, found.orientation, found.pillow))
+            block.append((i, data, found.orientation, found.route))
             held += len(data)
             if len(block) == _BLOCK or held >= _BLOCK_BYTES:
                 yield _columns(block)
@@ -241,9 +262,10 @@ def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decodi
         if block:
             yield _columns(block)
 
-    ds = tf.data.Dataset.from_generator(read, output_signature=_BATCHED).unbatch()
+    # A block is read ahead while the one before it is decoded.
+    ds = tf.data.Dataset.from_generator(read, output_signature=_BATCHED).prefetch(1).unbatch()
     ds = ds.map(
-        lambda i, data, o, pil: (i, _load(data, o, pil, decoding)),
+        lambda i, data, o, route: (i, _load(data, o, route, decoding)),
         num_parallel_calls=len(os.sched_getaffinity(0)),
         deterministic=True,
     )
@@ -253,9 +275,9 @@ def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decodi
 
 
 def _columns(block: list[tuple]) -> tuple[np.ndarray, ...]:
-    i, data, orientation, pillow = zip(*block)
+    i, data, orientation, route = zip(*block)
     return (np.asarray(i, np.int64), np.asarray(data, dtype=object),
-            np.asarray(orientation, np.int32), np.asarray(pillow, bool))
+            np.asarray(orientation, np.int32), np.asarray(route, np.int32))
 
 
 def labelled_batches(paths: Sequence[str], labels: Sequence[int], decoding: Decoding,
@@ -269,10 +291,10 @@ def labelled_batches(paths: Sequence[str], labels: Sequence[int], decoding: Deco
     found = [probe(read_bytes(p, decoding.max_file_bytes), decoding) for p in paths]
     ds = tf.data.Dataset.from_tensor_slices((
         tf.constant(list(paths)), tf.constant([f.orientation for f in found], tf.int32),
-        tf.constant([f.pillow for f in found], tf.bool), tf.constant(list(labels), tf.int32)))
+        tf.constant([f.route for f in found], tf.int32), tf.constant(list(labels), tf.int32)))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda p, o, pil, label: (_load(tf.io.read_file(p), o, pil, decoding), label),
+    ds = ds.map(lambda p, o, route, label: (_load(tf.io.read_file(p), o, route, decoding), label),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -314,7 +336,7 @@ def why_unreadable(path: str, decoding: Decoding, expected: str | None = None) -
         if found.pillow:
             _pillow_pixels(data)
         else:
-            _load(tf.constant(data), tf.constant(found.orientation), tf.constant(False), decoding)
+            _load(tf.constant(data), tf.constant(found.orientation), tf.constant(found.route), decoding)
     except (tf.errors.OpError, ValueError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         # Drop TensorFlow's "{{function_node ...}}" prefix and "[Op:...]" suffix.
