@@ -261,7 +261,7 @@ def main() -> None:
     shared = os.environ.get("PIPELINE_SHARED_DIR", str(ROOT.parent / "shared"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path(shared) / "data" / "cats_and_dogs_filtered")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=ExtractConfig().batch_size)
     parser.add_argument("--forward-images", type=int, default=384)
     parser.add_argument("--large-images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)

@@ -21,33 +21,56 @@ the run classifies new images::
     predict(run.run_dir, ["new_photos/"], model="finetuned").to_csv()
 """
 
+import importlib
+import sys
+import types
+
 # Every name is imported on first use: a command that reads a cache (or prints
 # --help) must not pay for TensorFlow, OpenVINO or scikit-learn.
 _WHERE = {
     "BACKBONES": ".backbones", "get_backbone": ".backbones", "list_backbones": ".backbones",
-    "CompareResult": ".compare", "compare": ".compare",
+    "CompareResult": ".compare",
     "CompareConfig": ".config", "ExtractConfig": ".config", "FinetuneConfig": ".config",
     "SplitConfig": ".config",
     "discover": ".data",
     "PipelineError": ".errors",
     "ExtractResult": ".features", "FeatureCache": ".features", "extract_features": ".features",
-    "FinetuneResult": ".finetune", "finetune": ".finetune",
-    "predict": ".predict",
+    "FinetuneResult": ".finetune",
     "CLASSIFIERS": ".heads.registry",
 }
-__all__ = sorted(_WHERE)
+# Functions named like their own modules: the package's attribute is the
+# function, even after the import system records the submodule under that name.
+_SAME_NAME = ("compare", "finetune", "predict")
+__all__ = sorted([*_WHERE, *_SAME_NAME])
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(_WHERE[name], __name__), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted({*globals(), *_WHERE})
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    pass
+
+
+def _function_of(name: str) -> property:
+    def get(package):
+        return getattr(importlib.import_module(f".{name}", package.__name__), name)
+
+    def keep(package, submodule):  # the import system sets the submodule here; the function stays
+        pass
+
+    return property(get, keep)
+
+
+for _name in _SAME_NAME:
+    setattr(_Package, _name, _function_of(_name))
+sys.modules[__name__].__class__ = _Package

@@ -30,8 +30,9 @@ from .console import quiet
 from .errors import ConfigError, RunError, write_problem
 from .features.view import FeatureCache, SplitData
 from .heads import outofcore
-from .heads.vectorize import full_proba
+from .heads.proba import full_proba
 from .runs import RunWriter, audit, check_writable, default_run_dir, plots, report, scores, stats
+from .words import counted, leakage
 
 if TYPE_CHECKING:
     from .heads.registry import Classifier
@@ -628,8 +629,7 @@ def _summary(leaderboard: list[dict], insights: dict, note: str) -> str:
     tied = [r["classifier"] for r in leaderboard if r.get("tied_with_best") and r["rank"] > 1]
     text = (f"Recommended: {best['classifier']}. " +
             (f"Tied with the best on validation: {', '.join(tied)}. " if tied else "") +
-            f"{insights['cross_split_pairs']} near-duplicate pairs cross splits (leakage); "
-            f"{insights['suspected_label_errors'].get('found', 0)} suspected label errors.")
+            f"{leakage(insights)}; {counted(insights['suspected_label_errors'].get('found', 0), 'suspected label error')}.")
     return f"{text} {note}".strip()
 
 

@@ -63,15 +63,18 @@ def pixels_model(run: str | os.PathLike, name: str, weights: str | None = None):
     Raises:
         ConfigError: the classifier is a non-linear scikit-learn model.
     """
+    manifest = read_manifest(run)
+    entry = manifest["models"][name]
+    n_classes = len(manifest["classes"])
+    loaded = load_model(run, name)
+    # A classifier with no exact form as layers is refused before TensorFlow loads.
+    head = linear_head(loaded, name, n_classes) if entry["format"] not in ("keras-model", "keras") else None
+
     import keras
 
     from . import backbones
     from .finetune.rebuild import end_to_end
 
-    manifest = read_manifest(run)
-    entry = manifest["models"][name]
-    n_classes = len(manifest["classes"])
-    loaded = load_model(run, name)
     if entry["format"] == "keras-model":
         # Stage 3's model augments its input while training; its core does not.
         core = loaded.get_layer("core") if "core" in [layer.name for layer in loaded.layers] else loaded
@@ -85,7 +88,7 @@ def pixels_model(run: str | os.PathLike, name: str, weights: str | None = None):
         pixels = keras.Input(model.input_shape[1:], name="pixels")
         return keras.Model(pixels, _all_classes(model(pixels), classes, n_classes), name=name)
     pixels = keras.Input(features.input_shape[1:], name="pixels")
-    return keras.Model(pixels, linear_head(loaded, name, n_classes)(features(pixels)), name=name)
+    return keras.Model(pixels, head(features(pixels)), name=name)
 
 
 def _all_classes(proba, classes, n_classes: int):
@@ -110,7 +113,6 @@ def linear_head(estimator, name: str, n_classes: int):
     Raises:
         ConfigError: the model is not (vectorise, [standardise], linear classifier).
     """
-    import keras
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -128,6 +130,8 @@ def linear_head(estimator, name: str, n_classes: int):
             f"{name} ({type(clf or estimator).__name__}) is not a linear classifier, so it has no exact "
             "form as network layers and cannot be exported. Fix: export logreg, linear_svm, dense or "
             "finetuned, or load its joblib file with pipeline.runs.load_model in Python.")
+    import keras
+
     mean = scale.mean_ if scale is not None and scale.with_mean else 0.0
     std = scale.scale_ if scale is not None and scale.with_std else 1.0
 

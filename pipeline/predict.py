@@ -26,7 +26,7 @@ from .errors import ConfigError, RunError
 from .features import engines
 from .features.spec import spec_from_key, spec_of, store_folder_name
 from .features.store import STORE
-from .heads.vectorize import full_proba
+from .heads.proba import full_proba
 from .runs import load_model, read_manifest, scores
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,6 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
         engine: what computes a stage-2 classifier's features (see
             :mod:`pipeline.features.engines`); the fine-tuned model runs on Keras.
     """
-    from .data.decode import Decoding, image_batches, why_unreadable
-
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"`batch_size` must be a positive integer. Got {batch_size!r}.")
 
@@ -123,6 +121,8 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
     paths = expand(inputs)
     classes = manifest["classes"]
     loaded = load_model(run, name)
+    from .data.decode import Decoding, image_batches, why_unreadable  # TensorFlow, once the run is known
+
     decoding = Decoding.of_view(key, spec.image_size)
     refused: dict[int, str] = {}
     batches = image_batches(paths, range(len(paths)), decoding, batch_size, refused=refused)

@@ -78,7 +78,7 @@ def test_no_import_cycle_in_the_package():
 
 # The tree from the bottom up (README, "How the code is laid out"): a module
 # imports only modules of its own layer or of layers before it.
-LAYERS = ("pipeline.errors", "pipeline._files", "pipeline.config", "pipeline.data", "pipeline.backbones",
+LAYERS = ("pipeline.errors", "pipeline._files", "pipeline.words", "pipeline.console", "pipeline.config", "pipeline.data", "pipeline.backbones",
           "pipeline.features", "pipeline.heads", "pipeline.runs", "pipeline.compare", "pipeline.finetune",
           "pipeline.predict", "pipeline.export", "pipeline.workflow", "pipeline.cli", "pipeline")
 
@@ -95,3 +95,15 @@ def test_imports_point_down_the_tree():
 def test_leaf_helpers_import_nothing_of_the_package():
     graph = import_graph()
     assert graph["pipeline._files"] == set() and graph["pipeline.errors"] == set()
+    assert graph["pipeline.words"] == set() and graph["pipeline.console"] == set()
+
+
+def test_the_package_s_functions_stay_functions_after_their_modules_are_imported():
+    import importlib
+
+    import pipeline
+
+    for name in ("compare", "finetune", "predict"):
+        importlib.import_module(f"pipeline.{name}")  # records the submodule under the same name
+        assert callable(getattr(pipeline, name)) and getattr(pipeline, name).__name__ == name
+    assert set(pipeline.__all__) >= {"compare", "extract_features", "ExtractConfig", "CLASSIFIERS"}

@@ -13,6 +13,7 @@ from ..backbones import hub
 from ..config import ENGINES, EXPORT_FORMATS, QUANTIZE, CompareConfig, ExtractConfig, FinetuneConfig, RunConfig
 from ..errors import ConfigError
 from .options import OVERRIDE, add_settings, overrides_from, settings_from
+from ..words import counted, leakage
 
 def add_extract(sub) -> None:
     p = sub.add_parser("extract", help="stage 1: run the backbone once, cache features in HDF5")
@@ -179,12 +180,14 @@ def run_cache(args) -> int:
             print(json.dumps(report, indent=2))
             return 0
         verb = "would drop" if args.dry_run else "dropped"
-        print(f"{verb} {len(report['views_dropped'])} views and {report['rows_dropped']} store rows"
+        print(f"{verb} {counted(len(report['views_dropped']), 'view')} and "
+              f"{counted(report['rows_dropped'], 'store row')}"
               + ("" if args.dry_run else f", freed {_megabytes(report['bytes_freed'])}"))
         for view in report["views_dropped"]:
             print(f"  view  {view}")
         for store in report["stores"]:
-            print(f"  store {store['store']}: {store['rows_kept']} rows kept for {store['views']} views, "
+            print(f"  store {store['store']}: {counted(store['rows_kept'], 'row')} kept for "
+                  f"{counted(store['views'], 'view')}, "
                   f"{store['rows_dropped']} dropped")
         return 0
     listing = list_cache(args.cache_dir)
@@ -272,8 +275,8 @@ def run_compare(args) -> int:
 def _say_audit(insights: dict | None, report) -> None:
     if insights is None:
         return
-    print(f"data audit: {insights['cross_split_pairs']} near-duplicate pairs cross splits (leakage), "
-          f"{insights['suspected_label_errors'].get('found', 0)} suspected label errors")
+    print(f"data audit: {leakage(insights)}, "
+          f"{counted(insights['suspected_label_errors'].get('found', 0), 'suspected label error')}")
     print(f"report: {report}")
 
 
@@ -310,7 +313,7 @@ def run_finetune(args) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(f"{result.model_path}: validation accuracy {result.before:.4f} -> {result.after:.4f} "
-          f"in {result.epochs} epochs ({result.seconds_per_epoch:.1f} s each)")
+          f"in {counted(result.epochs, 'epoch')} ({result.seconds_per_epoch:.1f} s each)")
     print(f"hand-off check: max difference {result.handoff['max_abs_difference']:.2g} "
           f"on {result.handoff['images']} images")
     return 0
@@ -318,14 +321,14 @@ def run_finetune(args) -> int:
 
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images or folders with a model of a run")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
     p.add_argument("--model", default="best",
                    help="best (the run's recommended model), finetuned, dense, logreg, ...")
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders")
     p.add_argument("--out", help="write CSV (.csv) or JSON (.json) here instead of printing CSV")
     p.add_argument("--export", metavar="DIR", help="also save the model as .keras and SavedModel")
     p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="what computes a stage-2 model's features (as extract's --engine)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -394,10 +397,11 @@ def run_run(args) -> int:
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="write a model of a run as Keras, SavedModel, TFLite or OpenVINO, "
                                       "checked against predict on validation images")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
     p.add_argument("--model", default="best",
                    help="best (the run's recommended model), dense, finetuned, logreg, linear_svm")
-    p.add_argument("--format", default="keras", choices=EXPORT_FORMATS)
+    p.add_argument("--format", default="keras", choices=EXPORT_FORMATS,
+                   help="keras (.keras), savedmodel, tflite (LiteRT) or openvino (IR) (default: keras)")
     p.add_argument("--quantize", default="none", choices=QUANTIZE,
                    help="int8 (tflite): weights and activations, calibrated on training images")
     p.add_argument("--out", default="export", help="folder of the exported files and export.json")

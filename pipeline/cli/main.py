@@ -7,6 +7,7 @@ without a traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -16,8 +17,54 @@ from ..errors import PipelineError
 from . import commands
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with "did you mean" for a flag it does not know."""
+
+    given: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            flags = _flags(self, parsed)
+            self.error(f"unrecognized arguments: {' '.join(unknown)}{_hints(unknown, flags)}")
+        return parsed
+
+    def error(self, message):
+        if "unrecognized arguments" not in message:  # e.g. a required flag missing, misspelt
+            message += _hints(self.given, _flags(self, None))
+        super().error(message)
+
+
+def _flags(parser: argparse.ArgumentParser, parsed) -> list[str]:
+    """The flags of ``parser`` and of the subcommands ``parsed`` chose under it."""
+    flags: list[str] = []
+    while parser is not None:
+        flags += [o for a in parser._actions for o in a.option_strings]
+        chosen = None
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and parsed is not None:
+                chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+        parser = chosen
+    return flags
+
+
+def _hints(tokens: list[str], flags: list[str]) -> str:
+    """" (did you mean --x?)" for each unknown flag among ``tokens`` that is near a known one."""
+    hints = []
+    for token in tokens:
+        name = token.split("=")[0]
+        if token.startswith("-") and name not in flags:
+            near = difflib.get_close_matches(name.replace("_", "-"), flags, n=1, cutoff=0.6)
+            hints += [f" (did you mean {near[0]}?)"] if near else []
+    return "".join(hints)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="run_pipeline.py",
         description="Transfer learning on cached features: extract once, compare classifiers in seconds.",
     )
@@ -26,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_run(sub)
     commands.add_extract(sub)
     p = sub.add_parser("inspect", help="describe a feature cache file")
-    p.add_argument("file")
+    p.add_argument("file", help="a cache file written by `extract` (its path is printed there)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser("merge", help="join the shard files of one extraction into one cache file")
     p.add_argument("shards", nargs="+", help="every shard file, e.g. cache/NAME.shard-*.h5")
@@ -35,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_cache(sub)
     p = sub.add_parser("backbones", help="list the backbones, their sizes and feature shapes")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'efficientnet*'")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     commands.add_compare(sub)
     commands.add_finetune(sub)
     commands.add_predict(sub)
     commands.add_export(sub)
     p = sub.add_parser("classifiers", help="list the classifiers and the parameters each searches")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 

@@ -105,7 +105,9 @@ class ExtractConfig:
     weights: str = setting("imagenet", help="imagenet (for hub: the preset's own), none (random, "
                                             "seeded) or a weights file")
     dtype: str = setting("float32", choices=DTYPES, help="stored feature type")
-    batch_size: int = setting(32, help="images per forward pass")
+    # 16: OpenVINO's throughput on MobileNet was higher at 16 than at 32 or 64 on both an
+    # AVX2 and an AVX-512 CPU (BENCHMARKS.md), and a batch's activations stay in cache.
+    batch_size: int = setting(16, help="images per forward pass")
     chunk_size: int = setting(512, help="images per resumable chunk; a killed run loses at most "
                                         "one chunk per split")
     decode: str = setting("auto", choices=DECODE_MODES,

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import CacheError, ConfigError
 from . import checked
 from .view import FeatureCache
+from ..words import agree
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _STR = h5py.string_dtype("utf-8")
@@ -116,7 +117,8 @@ def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) 
     if missing:
         listed = ", ".join(str(i) for i in missing)
         raise CacheError(
-            f"Shards {listed} of {count} are missing, so the merged cache would lack their "
+            f"{agree(len(missing), 'Shard', 'Shards')} {listed} of {count} "
+            f"{agree(len(missing), 'is', 'are')} missing, so the merged cache would lack their "
             f"rows. Fix: run `extract --shard I/{count}` for I = {listed} (with the same data "
             "and settings), then merge again with every shard file.")
     ordered = [by_index[i] for i in range(1, count + 1)]

@@ -23,7 +23,7 @@ from .. import backbones
 from ..config import FinetuneConfig
 from ..console import quiet
 from ..errors import ConfigError, RunError
-from ..heads.vectorize import full_proba
+from ..heads.proba import full_proba
 from .rebuild import Source, handoff_check, open_source, rebuild, unfreeze
 
 log = logging.getLogger(__name__)

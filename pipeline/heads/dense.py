@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..config import OPTIMIZERS, SPATIAL
 from ..errors import ConfigError
 from .outofcore import FeatureRows
-from .vectorize import full_proba
+from .proba import full_proba
 
 
 class DenseHead(ClassifierMixin, BaseEstimator):

@@ -36,6 +36,7 @@ from ..features import checked
 from ..features.checked import DamagedFile
 from ..features.view import REBUILD
 from .vectorize import Vectorize
+from ..words import counted
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +198,8 @@ def fit_linear(name: str, Cs: list[float], train: FeatureRows, validation: Featu
                  for C, m in models.items()}
     scores = {C: choose(predict_proba(p, validation)) for C, p in pipelines.items()}
     best = max(Cs, key=lambda C: (scores[C], -C))
-    log.info("%s out of core: C=%s chosen on validation (%d epochs of partial_fit)",
-             name, best, epochs)
+    log.info("%s out of core: C=%s chosen on validation (%s of partial_fit)",
+             name, best, counted(epochs, "epoch"))
     return pipelines[best], {"C": best, "epochs": epochs}, [{"C": C, "score": s} for C, s in scores.items()]
 
 

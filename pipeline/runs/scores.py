@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_write
-from ..heads.vectorize import full_proba
+from ..heads.proba import full_proba
 from . import stats
 from .folder import RunWriter, read_manifest
 

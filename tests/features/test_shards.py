@@ -73,7 +73,7 @@ def test_merge_refuses_a_missing_duplicated_or_foreign_shard(sharded, tmp_path):
     root, data, whole, parts = sharded
     one, two, three = (p.path for p in parts)
     cases = [
-        ([one, three], "Shards 2 of 3 are missing, so the merged cache would lack their rows. "
+        ([one, three], "Shard 2 of 3 is missing, so the merged cache would lack their rows. "
                        "Fix: run `extract --shard I/3` for I = 2"),
         ([one, two, two, three], f"Shard 2 of 3 is given twice ({two} and {two}); their rows "
                                  "overlap. Fix: pass each shard file once."),
@@ -117,7 +117,7 @@ def test_merge_and_shard_on_the_command_line(sharded, tmp_path, capsys):
     assert main(["inspect", result["cache"]]) == 0
     assert "shard          2 of 2" in capsys.readouterr().out
     assert main(["merge", result["cache"]]) == 2
-    assert "Shards 1 of 2 are missing" in capsys.readouterr().err
+    assert "Shard 1 of 2 is missing" in capsys.readouterr().err
     assert main(["extract", "--data", str(data), "--shard", "3/2"]) == 2
     assert "`--shard` takes I/N with 1 <= I <= N (e.g. 3/16); got '3/2'" in capsys.readouterr().err
 

@@ -1,0 +1,48 @@
+"""Every option of every command says what it does; a mistyped flag gets a hint."""
+
+import argparse
+
+import pytest
+
+from pipeline.cli.main import build_parser, main
+
+
+def _commands(parser: argparse.ArgumentParser, path=()):
+    """Every (command path, parser) under ``parser``, nested subcommands too."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_option_of_every_command_has_help():
+    missing = [f"{' '.join(path) or 'run_pipeline.py'} {action.option_strings or action.dest}"
+               for path, parser in _commands(build_parser()) for action in parser._actions
+               if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+               and not (action.help and action.help.strip())]
+    assert missing == []
+    assert len(list(_commands(build_parser()))) > 12  # the walk reached the subcommands
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["extract", "--data", "d", "--image_size", "96"], "did you mean --image-size?"),
+    (["compare", "--featuers", "f.h5"], "did you mean --features?"),
+    (["cache", "gc", "--dryrun"], "did you mean --dry-run?"),
+    (["predict", "--run", "r", "--modle", "dense", "x.jpg"], "did you mean --model?"),
+])
+def test_a_mistyped_flag_gets_the_nearest_one(argv, hint, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert hint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n, expected", [(0, "0 pairs"), (1, "1 pair"), (2, "2 pairs")])
+def test_counts_agree_with_their_nouns(n, expected):
+    from pipeline.words import counted, leakage
+
+    assert counted(n, "pair") == expected
+    assert leakage({"cross_split_pairs": n}) == \
+        f"{expected.replace('pair', 'near-duplicate pair')} {'crosses' if n == 1 else 'cross'} splits (leakage)"
+    assert counted(n, "query", "queries").endswith("query" if n == 1 else "queries")
