@@ -33,7 +33,8 @@ def offline(monkeypatch, tmp_path):
 
 def test_default_run_without_caches_says_what_is_missing_and_what_to_do(offline, capsys):
     assert main(["run", "--no-progress"]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "Downloading" not in out  # refused before Keras's downloader starts
     assert "Traceback" not in err
     assert err.startswith("error: Could not obtain the dataset cats_and_dogs_filtered: it is not "
                           "in the Keras cache (looked for ")
@@ -73,7 +74,8 @@ def test_a_broken_keras_cached_zip_says_what_to_do(offline, capsys):
     datasets.mkdir(parents=True)
     (datasets / "cats_and_dogs.zip").write_bytes(b"PK\x03\x04 cut short")
     assert main(["run", "--no-progress"]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "Downloading" not in out  # refused before Keras's downloader starts
     assert f"{datasets / 'cats_and_dogs.zip'} is in the Keras cache but could not be extracted" in err
     assert "Fix: delete it so it is downloaded again" in err and "Traceback" not in err
 

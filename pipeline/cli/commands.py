@@ -241,9 +241,11 @@ def _list_hub(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<44} {'family':<22} pooling (first: default)")
+    name = max([len("name"), *(len(r["name"]) for r in rows)])  # the longest preset sets the column
+    family = max([len("family"), *(len(r["family"]) for r in rows)])
+    print(f"{'name':<{name}}  {'family':<{family}}  pooling (first: default)")
     for row in rows:
-        print(f"{row['name']:<44} {row['family']:<22} {', '.join(row['pooling'])}")
+        print(f"{row['name']:<{name}}  {row['family']:<{family}}  {', '.join(row['pooling'])}")
     print("\nSizes and normalisation come from each preset's image converter; weights download "
           "from Kaggle on first use.")
     return 0

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import socket
+import urllib.parse
 from pathlib import Path
 
 from .._files import keras_home
@@ -73,6 +74,16 @@ def keras_dataset(name: str, timeout: float = 30.0) -> Path:
     for candidate in archives:  # downloaded but never extracted: no network needed
         if (datasets / candidate).is_file():
             return _unpack(datasets / candidate, inner)
+    def failed(why: str) -> DataSourceError:
+        return DataSourceError(
+            f"Could not obtain the dataset {name}: it is not in the Keras cache (looked for "
+            f"{places[0]} and {places[1]}) and downloading {origin} failed ({why}). Fix: "
+            f"connect once so Keras can download it, or put the extracted {inner} folder at "
+            f"{places[0]}; or {_ALTERNATIVES}.")
+
+    unreachable = _unreachable(origin, timeout)
+    if unreachable:  # said before Keras's downloader starts, so it prints nothing offline
+        raise failed(unreachable)
     import keras
 
     log.info("downloading %s from %s into %s", name, origin, datasets)
@@ -81,15 +92,20 @@ def keras_dataset(name: str, timeout: float = 30.0) -> Path:
     try:
         extracted = Path(keras.utils.get_file(archive, origin, extract=True, cache_dir=str(keras_home())))
     except Exception as exc:  # urllib, zipfile and OSError all end here
-        raise DataSourceError(
-            f"Could not obtain the dataset {name}: it is not in the Keras cache (looked for "
-            f"{places[0]} and {places[1]}) and downloading {origin} failed ({first_line(exc)}). Fix: "
-            f"connect once so Keras can download it, or put the extracted {inner} folder at "
-            f"{places[0]}; or {_ALTERNATIVES}."
-        ) from None
+        raise failed(first_line(exc)) from None
     finally:
         socket.setdefaulttimeout(previous)
     return extracted / inner
+
+
+def _unreachable(origin: str, timeout: float) -> str | None:
+    """Why ``origin``'s host cannot be reached (None: it answers)."""
+    host = urllib.parse.urlsplit(origin).hostname
+    try:
+        socket.create_connection((host, 443), timeout=min(timeout, 5.0)).close()
+    except OSError as exc:
+        return f"{host} cannot be reached: {first_line(exc)}"
+    return None
 
 
 def _unpack(archive: Path, inner: str) -> Path:

@@ -43,6 +43,13 @@ def _png(path: Path) -> str:
     return _data_uri(path.read_bytes(), "image/png") if path.is_file() else ""
 
 
+def _breakable(path: str):
+    """A path that may wrap after each "/" and ".", not inside a name."""
+    import markupsafe
+
+    return markupsafe.Markup(str(markupsafe.escape(path)).replace("/", "/<wbr>").replace(".", ".<wbr>"))
+
+
 def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -54,6 +61,7 @@ def render(context: dict) -> str:
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.runs", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    env.filters["breakable"] = _breakable
     return env.get_template("report.html").render(**context, fmt=_fmt)
 
 

@@ -46,3 +46,12 @@ def test_counts_agree_with_their_nouns(n, expected):
     assert leakage({"cross_split_pairs": n}) == \
         f"{expected.replace('pair', 'near-duplicate pair')} {'crosses' if n == 1 else 'cross'} splits (leakage)"
     assert counted(n, "query", "queries").endswith("query" if n == 1 else "queries")
+
+
+def test_the_hub_listing_keeps_its_columns_whatever_the_preset_names(capsys):
+    pytest.importorskip("keras_hub", reason="the hub extra is not installed")
+    assert main(["backbones", "hub:*"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines()[1:] if line.startswith("hub:")]
+    assert len(lines) > 10
+    starts = {line.index(line.split()[1], len(line.split()[0])) for line in lines}
+    assert len(starts) == 1  # every family starts in the same column

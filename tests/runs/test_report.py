@@ -32,6 +32,11 @@ def _open(report, screenshot):
             "decoded": page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0).length"),
             "thumbnails": page.evaluate("Array.from(document.images).filter("
                                         "i => i.src.startsWith('data:image/jpeg')).length"),
+            "overflowing": page.evaluate("Array.from(document.querySelectorAll('td, th, figcaption'))"
+                                         ".filter(e => e.scrollWidth > e.clientWidth + 1).length"),
+            "too_wide": page.evaluate("Array.from(document.images).filter(i => "
+                                      "i.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
+                                      ".length"),
         }
         shot = page.screenshot(full_page=True)
         browser.close()
@@ -63,4 +68,16 @@ def test_the_report_renders_in_a_real_browser(stage2_run, tmp_path):
     assert seen["decoded"] == seen["images"] > seen["thumbnails"]  # every image decodes; plots too
     pixels = np.asarray(Image.open(io.BytesIO((tmp_path / "report.png").read_bytes())).convert("L"))
     assert pixels.shape[0] > 900 and pixels.std() > 20, "the screenshot shows content"
+    assert pixels[-pixels.shape[0] // 3:].std() > 5, "no blank tail"
+    assert seen["overflowing"] == 0, "no table cell's or caption's text overflows it"
+    assert seen["too_wide"] == 0, "no image is wider than the page"
     assert report.stat().st_size < 5e6
+
+
+def test_paths_in_the_report_wrap_after_slashes_and_dots_only(stage2_run):
+    html = (stage2_run / "report.html").read_text()
+    codes = re.findall(r"<code>(.*?)</code>", html)
+    assert codes and all("<wbr>" in code for code in codes if "/" in code or "." in code)
+    for code in codes:  # a break opportunity follows every / and . and nothing else
+        assert re.sub(r"[/.]<wbr>", "", code).count("<wbr>") == 0
+        assert code.replace("<wbr>", "").count("/") == code.count("/<wbr>")
