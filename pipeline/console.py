@@ -37,7 +37,8 @@ _NATIVE_NOISE = re.compile(
 
 _END = b"\x00end of the filtered stderr\n"
 _lock = threading.Lock()
-_depth = 0
+_depth = 0  # callers inside the filter, across threads
+_undo = None
 _terminal: io.TextIOBase | None = None  # the original stderr while the filter runs
 
 
@@ -63,20 +64,22 @@ def progress_bar(total: int, enabled: bool | None, **kwargs):
 @contextmanager
 def native_logs_filtered():
     """Drop the native libraries' log lines from fd 2 for the duration; re-entrant."""
-    global _depth
+    global _depth, _undo
     if logging.getLogger("pipeline").isEnabledFor(logging.DEBUG):
         yield
         return
     with _lock:
         _depth += 1
-        undo = _install() if _depth == 1 else None
+        if _depth == 1:
+            _undo = _install()
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
-            if undo is not None:
-                undo()
+            if _depth == 0:  # the last one out, whichever thread it is, restores fd 2
+                _undo()
+                _undo = None
 
 
 def quiet(function):

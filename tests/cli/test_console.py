@@ -100,3 +100,33 @@ def test_the_python_api_draws_a_bar_on_a_terminal_without_native_lines(tmp_path)
     assert "extract: 100%" in drawn and "8/8" in drawn and "img/s" in drawn
     for noise in ("I0000", "W0000", "E0000", "cuInit", "absl::InitializeLog"):
         assert noise not in drawn, drawn
+
+
+THREADS = textwrap.dedent("""
+    import os, threading
+    from pipeline.console import native_logs_filtered
+    inside, leave = threading.Event(), threading.Event()
+
+    def second():
+        with native_logs_filtered():
+            inside.set()
+            leave.wait()
+            os.write(2, b"E0000 00:00:1796026566.517998 1 util.cc:1] still filtered\\n")
+            os.write(2, b"the second caller's own line\\n")
+
+    with native_logs_filtered():
+        worker = threading.Thread(target=second)
+        worker.start()
+        inside.wait()
+    leave.set()  # the first caller left first; the second is still inside
+    worker.join()
+    os.write(2, b"after both\\n")
+""")
+
+
+def test_the_filter_stays_until_the_last_caller_leaves_whichever_thread_it_is():
+    done = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "still filtered" not in done.stderr
+    assert "the second caller's own line" in done.stderr and done.stderr.rstrip().endswith("after both")
