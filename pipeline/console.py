@@ -46,8 +46,8 @@ def is_native_noise(line: bytes) -> bool:
     return _NATIVE_NOISE.match(line) is not None
 
 
-def terminal() -> io.TextIOBase:
-    """Where progress goes: the original stderr, past the filter when it runs."""
+def terminal() -> io.TextIOBase | None:
+    """Where progress goes: the original stderr, past the filter when it runs (None: there is none)."""
     return _terminal or sys.stderr
 
 
@@ -56,8 +56,8 @@ def progress_bar(total: int, enabled: bool | None, **kwargs):
     from tqdm.auto import tqdm
 
     out = terminal()
-    if enabled is None:
-        enabled = out.isatty()
+    if enabled is None or out is None:
+        enabled = out is not None and out.isatty()
     return tqdm(total=total, file=out, disable=not enabled, dynamic_ncols=True, **kwargs)
 
 
@@ -93,8 +93,12 @@ def quiet(function):
 
 def _install():
     global _terminal
-    sys.stderr.flush()
-    saved = os.dup(2)
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (closed by a daemon): nothing to filter
+        return lambda: None
     read, write = os.pipe()
     os.dup2(write, 2)
     os.close(write)
@@ -112,14 +116,15 @@ def _install():
         drained.set()
 
     threading.Thread(target=pump, name="stderr-filter", daemon=True).start()
-    _terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
-                          errors="replace")
+    _terminal = os.fdopen(os.dup(saved), "w", buffering=1, errors="replace",
+                          encoding=getattr(sys.stderr, "encoding", None) or "utf-8")
 
     def undo():
         global _terminal
         _terminal.close()
         _terminal = None
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         os.write(2, _END)
         drained.wait(timeout=5)
         os.dup2(saved, 2)

@@ -138,7 +138,7 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
         for idx, batch in scored:
             probabilities.append(batch)
             seen += idx.numpy().tolist()
-            bar.update(len(seen) - bar.n)
+            bar.update(len(idx))
     rows = []
     for i, p in zip(seen, np.concatenate(probabilities) if probabilities else []):
         rows.append({"path": paths[i], "class": classes[int(np.argmax(p))],

@@ -73,8 +73,8 @@ class Decoding:
 # full scale or at 1/2, 1/4, 1/8 (the ratios of _JPEG_RATIOS, in order), any
 # other format TensorFlow decodes, a header Pillow could not read (TensorFlow
 # looks at the bytes itself, and its decoder says why when it fails), Pillow.
-JPEG_FULL, OTHER_NATIVE, UNKNOWN, PILLOW = 0, 4, 5, 6
-_JPEG_ROUTE = {1: JPEG_FULL, 2: 1, 4: 2, 8: 3}
+_JPEG_SCALES = (1, *sorted(_JPEG_RATIOS))  # route i decodes a JPEG at 1/_JPEG_SCALES[i]
+OTHER_NATIVE, UNKNOWN, PILLOW = range(len(_JPEG_SCALES), len(_JPEG_SCALES) + 3)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def probe(data: bytes, decoding: Decoding) -> Probe:
                                           decoding.max_pixels))
     upright = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
     if form in ("JPEG", "MPO"):
-        return Probe(upright, _JPEG_ROUTE[_jpeg_ratio(width, height, decoding)])
+        return Probe(upright, _JPEG_SCALES.index(_jpeg_ratio(width, height, decoding)))
     return Probe(upright, OTHER_NATIVE if form in _NATIVE else PILLOW)
 
 
@@ -182,7 +182,7 @@ def _load(contents: tf.Tensor, orientation: tf.Tensor, route: tf.Tensor,
     def jpeg(ratio: int):
         return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio)
 
-    decoders = [jpeg(1), *(jpeg(r) for r in sorted(_JPEG_RATIOS)),
+    decoders = [*(jpeg(r) for r in _JPEG_SCALES),  # in route order: OTHER_NATIVE, UNKNOWN, PILLOW follow
                 lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
                 lambda: _native(contents, decoding.size, decoding.mode),
                 lambda: tf.py_function(_pillow_pixels, [contents], tf.uint8)]

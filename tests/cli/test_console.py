@@ -130,3 +130,14 @@ def test_the_filter_stays_until_the_last_caller_leaves_whichever_thread_it_is():
     assert done.returncode == 0, done.stderr
     assert "still filtered" not in done.stderr
     assert "the second caller's own line" in done.stderr and done.stderr.rstrip().endswith("after both")
+
+
+def test_with_no_stderr_at_all_the_filter_and_the_bars_stand_aside():
+    script = ("import os; os.close(2)\n"
+              "from pipeline.console import native_logs_filtered, progress_bar\n"
+              "with native_logs_filtered():\n"
+              "    with progress_bar(3, None) as bar:\n"
+              "        bar.update(3)\n"
+              "print('done')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "done"
