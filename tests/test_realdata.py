@@ -1,5 +1,8 @@
 """Stage 1 on the real cats_and_dogs_filtered photos with the real ImageNet weights."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -63,6 +66,37 @@ def test_classifiers_on_real_features_reach_the_known_accuracy(real_run):
     assert rows["logreg"] >= 0.95
     assert rows["dense"] >= 0.94
     assert not result.has_test
+
+
+def test_a_comparison_of_the_real_features_is_the_recorded_one(real_run):
+    """The leaderboard, the data audit and what each saved model predicts are those recorded
+    in tests/golden/shared_run.json (timings and the .keras zip's checksum aside).
+
+    Where this CPU computes the very features recorded, everything must be equal. On a CPU
+    whose float32 features differ in the last bits, near-tied hyper-parameters may be chosen
+    the other way, so the comparison there allows a few images of 1000.
+    """
+    from golden.digest import digest
+
+    recorded = json.loads((Path(__file__).parent / "golden" / "shared_run.json").read_text())
+    now = digest(real_run.run_dir)
+    if now["features_sha256"] == recorded["features_sha256"]:
+        assert now == recorded
+        return
+    assert now["models"].keys() == recorded["models"].keys()
+    assert [m["format"] for m in now["models"].values()] == [m["format"] for m in recorded["models"].values()]
+    rows = {r["classifier"]: r for r in now["leaderboard"]}
+    for old in recorded["leaderboard"]:
+        new = rows[old["classifier"]]
+        assert new["params"].keys() == old["params"].keys()
+        assert abs(new["validation"]["accuracy"] - old["validation"]["accuracy"]) <= 0.005
+        assert abs(new["validation"]["log_loss"] - old["validation"]["log_loss"]) <= 0.02
+    for name, labels in recorded["validation_predictions"].items():
+        agree = np.mean([a == b for a, b in zip(now["validation_predictions"][name], labels)])
+        assert agree >= 0.99, name
+    assert now["insights"]["cross_split_pairs"] == recorded["insights"]["cross_split_pairs"]
+    assert abs(now["insights"]["suspected_label_errors"]["found"]
+               - recorded["insights"]["suspected_label_errors"]["found"]) <= 2
 
 
 def test_fine_tuning_real_photos_starts_from_the_head_and_keeps_its_accuracy(real_run, shared_dir):
