@@ -26,6 +26,7 @@ from .console import quiet
 from .errors import ConfigError, RunError
 from .features.spec import spec_from_key
 from .features.view import FeatureCache
+from .heads.vocabulary import spatial_layer
 from .predict import model_name, predict
 from .runs import export_folder, load_model, read_manifest
 
@@ -149,8 +150,7 @@ def linear_head(estimator, name: str, n_classes: int):
     def head(features):
         x = features
         if len(x.shape) == 4:
-            x = {"flatten": keras.layers.Flatten, "avg": keras.layers.GlobalAveragePooling2D,
-                 "max": keras.layers.GlobalMaxPooling2D}[spatial](name="vectorize")(x)
+            x = spatial_layer(spatial, "vectorize")(x)
         if isinstance(clf, LogisticRegression):
             coef, intercept = clf.coef_, clf.intercept_
             if len(coef) == 1:  # binary: softmax([-z/2, z/2]) is [1 - sigmoid(z), sigmoid(z)]

@@ -50,6 +50,27 @@ class RunResult:
 
 
 @quiet
+def preflight(config: RunConfig) -> None:
+    """Refuse now, in seconds, what a later stage would refuse after stage 1's hours.
+
+    The settings classes have checked every name against the registries (classifiers,
+    augmentations, poolings); here the backbone and its settings are resolved, and each
+    classifier is configured with its ``--param`` values, which scikit-learn validates. A
+    model file of the user's is resolved by stage 1 itself, which loads it once.
+    """
+    from .backbones import own, resolve
+
+    e = config.extract
+    if not own.is_model_path(e.backbone):
+        resolve(e.backbone, e.image_size, e.pooling, e.alpha, e.weights, e.layer, e.preprocess)
+    if "compare" in config.stages:
+        from .heads.registry import configure, get_classifier
+
+        c = config.compare
+        for name in c.classifiers:
+            configure(get_classifier(name), c.seed, c.params.get(name, {}), c.class_weight, c.spatial)
+
+
 def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     """Run the configured stages and return where the report is.
 
@@ -64,10 +85,11 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     run_dir = config.run_dir
     if not is_run(run_dir):  # a folder of the user's is refused now, not after stage 1
         check_writable(run_dir, overwrite=False)
-    root = resolve(config.data, config.extract.cache_path)
     count = len(config.stages)
-    log.info("stage 1 of %d: extracting features of %s with %s", count, root, config.extract.backbone)
     try:
+        preflight(config)
+        root = resolve(config.data, config.extract.cache_path)
+        log.info("stage 1 of %d: extracting features of %s with %s", count, root, config.extract.backbone)
         extracted = extract_features(root, config.extract, progress=progress)
     except WeightsError as exc:
         raise WeightsError(f"{exc} Or see the whole tool work offline with `--demo`.") from None

@@ -11,7 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from pipeline import CompareConfig, compare
 from pipeline.runs import scores
 from pipeline.features import SplitData
-from pipeline.compare import _select, _workers
+from pipeline.compare.fitting import _workers, select
+from pipeline.heads.registry import CLASSIFIERS
 from pipeline.errors import CacheError, ConfigError, RunError
 from pipeline.runs import load_model
 
@@ -178,8 +179,8 @@ class _CountingLogReg(LogisticRegression):
 def test_each_candidate_is_fitted_once_and_the_best_is_kept():
     train, validation = (SplitData(*blobs(30, seed=s), []) for s in (1, 2))
     _CountingLogReg.fits = 0
-    selected = _select("logreg", _CountingLogReg(), {"C": [1e-4, 1.0, 10.0]}, train, validation,
-                       "accuracy", {})
+    selected = select(CLASSIFIERS["logreg"], _CountingLogReg(), {"C": [1e-4, 1.0, 10.0]}, train,
+                      validation, scoring="accuracy")
     assert _CountingLogReg.fits == 3  # the chosen one is not fitted again
     assert [c["params"] for c in selected.candidates] == ["C=0.0001", "C=1.0", "C=10.0"]
     best = max(selected.candidates, key=lambda c: c["validation_accuracy"])

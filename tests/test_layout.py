@@ -77,8 +77,14 @@ def test_no_import_cycle_in_the_package():
 
 
 # The tree from the bottom up (README, "How the code is laid out"): a module
-# imports only modules of its own layer or of layers before it.
-LAYERS = ("pipeline.errors", "pipeline._files", "pipeline.words", "pipeline.console", "pipeline.config", "pipeline.data", "pipeline.backbones",
+# imports only modules of its own layer or of layers before it. The registries'
+# tables (backbones, classifiers, augmentations) sit under the settings, which check
+# names against them; an entry's constructor, in the registry's own package, is
+# imported when it is built.
+REGISTRIES = ("pipeline.backbones.registry", "pipeline.heads.registry", "pipeline.heads.vocabulary",
+              "pipeline.finetune.augment")
+LAYERS = ("pipeline.errors", "pipeline._files", "pipeline.words", "pipeline.console", *REGISTRIES,
+          "pipeline.config", "pipeline.data", "pipeline.backbones",
           "pipeline.features", "pipeline.heads", "pipeline.runs", "pipeline.compare", "pipeline.finetune",
           "pipeline.predict", "pipeline.export", "pipeline.workflow", "pipeline.cli", "pipeline")
 
@@ -88,7 +94,8 @@ def _layer(module: str) -> int:
 
 
 def test_imports_point_down_the_tree():
-    upward = [(a, b) for a, edges in import_graph().items() for b in edges if _layer(b) > _layer(a)]
+    upward = [(a, b) for a, edges in import_graph().items() for b in edges if _layer(b) > _layer(a)
+              and not (a in REGISTRIES and b.rsplit(".", 1)[0] == a.rsplit(".", 1)[0])]
     assert upward == []
 
 

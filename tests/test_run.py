@@ -170,3 +170,39 @@ def test_recipe_runs_end_to_end_on_tiny_data(recipe, tmp_path, monkeypatch):
          written.finetune.augment)
     assert (result.run_dir / "finetune" / "tensorboard").is_dir() == written.finetune.tensorboard
     assert load_run_config(result.run_dir / "run.toml").extract.image_size == size
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('compare.classifiers=["logreg","nope"]',
+     "error: `--classifiers` must be one of logreg, dense, linear_svm, knn, hist_gbdt. Got 'nope'."),
+    ('finetune.augment="flip,nope"', "error: `--augment` takes flip, rotate, zoom, translate, shear, "
+                                      "contrast (e.g. flip,rotate=0.2,zoom=0.2) or none. Got 'nope'."),
+    ("compare.params.logreg.C=-1", "error: `--param logreg.C=-1` is refused: "),
+    ("extract.pooling=cls", "error: `--pooling cls` does not apply to mobilenet, which takes avg, max, none"),
+])
+def test_a_bad_name_is_refused_before_any_feature_is_computed(setting, message, tmp_path, tiny_data,
+                                                              monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--no-progress", "--finetune", "--set", f"data={json.dumps(str(tiny_data))}",
+                 "--set", "extract.weights=none", "--set", f"extract.cache_dir={json.dumps(str(tmp_path / 'cache'))}",
+                 "--set", setting])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not (tmp_path / "cache").exists() and not Path("runs").exists()
+
+
+def test_the_settings_name_every_value_the_registries_own():
+    """Classifier, pooling, spatial, optimizer and augmentation names come from their registries."""
+    from pipeline.backbones.registry import POOLINGS_OF
+    from pipeline.config import CompareConfig, ExtractConfig, FinetuneConfig
+    from pipeline.heads.registry import CLASSIFIERS
+    from pipeline.heads.vocabulary import OPTIMIZERS, SPATIAL
+
+    assert CompareConfig().classifiers == tuple(CLASSIFIERS)
+    with pytest.raises(ConfigError, match=r"`--spatial` must be one of flatten, avg, max. Got 'mean'."):
+        CompareConfig(spatial="mean")
+    with pytest.raises(ConfigError, match=r"Got 'adamw'. Did you mean 'adam'\?"):
+        FinetuneConfig(optimizer="adamw")
+    for name in [p for kind in POOLINGS_OF.values() for p in kind]:
+        assert ExtractConfig(pooling=name).pooling == name
+    assert tuple(SPATIAL) == ("flatten", "avg", "max") and OPTIMIZERS == ("adam", "rmsprop", "sgd")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import DEFAULT_BACKBONE
 from ..errors import ConfigError
 from . import hub, own
-from .registry import BackboneSpec, resolve_application
+from .registry import DEFAULT_BACKBONE, BackboneSpec, resolve_application
 
 
 def resolve(

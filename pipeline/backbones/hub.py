@@ -27,11 +27,9 @@ from pathlib import Path
 
 from .._files import sha256_file
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
-from .registry import MAP_POOLINGS, BackboneSpec, check_pooling
+from .registry import POOLINGS_OF, BackboneSpec, check_pooling
 
 PREFIX = "hub:"
-TOKEN_POOLINGS = ("cls", "avg")
-TOWER_POOLINGS = ("pooled",)
 
 # Backbone class -> what its output is: a feature "map", "tokens", or an
 # image-text model whose vision "tower" gives a pooled vector.
@@ -45,7 +43,6 @@ FAMILIES = {
     "EfficientNetBackbone": "map",
     "DenseNetBackbone": "map",
 }
-POOLINGS_OF = {"map": MAP_POOLINGS, "tokens": TOKEN_POOLINGS, "tower": TOWER_POOLINGS}
 FEATURES = {"map": "pooled feature map", "tokens": "class token (cls) or mean of patch tokens (avg)",
             "tower": "vision tower's pooled output"}
 

@@ -13,13 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._files import keras_home, sha256_file
-from ..config import DEFAULT_BACKBONE, POOLINGS
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
 
 # How each family expects its pixels (the `mode` of keras' preprocess_input):
 # "tf" scales to [-1, 1], "caffe" is BGR minus the ImageNet mean, "torch"
 # scales to [0, 1] and standardises; "in-model" families rescale inside the
 # network and take raw 0-255 pixels.
+DEFAULT_BACKBONE = "mobilenet"
+# What a spatial feature map may become, what a transformer's tokens may (class token or mean
+# of patch tokens), and what an image-text model's vision tower gives; by the output's kind.
+MAP_POOLINGS = ("avg", "max", "none")
+POOLINGS_OF = {"map": MAP_POOLINGS, "tokens": ("cls", "avg"), "tower": ("pooled",)}
+POOLINGS = tuple(dict.fromkeys(p for kind in POOLINGS_OF.values() for p in kind))
+
 PREPROCESSING = {
     "mobilenet": "tf",
     "mobilenet_v2": "tf",
@@ -240,8 +246,6 @@ def resolve_application(
     return BackboneSpec(backbone, size, pooling, alpha, weights)
 
 
-# What a spatial feature map may become; token models and vision towers add theirs.
-MAP_POOLINGS = ("avg", "max", "none")
 
 
 def check_pooling(pooling: str | None, allowed: tuple[str, ...], name: str) -> str:

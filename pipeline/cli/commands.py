@@ -286,7 +286,7 @@ def run_classifiers(args) -> int:
     from ..heads.registry import CLASSIFIERS
 
     rows = [{"name": c.name, "summary": c.summary, "searched": c.grid,
-             "class_weight": c.class_weight is not None, "saved_as": ".keras" if c.keras else "joblib"}
+             "class_weight": c.class_weight is not None, "saved_as": f".{c.saved_as}" if c.saved_as == "keras" else c.saved_as}
             for c in CLASSIFIERS.values()]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -23,7 +23,7 @@ def setting(default=MISSING, *, help: str, factory=MISSING, choices: tuple | Non
 
     Args:
         help: one sentence or two; the flag's help and the docstring's entry.
-        choices: the values a flag takes (checked by the class itself too).
+        choices: the values it takes (each item, for a tuple); :func:`check_choices` checks them.
         flag: the flag's name without dashes, when not the field's name.
         parse: turns one flag's text into a value, for a repeatable flag
             (with ``collect``, which turns the list of them into the field's value).
@@ -32,6 +32,27 @@ def setting(default=MISSING, *, help: str, factory=MISSING, choices: tuple | Non
             "collect": collect}
     return field(default=default, default_factory=factory,
                  metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def check_choices(config) -> None:
+    """Every field that has ``choices``: its value (each item, for a tuple) is one of them.
+
+    Raises:
+        ConfigError: naming the flag, the valid values, the value given and the closest one.
+    """
+    import difflib
+
+    for f in fields(config):
+        choices, value = f.metadata.get("choices"), getattr(config, f.name)
+        if choices is None or value is None:
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            if item not in choices:
+                close = difflib.get_close_matches(str(item), [str(c) for c in choices], n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                flag = f.metadata.get("flag", f.name.replace("_", "-"))
+                raise ConfigError(f"`--{flag}` must be one of {', '.join(map(str, choices))}. "
+                                  f"Got {item!r}.{hint}")
 
 
 def documented(cls):

@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from .fields import documented, field_types, setting
-from .stages import CompareConfig, ExtractConfig, FinetuneConfig, _one_of
+from .fields import check_choices, documented, field_types, setting
+from .stages import CompareConfig, ExtractConfig, FinetuneConfig
 
 STAGES = ("extract", "compare", "finetune")
 # Set by the `run` workflow itself (the run folder, the data it resolved), so
@@ -43,7 +43,7 @@ class RunConfig:
                         help="an image folder; keras:<name> for a dataset Keras downloads into its "
                              "cache (cats_and_dogs_filtered, flower_photos); tfds:<name> for a "
                              "TensorFlow Datasets set (the tfds extra); demo for generated images")
-    stages: tuple[str, ...] = setting(("extract", "compare"),
+    stages: tuple[str, ...] = setting(("extract", "compare"), choices=STAGES,
                                       help="which of extract, compare, finetune to run, in that order")
     name: str | None = setting(None, help="names the run folder runs/<name> (default: the "
                                           "configuration file's name, else the data's)")
@@ -54,8 +54,7 @@ class RunConfig:
     finetune: FinetuneConfig = setting(factory=FinetuneConfig, help="stage 3, the [finetune] table")
 
     def __post_init__(self) -> None:
-        for stage in self.stages:
-            _one_of("stages", stage, STAGES)
+        check_choices(self)
         if list(self.stages) != [s for s in STAGES if s in self.stages] or "extract" not in self.stages:
             raise ConfigError(f"`stages` must start with extract and keep the order {', '.join(STAGES)}. "
                               f"Got {list(self.stages)}.")

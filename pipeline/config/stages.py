@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backbones.registry import DEFAULT_BACKBONE, POOLINGS
 from ..errors import ConfigError
-from .fields import collect_params, documented, parse_param, setting
+from ..finetune.augment import parse_augment
+from ..heads.registry import CLASSIFIERS
+from ..heads.vocabulary import OPTIMIZERS, SPATIAL
+from .fields import check_choices, collect_params, documented, parse_param, setting
 
-DEFAULT_BACKBONE = "mobilenet"
 DTYPES = ("float32", "float16")
 ENGINES = ("auto", "keras", "openvino")
 COMPUTE_PRECISIONS = ("float32", "bf16")
@@ -28,21 +31,13 @@ MAX_FILE_BYTES = 512 * 2**20
 # The largest input side: no backbone in the registry or KerasHub is trained
 # above 1024 px, and one 4096 px image is a 200 MB float tensor per batch slot.
 MAX_IMAGE_SIZE = 4096
-POOLINGS = ("avg", "max", "none", "cls", "pooled")
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 REFITS = ("train", "train+validation")
 CALIBRATIONS = ("sigmoid", "isotonic")
-SPATIAL = ("flatten", "avg", "max")
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
 PRECISIONS = ("auto", "float32", "mixed_float16")
-DEFAULT_CLASSIFIERS = ("logreg", "dense", "linear_svm", "knn", "hist_gbdt")
+DEFAULT_CLASSIFIERS = tuple(CLASSIFIERS)
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "openvino")
 QUANTIZE = ("none", "int8")
-
-
-def _one_of(flag: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"`--{flag}` must be one of {', '.join(choices)}. Got {value!r}.")
 
 
 def _positive(config, *names: str) -> None:
@@ -133,11 +128,7 @@ class ExtractConfig:
     split: SplitConfig = setting(factory=SplitConfig, help="how images are assigned to splits")
 
     def __post_init__(self) -> None:
-        _one_of("dtype", self.dtype, DTYPES)
-        _one_of("engine", self.engine, ENGINES)
-        _one_of("precision", self.precision, COMPUTE_PRECISIONS)
-        _one_of("decode", self.decode, DECODE_MODES)
-        _one_of("orientation", self.orientation, ORIENTATIONS)
+        check_choices(self)
         _positive(self, "batch_size", "chunk_size", "max_pixels", "max_file_bytes")
         if self.image_size is not None:
             _positive(self, "image_size")
@@ -164,7 +155,8 @@ class CompareConfig:
     """Stage 2 settings."""
 
     classifiers: tuple[str, ...] = setting(
-        DEFAULT_CLASSIFIERS, help="comma-separated registry names (see the `classifiers` command)")
+        DEFAULT_CLASSIFIERS, choices=tuple(CLASSIFIERS),
+        help="comma-separated registry names (see the `classifiers` command)")
     params: dict = setting(
         factory=dict, flag="param", metavar="CLF.NAME=V[,V...]", parse=parse_param,
         collect=collect_params,
@@ -178,7 +170,7 @@ class CompareConfig:
                               "each on both with its chosen settings before the test")
     class_weight: str | None = setting(None, choices=("balanced",),
                                        help="balanced weights classes by inverse frequency")
-    spatial: str = setting("flatten", choices=SPATIAL,
+    spatial: str = setting("flatten", choices=tuple(SPATIAL),
                            help="how spatial features (pooling none) become vectors")
     seed: int = setting(0, help="seeds every model")
     n_jobs: int = setting(-1, flag="jobs",
@@ -207,13 +199,8 @@ class CompareConfig:
                               f"a number of MB. Got {self.memory_budget_mb!r}.")
         if not self.classifiers:
             raise ConfigError("`--classifiers` must name at least one classifier. Got none.")
-        _one_of("scoring", self.scoring, SCORINGS)
-        _one_of("refit", self.refit, REFITS)
-        _one_of("spatial", self.spatial, SPATIAL)
-        if self.class_weight not in (None, "balanced"):
-            raise ConfigError(f"`--class-weight` must be balanced (or absent). Got {self.class_weight!r}.")
+        check_choices(self)
         if self.calibrate is not None:
-            _one_of("calibrate", self.calibrate, CALIBRATIONS)
             if self.refit != "train" or self.cv:
                 raise ConfigError("`--calibrate` fits its map on the validation split, which "
                                   f"`--refit train+validation` and `--cv` train on. Got refit "
@@ -266,9 +253,8 @@ class FinetuneConfig:
     seed: int = setting(0, help="seeds shuffling, augmentation and dropout")
 
     def __post_init__(self) -> None:
-        _one_of("precision", self.precision, PRECISIONS)
-        if self.optimizer is not None:
-            _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        check_choices(self)
+        parse_augment(self.augment)
         if self.unfreeze_from is not None and self.unfreeze_top is not None:
             raise ConfigError("Give `--unfreeze-from` or `--unfreeze-top`, not both. "
                               f"Got {self.unfreeze_from!r} and {self.unfreeze_top!r}.")

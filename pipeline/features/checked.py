@@ -26,6 +26,11 @@ CHUNK_ROWS = 1024  # rows per checked chunk, at most: Fletcher-32 costs ~0.4 us 
 CHUNK_BYTES = 4 * 2**20  # and at most about this many bytes: a spatial map's row is ~250 kB
 
 
+# What fixes a view whose bytes fail their check.
+REBUILD = ("Fix: run the same `python run_pipeline.py extract` command again; it rebuilds this "
+           "file from the feature store, computing only rows the store lacks.")
+
+
 class DamagedFile(CacheError):
     """A stored file's bytes no longer match its checksums."""
 

@@ -32,15 +32,13 @@ import numpy as np
 from .._files import key_hash, library_versions
 from ..errors import CacheError, first_line
 from . import checked
-from .checked import DamagedFile
+from .checked import REBUILD, DamagedFile
 from .spec import FORMAT_VERSION, READABLE_FORMATS
 from .store import Index, write_failed
 
 log = logging.getLogger(__name__)
 
 _STR = h5py.string_dtype("utf-8")
-REBUILD = ("Fix: run the same `python run_pipeline.py extract` command again; it rebuilds this "
-           "file from the feature store, computing only rows the store lacks.")
 BLOCK_ROWS = 4096  # rows copied from the store at a time: bounds the memory a view needs
 
 

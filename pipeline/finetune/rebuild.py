@@ -26,9 +26,10 @@ from ..errors import ConfigError, RunError
 from ..features.hashing import STAT_CACHE, fingerprint_files
 from ..features.spec import spec_from_key
 from ..features.view import FeatureCache
+from ..heads.registry import finetune_head
+from .augment import augmentation
 from ..runs import load_model, read_manifest
 
-AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "shear", "contrast")
 # Probabilities from the rebuilt model and from the head on cached features
 # differ only by float32 rounding in a different batch/graph (about 1e-6 on
 # CPU); float16 caches add the rounding of the stored features (about 1e-3).
@@ -57,10 +58,11 @@ def open_source(run: str | os.PathLike, data: str | None = None, weights: str | 
     """
     run = Path(run)
     manifest = read_manifest(run)
-    if "dense" not in manifest["models"]:
+    head = finetune_head()
+    if head not in manifest["models"]:
         raise RunError(
-            f"Run {run} has no dense head (it has {', '.join(manifest['models'])}); stage 3 "
-            "starts from it. Fix: run compare with `--classifiers ...,dense`."
+            f"Run {run} has no {head} head (it has {', '.join(manifest['models'])}); stage 3 "
+            f"starts from it. Fix: run compare with `--classifiers ...,{head}`."
         )
     cache = FeatureCache(manifest["cache"]["path"])
     if key_hash(cache.key) != manifest["cache"]["key_hash"]:
@@ -70,7 +72,7 @@ def open_source(run: str | os.PathLike, data: str | None = None, weights: str | 
     root = Path(data or cache.data_root)
     if check_images:
         _check_images(cache, root)
-    return Source(run, manifest, cache, spec, root, load_model(run, "dense"))
+    return Source(run, manifest, cache, spec, root, load_model(run, head))
 
 
 def _check_images(cache: FeatureCache, root: Path) -> None:
@@ -93,36 +95,6 @@ def _check_images(cache: FeatureCache, root: Path) -> None:
             f"(e.g. {', '.join((missing + changed)[:3])}). Fix: pass the original folder with "
             "`--data DIR`, or extract and compare again on these images."
         )
-
-
-def augmentation(text: str, seed: int = 0):
-    """Keras preprocessing layers from ``"flip,rotate=0.2,zoom=0.2,..."`` (training only)."""
-    import keras
-
-    layers = []
-    for item in [t.strip() for t in text.split(",") if t.strip() and t.strip() != "none"]:
-        name, _, value = item.partition("=")
-        if name not in AUGMENTATIONS:
-            raise ConfigError(f"`--augment` takes {', '.join(AUGMENTATIONS)} (e.g. "
-                              f"flip,rotate=0.2,zoom=0.2) or none. Got {name!r}.")
-        if name == "flip":
-            modes = ("horizontal", "vertical", "horizontal_and_vertical")
-            if value and value not in modes:
-                raise ConfigError(f"`--augment flip=` must be one of {', '.join(modes)}. Got {value!r}.")
-            layers.append(keras.layers.RandomFlip(value or "horizontal", seed=seed))
-            continue
-        try:
-            amount = float(value) if value else 0.1
-        except ValueError:
-            raise ConfigError(f"`--augment {name}=` must be a number. Got {value!r}.") from None
-        layers.append({
-            "rotate": lambda: keras.layers.RandomRotation(amount, seed=seed),
-            "zoom": lambda: keras.layers.RandomZoom(amount, seed=seed),
-            "translate": lambda: keras.layers.RandomTranslation(amount, amount, seed=seed),
-            "shear": lambda: keras.layers.RandomShear(amount, amount, seed=seed),
-            "contrast": lambda: keras.layers.RandomContrast(amount, seed=seed),
-        }[name]())
-    return keras.Sequential(layers, name="augmentation")
 
 
 def rebuild(source: Source, config: FinetuneConfig, preprocess=None, like=None):

@@ -206,16 +206,15 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     kept = _probabilities(core, validation[0], n_classes)
     after = float(np.mean(np.argmax(kept, 1) == validation[1]))
     history = _read_history(csv_path)
-    row = {"classifier": "finetuned", "params": {
-        "first_trainable_layer": first, "learning_rate": rate, "epochs": len(history["epoch"]),
-        "augment": config.augment, "precision": "mixed_float16" if mixed else "float32",
-        "base_learning_rate": config.base_learning_rate}}
-    row["validation"], _ = scores.score(validation[1], kept, range(n_classes), n_classes)
-    row["test"] = None
+    params = {"first_trainable_layer": first, "learning_rate": rate, "epochs": len(history["epoch"]),
+              "augment": config.augment, "precision": "mixed_float16" if mixed else "float32",
+              "base_learning_rate": config.base_learning_rate}
+    test = None
     if "test" in data:  # looked at once, after training
-        row["test"], _ = scores.score(data["test"][1], _probabilities(core, data["test"][0], n_classes),
-                                      range(n_classes), n_classes)
-    row.update(search_seconds=0.0, fit_seconds=round(sum(seconds), 3), predict_seconds=0.0)
+        test, _ = scores.score(data["test"][1], _probabilities(core, data["test"][0], n_classes),
+                               range(n_classes), n_classes)
+    row = scores.leaderboard_row("finetuned", params, scores.score(validation[1], kept, range(n_classes), n_classes)[0],
+                                 test, fit_seconds=sum(seconds))
 
     if slower:  # save with a stock optimizer, so plain keras.models.load_model reads the file
         trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed)

@@ -16,10 +16,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from ..config import OPTIMIZERS, SPATIAL
 from ..errors import ConfigError
 from .outofcore import FeatureRows
 from .proba import full_proba
+from .vocabulary import OPTIMIZERS, SPATIAL, spatial_layer
 
 
 class DenseHead(ClassifierMixin, BaseEstimator):
@@ -82,9 +82,7 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
         layers = []
         if feature_ndim == 3:
-            layers.append({"flatten": keras.layers.Flatten,
-                           "avg": keras.layers.GlobalAveragePooling2D,
-                           "max": keras.layers.GlobalMaxPooling2D}[self.spatial](name="head_reduce"))
+            layers.append(spatial_layer(self.spatial, "head_reduce"))
         elif feature_ndim != 1:
             raise ConfigError(f"The dense head takes feature vectors or (h, w, c) maps; "
                               f"got features with {feature_ndim} dimensions per row.")
@@ -171,10 +169,6 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         self.model_ = model
         self.n_features_in_ = int(np.prod(shape))
         return self
-
-    def refit_params(self) -> dict:
-        """Settings that reproduce this fit without validation data."""
-        return {"epochs": self.best_epoch_}
 
     def predict_proba(self, X):
         check_is_fitted(self, "model_")

@@ -31,16 +31,13 @@ from functools import cached_property
 import h5py
 import numpy as np
 
-from ..errors import ConfigError
 from ..features import checked
-from ..features.checked import DamagedFile
-from ..features.view import REBUILD
+from ..features.checked import REBUILD, DamagedFile
 from .vectorize import Vectorize
 from ..words import counted
 
 log = logging.getLogger(__name__)
 
-STREAMING = {"logreg": "log_loss", "dense": None}
 PATH_IN_MEMORY = "in memory"
 PATH_SGD = "out of core: SGD partial_fit"
 PATH_TF_DATA = "out of core: tf.data from HDF5"
@@ -152,17 +149,18 @@ def block_rows(feature_shape: tuple[int, ...], budget: int) -> int:
     return int(max(256, min(MAX_BLOCK_ROWS, budget // 10 // max(row, 1))))
 
 
-def predict_proba(model, rows: FeatureRows) -> np.ndarray:
-    """A model's probabilities for every row of a split, block by block."""
-    if hasattr(model, "model_"):  # the Keras head reads tf.data batches itself
+def predict_proba(model, rows: FeatureRows, reads_rows: bool = False) -> np.ndarray:
+    """A model's probabilities for every row of a split, block by block; a model that
+    ``reads_rows`` (the Keras head, reading tf.data batches) is given them whole."""
+    if reads_rows:
         return model.predict_proba(rows)
     return np.concatenate([model.predict_proba(X.astype("float32")) for X, _ in rows.blocks()])
 
 
-def fit_linear(name: str, Cs: list[float], train: FeatureRows, validation: FeatureRows,
-               n_classes: int, spatial: str, class_weight: str | None, seed: int, epochs: int,
-               choose) -> tuple[object, dict, list[dict]]:
-    """An SGD linear model per C, trained in the same passes; the best on validation.
+def fit_linear(Cs: list[float], train: FeatureRows, validation: FeatureRows, choose, *,
+               n_classes: int, spatial: str, class_weight: str | None, seed: int,
+               epochs: int = SGD_EPOCHS, name: str = "logreg") -> tuple[object, dict, list[dict]]:
+    """A logistic-loss SGD model per C, trained in the same passes; the best on validation.
 
     Args:
         choose: ``proba -> score`` on validation (higher is better).
@@ -174,20 +172,13 @@ def fit_linear(name: str, Cs: list[float], train: FeatureRows, validation: Featu
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
-    from sklearn.utils.class_weight import compute_class_weight
-
 
     vectorize, scaler = Vectorize(spatial), StandardScaler()
     for X, _ in train.blocks():
         scaler.partial_fit(vectorize.transform(X.astype("float32")))
-    labels = train.labels
-    classes = np.arange(n_classes)
-    weights = None
-    if class_weight == "balanced":
-        present = np.unique(labels)
-        weights = dict(zip(present.tolist(), compute_class_weight("balanced", classes=present,
-                                                                  y=labels).tolist()))
-    models = {C: SGDClassifier(loss=STREAMING[name], alpha=1.0 / (C * len(labels)),
+    labels, classes = train.labels, np.arange(n_classes)
+    weights = _balanced(labels) if class_weight == "balanced" else None
+    models = {C: SGDClassifier(loss="log_loss", alpha=1.0 / (C * len(labels)),
                                class_weight=weights, random_state=seed) for C in Cs}
     for epoch in range(epochs):
         for X, y in train.blocks(seed=seed + epoch):
@@ -203,20 +194,8 @@ def fit_linear(name: str, Cs: list[float], train: FeatureRows, validation: Featu
     return pipelines[best], {"C": best, "epochs": epochs}, [{"C": C, "score": s} for C, s in scores.items()]
 
 
-def check_streamable(names: list[str], refit: str, need: int, budget: int) -> list[str]:
-    """The classifiers left out of an out-of-core comparison (logged)."""
-    sizes = f"{need / 2**20:.3g} MB of features > memory budget {budget / 2**20:.3g} MB"
-    streamable = [n for n in names if n in STREAMING]
-    if not streamable:
-        raise ConfigError(
-            f"The features do not fit the memory budget ({sizes}), and none of "
-            f"{', '.join(names)} can train out of core. Fix: add logreg or dense to "
-            "`--classifiers`, or raise `--memory-budget`.")
-    if refit != "train":
-        raise ConfigError(
-            f"The features do not fit the memory budget ({sizes}); out of core, models are "
-            "fitted on train only. Fix: use `--refit train`, or raise `--memory-budget`.")
-    left_out = [n for n in names if n not in STREAMING]
-    if left_out:
-        log.warning("%s: %s cannot train out of core and are left out", sizes, ", ".join(left_out))
-    return left_out
+def _balanced(labels: np.ndarray) -> dict:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    return dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=labels).tolist()))

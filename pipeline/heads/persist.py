@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def save(estimator, path: Path, keras: bool) -> None:
-    """Write a fitted model to ``path``."""
-    if keras:
+def save(estimator, path: Path, form: str) -> None:
+    """Write a fitted model to ``path``: "keras" (its own ``save``) or "joblib"."""
+    if form == "keras":
         estimator.save(path)
         return
     import joblib

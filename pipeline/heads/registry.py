@@ -1,34 +1,68 @@
-"""The classifier registry: every entry a scikit-learn estimator.
+"""The classifier registry: every entry a scikit-learn estimator, with the facts stage 2 needs.
 
 Each entry builds an unfitted, cloneable estimator with ``fit`` /
-``predict`` / ``predict_proba`` and names the parameters searched on the
-validation split. Registering a new classifier is one :class:`Classifier` in
-``_TABLE``. Parameters are addressed by their short names (``C``,
-``n_neighbors``); they are resolved to the estimator's own nested names
-(``clf__estimator__C``) here.
+``predict`` / ``predict_proba``, names the parameters searched on the
+validation split, and says how it trains, streams, calibrates and is saved,
+so stage 2 asks the entry instead of testing names or types. Registering a
+new classifier is one :class:`Classifier` in ``_TABLE``. Parameters are
+addressed by their short names (``C``, ``n_neighbors``); they are resolved to
+the estimator's own nested names (``clf__estimator__C``) here.
+
+This module imports scikit-learn only when an estimator is built, so the
+settings classes check names against it without the cost.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
-
-from sklearn.base import BaseEstimator
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, UnknownNameError, first_line
-from .dense import DenseHead
-from .vectorize import Vectorize
 
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
 
-def _sklearn(*steps) -> Pipeline:
+def _sklearn(*steps):
+    from sklearn.pipeline import Pipeline
+
+    from .vectorize import Vectorize
+
     return Pipeline([("vectorize", Vectorize()), *steps])
+
+
+def _logreg(seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    return _sklearn(("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=5000, random_state=seed)))
+
+
+def _dense(seed: int):
+    from .dense import DenseHead
+
+    return DenseHead(random_state=seed)
+
+
+def _linear_svm(seed: int):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    return _sklearn(("scale", StandardScaler()),
+                    ("clf", CalibratedClassifierCV(LinearSVC(random_state=seed), cv=3)))
+
+
+def _knn(seed: int):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return _sklearn(("clf", KNeighborsClassifier(metric="cosine")))
+
+
+def _hist_gbdt(seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return _sklearn(("clf", HistGradientBoostingClassifier(max_iter=100, early_stopping=False,
+                                                           random_state=seed)))
 
 
 @dataclass(frozen=True)
@@ -42,49 +76,50 @@ class Classifier:
         grid: short parameter name -> values searched on validation.
         class_weight: short name of the parameter that takes "balanced", or
             None when the model has none.
-        keras: True for the Keras head (fitted in the main process, saved as
-            ``.keras``); False for scikit-learn models (saved with joblib).
+        saved_as: "joblib", or "keras" for a head saved as its own ``.keras`` file.
+        alongside: trains in a background thread while the scikit-learn
+            models fit in this one (the Keras head: TensorFlow releases the GIL).
+        stops_early: ``fit`` takes ``validation_data`` and stops on it.
+        refits: parameter -> the fitted attribute holding the value chosen in
+            fitting (the epochs early stopping kept), used to refit without validation.
+        streams: how it trains on features streamed from the file: "sgd"
+            (an ``SGDClassifier`` per value of ``stream_param``, in the same
+            passes), "batches" (its ``fit`` reads the rows itself), or None.
+        stream_param: the parameter searched when streamed with "sgd".
+        calibrates: ``--calibrate`` fits a map of its probabilities.
+        cost: relative fit time; the slowest is started first.
+        finetunes: stage 3 starts from this head.
     """
 
     name: str
     summary: str
-    build: Callable[[int], BaseEstimator]
+    build: Callable[[int], "BaseEstimator"]
     grid: dict[str, list] = field(default_factory=dict)
     class_weight: str | None = "class_weight"
-    keras: bool = False
+    saved_as: str = "joblib"
+    alongside: bool = False
+    stops_early: bool = False
+    refits: dict[str, str] = field(default_factory=dict)
+    streams: str | None = None
+    stream_param: str | None = None
+    calibrates: bool = True
+    cost: int = 1
+    finetunes: bool = False
 
 
 _TABLE = (
-    Classifier(
-        "logreg", "standardise, then logistic regression (lbfgs)",
-        lambda seed: _sklearn(("scale", StandardScaler()),
-                              ("clf", LogisticRegression(max_iter=5000, random_state=seed))),
-        {"C": [0.001, 0.01, 0.1, 1.0, 10.0]},
-    ),
-    Classifier(
-        "dense", "Keras head: Dense 256 relu, Dropout 0.5, sigmoid/softmax; early stopping on validation",
-        lambda seed: DenseHead(random_state=seed),
-        {},
-        keras=True,
-    ),
-    Classifier(
-        "linear_svm", "standardise, then a linear SVM with sigmoid-calibrated probabilities (3-fold)",
-        lambda seed: _sklearn(("scale", StandardScaler()),
-                              ("clf", CalibratedClassifierCV(LinearSVC(random_state=seed), cv=3))),
-        {"C": [0.001, 0.01, 0.1, 1.0]},
-    ),
-    Classifier(
-        "knn", "k nearest neighbours, cosine distance",
-        lambda seed: _sklearn(("clf", KNeighborsClassifier(metric="cosine"))),
-        {"n_neighbors": [5, 15, 31]},
-        class_weight=None,
-    ),
-    Classifier(
-        "hist_gbdt", "histogram gradient-boosted trees (100 rounds)",
-        lambda seed: _sklearn(("clf", HistGradientBoostingClassifier(
-            max_iter=100, early_stopping=False, random_state=seed))),
-        {"max_leaf_nodes": [15, 31]},
-    ),
+    Classifier("logreg", "standardise, then logistic regression (lbfgs)", _logreg,
+               {"C": [0.001, 0.01, 0.1, 1.0, 10.0]}, streams="sgd", stream_param="C"),
+    Classifier("dense", "Keras head: Dense 256 relu, Dropout 0.5, sigmoid/softmax; early stopping "
+               "on validation", _dense, saved_as="keras", alongside=True, stops_early=True,
+               refits={"epochs": "best_epoch_"}, streams="batches", calibrates=False, cost=3,
+               finetunes=True),
+    Classifier("linear_svm", "standardise, then a linear SVM with sigmoid-calibrated probabilities "
+               "(3-fold)", _linear_svm, {"C": [0.001, 0.01, 0.1, 1.0]}),
+    Classifier("knn", "k nearest neighbours, cosine distance", _knn, {"n_neighbors": [5, 15, 31]},
+               class_weight=None),
+    Classifier("hist_gbdt", "histogram gradient-boosted trees (100 rounds)", _hist_gbdt,
+               {"max_leaf_nodes": [15, 31]}, cost=10),
 )
 CLASSIFIERS: dict[str, Classifier] = {c.name: c for c in _TABLE}
 
@@ -98,12 +133,24 @@ def get_classifier(name: str) -> Classifier:
         ) from None
 
 
+def finetune_head() -> str:
+    """The classifier stage 3 starts from."""
+    return next(c.name for c in _TABLE if c.finetunes)
+
+
+def chosen_in_fit(classifier: Classifier, model) -> dict:
+    """The settings a fit chose itself (``refits``), to fit the same model without validation."""
+    return {param: getattr(model, attribute) for param, attribute in classifier.refits.items()}
+
+
 _HIDDEN = {"memory", "steps", "transform_input", "verbose", "verbose_feature_names_out",
            "estimator", "vectorize", "scale", "clf", "n_jobs", "ensemble"}
 
 
 def public_params(estimator: BaseEstimator) -> dict[str, str]:
     """Short name -> full nested name, for every settable leaf parameter."""
+    from sklearn.base import BaseEstimator
+
     by_short: dict[str, list[str]] = {}
     for full, value in estimator.get_params(deep=True).items():
         short = full.rsplit("__", 1)[-1]

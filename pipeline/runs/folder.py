@@ -118,11 +118,11 @@ class RunWriter:
     def write_json(self, relative: str, data) -> None:
         self.write_text(relative, _json(data))
 
-    def save_model(self, name: str, estimator, keras: bool, params: dict | None = None) -> None:
-        """Save a fitted model (``.keras`` for the Keras head, joblib otherwise)."""
-        relative = f"models/{name}.keras" if keras else f"models/{name}.joblib"
-        persist.save(estimator, self.path(relative), keras)
-        self.models[name] = {"file": relative, "format": "keras" if keras else "joblib",
+    def save_model(self, name: str, estimator, form: str, params: dict | None = None) -> None:
+        """Save a fitted model as ``form`` says: "keras" (the Keras head's own file) or "joblib"."""
+        relative = f"models/{name}.{form}"
+        persist.save(estimator, self.path(relative), form)
+        self.models[name] = {"file": relative, "format": form,
                              "sha256": sha256_file(self.path(relative)), "params": params or {},
                              "classes": [int(c) for c in estimator.classes_]}
 

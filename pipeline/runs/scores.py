@@ -78,6 +78,16 @@ def rank_key(row: dict, scoring: str) -> tuple:
     return (-value, metrics["log_loss"], row["classifier"])
 
 
+def leaderboard_row(classifier: str, params: dict, validation: dict, test: dict | None = None, *,
+                    fit_seconds: float, search_seconds: float = 0.0, predict_seconds: float = 0.0,
+                    path: str | None = None) -> dict:
+    """One leaderboard row, before ranking: stage 2's models and stage 3's alike."""
+    row = {"classifier": classifier, "params": params, "validation": validation, "test": test,
+           "search_seconds": round(search_seconds, 3), "fit_seconds": round(fit_seconds, 3),
+           "predict_seconds": round(predict_seconds, 4)}
+    return row if path is None else {**row, "path": path}
+
+
 def rank(rows: list[dict], scoring: str) -> list[dict]:
     ordered = sorted(rows, key=lambda r: rank_key(r, scoring))
     return [{"rank": i + 1, **{k: v for k, v in r.items() if k != "rank"}} for i, r in enumerate(ordered)]

@@ -119,7 +119,7 @@ def test_compare_user_errors_exit_2_without_traceback(tmp_path, feature_cache):
          "--classifiers", "logreg,forest", "--out", str(tmp_path / "r")],
         capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
-    assert "error: `--classifiers` must name entries of logreg, dense" in run.stderr
+    assert "error: `--classifiers` must be one of logreg, dense, linear_svm, knn, hist_gbdt. Got 'forest'." in run.stderr
     assert "Got 'forest'" in run.stderr and "Traceback" not in run.stderr
 
 

@@ -103,7 +103,7 @@ def test_an_interrupted_fine_tune_resumes_from_its_last_epoch(run):
 
 
 def test_augmentation_text_is_checked():
-    from pipeline.finetune.rebuild import augmentation
+    from pipeline.finetune.augment import augmentation
 
     assert [type(l).__name__ for l in augmentation("flip,rotate=0.2,zoom=0.1,translate,shear=0.2,contrast=0.3").layers] == \
         ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomShear", "RandomContrast"]

@@ -6,7 +6,7 @@ from conftest import blobs
 from sklearn.base import BaseEstimator, clone
 
 from pipeline.config.fields import parse_param
-from pipeline.heads.registry import CLASSIFIERS, configure, get_classifier
+from pipeline.heads.registry import CLASSIFIERS, chosen_in_fit, configure, get_classifier
 from pipeline.errors import ConfigError, UnknownNameError
 
 FAST = {"dense": {"epochs": [15]}}
@@ -62,7 +62,7 @@ def test_the_dense_head_stops_early_on_validation_and_keeps_its_best_epoch():
     losses = head.history_["val_loss"]
     assert len(losses) < 200
     assert head.best_epoch_ == int(np.argmin(losses)) + 1
-    assert head.refit_params() == {"epochs": head.best_epoch_}
+    assert chosen_in_fit(CLASSIFIERS["dense"], head) == {"epochs": head.best_epoch_}
 
 
 def test_short_parameter_names_reach_the_nested_estimator():
