@@ -16,9 +16,9 @@ Stage 2 compares classifiers on those arrays and writes a run folder::
 Stage 3 fine-tunes end to end from that run's dense head, and any model of
 the run classifies new images::
 
-    from pipeline import FinetuneConfig, finetune, predict
+    from pipeline import FinetuneConfig, PredictConfig, finetune, predict
     finetune(run.run_dir, FinetuneConfig(unfreeze_top=20, epochs=10))
-    predict(run.run_dir, ["new_photos/"], model="finetuned").to_csv()
+    predict(run.run_dir, ["new_photos/"], PredictConfig(model="finetuned")).to_csv()
 """
 
 import importlib
@@ -30,8 +30,8 @@ import types
 _WHERE = {
     "BACKBONES": ".backbones", "get_backbone": ".backbones", "list_backbones": ".backbones",
     "CompareResult": ".compare",
-    "CompareConfig": ".config", "ExtractConfig": ".config", "FinetuneConfig": ".config",
-    "SplitConfig": ".config",
+    "CompareConfig": ".config", "ExportConfig": ".config", "ExtractConfig": ".config",
+    "FinetuneConfig": ".config", "PredictConfig": ".config", "SplitConfig": ".config",
     "discover": ".data",
     "PipelineError": ".errors",
     "ExtractResult": ".features", "FeatureCache": ".features", "extract_features": ".features",

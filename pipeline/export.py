@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EXPORT_FORMATS, QUANTIZE
+from .config import ExportConfig, PredictConfig
 from .console import quiet
 from .errors import ConfigError, RunError
 from .features.spec import spec_from_key
@@ -32,7 +32,6 @@ from .runs import export_folder, load_model, read_manifest
 
 log = logging.getLogger(__name__)
 
-FORMATS = EXPORT_FORMATS
 TOLERANCE = 2e-3  # largest probability difference a float export may show against predict
 FILE_OF = {"keras": "{name}.keras", "savedmodel": "{name}_savedmodel", "tflite": "{name}{suffix}.tflite",
            "openvino": "{name}.xml"}
@@ -114,6 +113,37 @@ def linear_head(estimator, name: str, n_classes: int):
     Raises:
         ConfigError: the model is not (vectorise, [standardise], linear classifier).
     """
+    from sklearn.linear_model import LogisticRegression
+
+    clf, scale, spatial = _linear_parts(estimator, name)
+    import keras
+
+    mean = scale.mean_ if scale is not None and scale.with_mean else 0.0
+    std = scale.scale_ if scale is not None and scale.with_std else 1.0
+
+    def dense(coef, intercept, activation, label):
+        """x @ coef.T + intercept on standardised x, as one Dense layer on raw x."""
+        w = (np.asarray(coef, "float64") / std).T
+        b = np.asarray(intercept, "float64") - np.asarray(mean * np.ones(w.shape[0])) @ w
+        layer = keras.layers.Dense(w.shape[1], activation=activation, name=label)
+        layer.build((None, w.shape[0]))
+        layer.set_weights([w.astype("float32"), b.astype("float32")])
+        return layer
+
+    def head(features):
+        x = spatial_layer(spatial, "vectorize")(features) if len(features.shape) == 4 else features
+        if isinstance(clf, LogisticRegression):
+            coef, intercept = clf.coef_, clf.intercept_
+            if len(coef) == 1:  # binary: softmax([-z/2, z/2]) is [1 - sigmoid(z), sigmoid(z)]
+                coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]
+            return _all_classes(dense(coef, intercept, "softmax", "logistic")(x), clf.classes_, n_classes)
+        return _all_classes(_calibrated_linear(clf, x, dense), clf.classes_, n_classes)
+
+    return head
+
+
+def _linear_parts(estimator, name: str):
+    """``(classifier, scaler or None, spatial)`` of a linear pipeline; a sentence for any other model."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -131,48 +161,26 @@ def linear_head(estimator, name: str, n_classes: int):
             f"{name} ({type(clf or estimator).__name__}) is not a linear classifier, so it has no exact "
             "form as network layers and cannot be exported. Fix: export logreg, linear_svm, dense or "
             "finetuned, or load its joblib file with pipeline.runs.load_model in Python.")
+    return clf, scale, steps["vectorize"].spatial
+
+
+def _calibrated_linear(clf, x, dense):
+    """A sigmoid-calibrated linear model's probabilities: the mean over its folds of
+    scikit-learn's ``1 / (1 + exp(a * decision + b))``, per class."""
     import keras
 
-    mean = scale.mean_ if scale is not None and scale.with_mean else 0.0
-    std = scale.scale_ if scale is not None and scale.with_std else 1.0
-
-    def dense(coef, intercept, activation, label):
-        """x @ coef.T + intercept on standardised x, as one Dense layer on raw x."""
-        w = (np.asarray(coef, "float64") / std).T
-        b = np.asarray(intercept, "float64") - np.asarray(mean * np.ones(w.shape[0])) @ w
-        layer = keras.layers.Dense(w.shape[1], activation=activation, name=label)
-        layer.build((None, w.shape[0]))
-        layer.set_weights([w.astype("float32"), b.astype("float32")])
-        return layer
-
-    spatial = steps["vectorize"].spatial
-
-    def head(features):
-        x = features
-        if len(x.shape) == 4:
-            x = spatial_layer(spatial, "vectorize")(x)
-        if isinstance(clf, LogisticRegression):
-            coef, intercept = clf.coef_, clf.intercept_
-            if len(coef) == 1:  # binary: softmax([-z/2, z/2]) is [1 - sigmoid(z), sigmoid(z)]
-                coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]
-            return _all_classes(dense(coef, intercept, "softmax", "logistic")(x), clf.classes_, n_classes)
-        folds = clf.calibrated_classifiers_
-        per_fold = []
-        for i, fold in enumerate(folds):  # stratified folds: each saw every class (sklearn checks)
-            # sklearn's sigmoid calibration: 1 / (1 + exp(a * decision + b)), per class.
-            a = np.array([c.a_ for c in fold.calibrators])
-            b = np.array([c.b_ for c in fold.calibrators])
-            coef, intercept = fold.estimator.coef_, fold.estimator.intercept_
-            p = dense(-a[:, None] * coef, -(a * intercept + b), "sigmoid", f"calibrated_{i}")(x)
-            if p.shape[-1] == 1:
-                p = keras.ops.concatenate([1.0 - p, p], axis=-1)
-            else:
-                p = p / keras.ops.sum(p, axis=-1, keepdims=True)
-            per_fold.append(p)
-        mean_p = per_fold[0] if len(per_fold) == 1 else keras.ops.mean(keras.ops.stack(per_fold), axis=0)
-        return _all_classes(mean_p, clf.classes_, n_classes)
-
-    return head
+    per_fold = []
+    for i, fold in enumerate(clf.calibrated_classifiers_):  # stratified folds: each saw every class
+        a = np.array([c.a_ for c in fold.calibrators])
+        b = np.array([c.b_ for c in fold.calibrators])
+        coef, intercept = fold.estimator.coef_, fold.estimator.intercept_
+        p = dense(-a[:, None] * coef, -(a * intercept + b), "sigmoid", f"calibrated_{i}")(x)
+        if p.shape[-1] == 1:
+            p = keras.ops.concatenate([1.0 - p, p], axis=-1)
+        else:
+            p = p / keras.ops.sum(p, axis=-1, keepdims=True)
+        per_fold.append(p)
+    return per_fold[0] if len(per_fold) == 1 else keras.ops.mean(keras.ops.stack(per_fold), axis=0)
 
 
 def keras_files(run: str | os.PathLike, model: str, out: str | os.PathLike,
@@ -342,68 +350,61 @@ def _size(path: Path) -> int:
 
 
 @quiet
-def export(run: str | os.PathLike, model: str = "best", fmt: str = "keras", out: str | os.PathLike = "export",
-           quantize: str = "none", images: int = 200, data: str | None = None,
-           weights: str | None = None, representative: int = 200) -> dict:
+def export(run: str | os.PathLike, config: ExportConfig | None = None) -> dict:
     """Write one model of a run in one format, checked against ``predict`` first.
-
-    Args:
-        images: validation images the export is checked on.
-        data: the data folder, when it moved since stage 1.
-        representative: training images that calibrate int8 quantization.
 
     Returns:
         What ``export.json`` records for this format.
 
     Raises:
-        ConfigError: an unknown format, int8 outside TFLite, or a
-            classifier that cannot be exported.
+        ConfigError: a classifier that cannot be exported (the settings check the rest).
         RunError: the export differs from ``predict`` by more than
             :data:`TOLERANCE` (float formats), or the check images are missing.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"`--format` must be one of {', '.join(FORMATS)}. Got {fmt!r}.")
-    if quantize not in QUANTIZE:
-        raise ConfigError(f"`--quantize` must be one of {', '.join(QUANTIZE)}. Got {quantize!r}.")
-    if quantize == "int8" and fmt != "tflite":
-        raise ConfigError(f"`--quantize int8` applies to `--format tflite`. Got `--format {fmt}`. "
-                          "Fix: export tflite, or drop `--quantize`.")
-    for flag, value in (("images", images), ("representative", representative)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"`--{flag}` must be a positive integer. Got {value!r}.")
-    run, out = Path(run), Path(out)
+    config = config or ExportConfig()
+    run, out = Path(run), Path(config.out)
     export_folder.check(out)  # before any work: an --out of the user's is refused at once
     manifest = read_manifest(run)
-    name = model_name(run, manifest, model)
-    key = manifest["cache"]["key"]
-    network = pixels_model(run, name, weights)
+    name = model_name(run, manifest, config.model)
+    network = pixels_model(run, name, config.weights)
     size = network.input_shape[1]
-    paths, labels = _check_images(manifest, "validation", images, data)
-    pixels = _pixels(paths, key, size)
-    reference = predict(run, paths, name, weights=weights)
+    paths, labels = _check_images(manifest, "validation", config.images, config.data)
+    pixels = _pixels(paths, manifest["cache"]["key"], size)
+    reference = predict(run, paths, PredictConfig(model=name, weights=config.weights))
     by_path = {row["path"]: row for row in reference.rows}
     expected = np.array([[by_path[p]["probabilities"][c] for c in manifest["classes"]] for p in paths])
     calibration = None
-    if quantize == "int8":
-        train, _ = _check_images(manifest, "train", representative, data)
-        calibration = _pixels(train, key, size)
-    file_name = FILE_OF[fmt].format(name=name, suffix="_int8" if quantize == "int8" else "")
+    if config.quantize == "int8":
+        train, _ = _check_images(manifest, "train", config.representative, config.data)
+        calibration = _pixels(train, manifest["cache"]["key"], size)
+    file_name = FILE_OF[config.format].format(name=name, suffix="_int8" if config.quantize == "int8" else "")
     with export_folder.staged(out) as staging:
         target = staging / file_name
-        _write(network, fmt, target, quantize, calibration)
-        check = {"images": len(paths), **_compared(_run(fmt, target, pixels), expected, labels),
-                 "tolerance": None if quantize == "int8" else TOLERANCE}
-        if quantize == "none" and check["max_abs_difference"] > TOLERANCE:
-            raise RunError(f"The {fmt} export of {name} differs from predict by up to "
-                           f"{check['max_abs_difference']:.3g} in probability on {len(paths)} validation "
-                           f"images (tolerance {TOLERANCE:g}); nothing was written.")
-        if fmt == "openvino" and openvino_default_precision() != "f32":  # the trade a plain compile makes
-            got, precision = _openvino(target, pixels, {})
-            check["runtime_default"] = {"precision": precision, **_compared(got, expected, labels)}
-        record = {"model": name, "format": fmt, "quantize": quantize, "file": file_name,
+        _write(network, config.format, target, config.quantize, calibration)
+        check = _checked(config, name, target, pixels, expected, labels)
+        record = {"model": name, "format": config.format, "quantize": config.quantize, "file": file_name,
                   "bytes": _size(target), "input": f"float32 pixels 0-255, shape [n, {size}, {size}, 3]",
-                  "output": {"probabilities over": manifest["classes"]}, "runtime": _runtime(fmt, file_name),
-                  "check": check}
+                  "output": {"probabilities over": manifest["classes"]},
+                  "runtime": _runtime(config.format, file_name), "check": check}
         record = export_folder.publish(out, staging, file_name, record)
-    log.info("exported %s as %s: %s", name, fmt, out / file_name)
+    log.info("exported %s as %s: %s", name, config.format, out / file_name)
     return record
+
+
+def _checked(config: ExportConfig, name: str, target: Path, pixels: np.ndarray, expected: np.ndarray,
+             labels) -> dict:
+    """The written file run on the check images and compared with predict's probabilities.
+
+    Raises:
+        RunError: a float export differs from predict by more than :data:`TOLERANCE`.
+    """
+    check = {"images": len(pixels), **_compared(_run(config.format, target, pixels), expected, labels),
+             "tolerance": None if config.quantize == "int8" else TOLERANCE}
+    if config.quantize == "none" and check["max_abs_difference"] > TOLERANCE:
+        raise RunError(f"The {config.format} export of {name} differs from predict by up to "
+                       f"{check['max_abs_difference']:.3g} in probability on {len(pixels)} validation "
+                       f"images (tolerance {TOLERANCE:g}); nothing was written.")
+    if config.format == "openvino" and openvino_default_precision() != "f32":  # what a plain compile does
+        got, precision = _openvino(target, pixels, {})
+        check["runtime_default"] = {"precision": precision, **_compared(got, expected, labels)}
+    return check

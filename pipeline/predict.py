@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones
+from .config import PredictConfig
 from .console import progress_bar, quiet
 from .data import is_image_name
 from .errors import ConfigError, RunError
@@ -98,23 +99,17 @@ def _feature_engine(manifest: dict, spec: backbones.BackboneSpec, batch_size: in
 
 
 @quiet
-def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
-            batch_size: int = 32, weights: str | None = None, engine: str = "auto") -> PredictResult:
+def predict(run: str | os.PathLike, inputs: list[str], config: PredictConfig | None = None) -> PredictResult:
     """Class probabilities of images (files or folders) from one model of a run.
 
     Unreadable images are listed in ``unreadable`` with the decoder's reason;
     they never stop the others.
-
-    Args:
-        engine: what computes a stage-2 classifier's features (see
-            :mod:`pipeline.features.engines`); the fine-tuned model runs on Keras.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"`batch_size` must be a positive integer. Got {batch_size!r}.")
-
+    config = config or PredictConfig()
+    batch_size, weights = config.batch_size, config.weights
     run = Path(run)
     manifest = read_manifest(run)
-    name = model_name(run, manifest, model)
+    name = model_name(run, manifest, config.model)
     entry = manifest["models"][name]
     key = manifest["cache"]["key"]
     spec = spec_from_key(key, weights)
@@ -132,7 +127,7 @@ def predict(run: str | os.PathLike, inputs: list[str], model: str = "best",
                   for idx, images in batches)
     else:
         scored = ((idx, full_proba(loaded.predict_proba(features), loaded.classes_, n))
-                  for idx, features in _feature_engine(manifest, spec, batch_size, engine, len(paths)).map(batches))
+                  for idx, features in _feature_engine(manifest, spec, batch_size, config.engine, len(paths)).map(batches))
     seen, probabilities = [], []
     with progress_bar(len(paths), None, unit="img", desc="predict") as bar:
         for idx, batch in scored:

@@ -58,11 +58,11 @@ def preflight(config: RunConfig) -> None:
     classifier is configured with its ``--param`` values, which scikit-learn validates. A
     model file of the user's is resolved by stage 1 itself, which loads it once.
     """
-    from .backbones import own, resolve
+    from .backbones import own
+    from .features.spec import backbone_of
 
-    e = config.extract
-    if not own.is_model_path(e.backbone):
-        resolve(e.backbone, e.image_size, e.pooling, e.alpha, e.weights, e.layer, e.preprocess)
+    if not own.is_model_path(config.extract.backbone):
+        backbone_of(config.extract)
     if "compare" in config.stages:
         from .heads.registry import configure, get_classifier
 

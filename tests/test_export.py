@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.config import ExportConfig, PredictConfig
 from pipeline.errors import ConfigError, RunError
 from pipeline.export import TOLERANCE, export, linear_head
 from pipeline.heads.registry import configure, get_classifier
@@ -65,14 +66,15 @@ def test_a_non_linear_classifier_is_refused_with_its_reason(name):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(fmt="onnx"), "`--format` must be one of keras, savedmodel, tflite, openvino. Got 'onnx'."),
-    (dict(fmt="openvino", quantize="int8"), "`--quantize int8` applies to `--format tflite`. Got "
+    (dict(format="onnx"), "`--format` must be one of keras, savedmodel, tflite, openvino. Got 'onnx'."),
+    (dict(format="openvino", quantize="int8"), "`--quantize int8` applies to `--format tflite`. Got "
                                             "`--format openvino`."),
     (dict(quantize="int4"), "`--quantize` must be one of none, int8. Got 'int4'."),
+    (dict(images=0), "`--images` must be a positive integer. Got 0."),
 ])
 def test_export_settings_that_do_not_fit_say_so(stage2_run, tmp_path, kwargs, message):
     with pytest.raises(ConfigError) as err:
-        export(stage2_run, "dense", out=tmp_path / "out", **kwargs)
+        export(stage2_run, ExportConfig(model="dense", out=str(tmp_path / "out"), **kwargs))
     assert message in str(err.value)
     assert not (tmp_path / "out").exists()
 
@@ -83,7 +85,7 @@ def test_an_export_that_differs_from_predict_is_not_written(stage2_run, tmp_path
     monkeypatch.setattr(module, "TOLERANCE", -1.0)  # any difference at all is too much
     with pytest.raises(RunError, match=r"The keras export of dense differs from predict by up to .* "
                                        r"nothing was written\."):
-        export(stage2_run, "dense", "keras", tmp_path / "out")
+        export(stage2_run, ExportConfig(model="dense", out=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()  # made for the export, removed with it
 
 
@@ -99,7 +101,7 @@ def _loaded_as_recorded(out, record, run, monkeypatch) -> tuple[np.ndarray, np.n
     monkeypatch.chdir(out)  # the lines name the file as it lies in the export folder
     scope = {"pixels": pixels}
     exec(json.loads((out / "export.json").read_text())[record["file"]]["runtime"]["load"], scope)
-    by_path = {row["path"]: row for row in predict(run, paths, record["model"]).rows}
+    by_path = {row["path"]: row for row in predict(run, paths, PredictConfig(model=record["model"])).rows}
     expected = [[by_path[p]["probabilities"][c] for c in manifest["classes"]] for p in paths]
     return np.asarray(scope["probabilities"]), np.asarray(expected)
 
@@ -128,7 +130,8 @@ def test_an_export_on_a_cpu_that_runs_f32_by_default_reports_no_trade(stage2_run
     import pipeline.export as module
 
     monkeypatch.setattr(module, "openvino_default_precision", lambda: "f32")
-    record = export(stage2_run, "dense", "openvino", tmp_path / "out", images=16)
+    record = export(stage2_run, ExportConfig(model="dense", format="openvino", out=str(tmp_path / "out"),
+                                             images=16))
     assert "runtime_default" not in record["check"]
 
 
@@ -141,7 +144,8 @@ def test_an_export_on_a_cpu_that_runs_f32_by_default_reports_no_trade(stage2_run
 def test_every_format_reproduces_predict_on_real_photos(real_run, tmp_path, model, fmt, monkeypatch):
     from pipeline.export import openvino_default_precision
 
-    record = export(real_run.run_dir, model, fmt, tmp_path / "out", images=100)
+    record = export(real_run.run_dir, ExportConfig(model=model, format=fmt, out=str(tmp_path / "out"),
+                                                   images=100))
     check = record["check"]
     assert check["images"] == 100 and check["max_abs_difference"] <= TOLERANCE
     assert check["accuracy"]["change"] == 0.0 and check["accuracy"]["export"] > 0.9

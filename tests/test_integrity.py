@@ -23,7 +23,7 @@ import pytest
 from conftest import make_dataset, write_image
 from pipeline import CompareConfig, ExtractConfig, compare, extract_features
 from pipeline.cli import main
-from pipeline.config import SplitConfig
+from pipeline.config import ExportConfig, SplitConfig
 from pipeline.errors import CacheError, ConfigError, RunError
 from pipeline.features import hashing
 from pipeline.features.extract import carry_out, plan
@@ -149,7 +149,7 @@ def test_export_never_overwrites_a_users_files(tmp_path, stage2_run):
     with pytest.raises(ConfigError, match=r"already holds files this tool did not write .* an export "
                                           r"never overwrites or deletes them\. Fix: pass a new or "
                                           r"empty folder with `--out`\."):
-        export(stage2_run, "logreg", "keras", out)
+        export(stage2_run, ExportConfig(model="logreg", out=str(out)))
     with pytest.raises(ConfigError, match="an export never overwrites or deletes them"):
         keras_files(stage2_run, "logreg", out)
     assert snapshot(out) == before

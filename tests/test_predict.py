@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.features import FeatureCache
 from pipeline.cli import main
+from pipeline.config import PredictConfig
 from pipeline.errors import ConfigError, RunError
 from pipeline.export import keras_files
 from pipeline.predict import predict
@@ -22,7 +23,7 @@ def _validation(run):
 def test_predict_gives_the_stage_2_probabilities_for_the_same_images(stage2_run, model):
     cache, validation = _validation(stage2_run)
     files = [str(cache.data_root + "/" + p) for p in validation.paths]
-    result = predict(stage2_run, files, model=model)
+    result = predict(stage2_run, files, PredictConfig(model=model))
     assert [r["path"] for r in result.rows] == files and result.unreadable == []
     got = np.array([[r["probabilities"][c] for c in cache.classes] for r in result.rows])
     expected = load_model(stage2_run, model).predict_proba(validation.features)

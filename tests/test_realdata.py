@@ -100,7 +100,7 @@ def test_a_comparison_of_the_real_features_is_the_recorded_one(real_run):
 
 
 def test_fine_tuning_real_photos_starts_from_the_head_and_keeps_its_accuracy(real_run, shared_dir):
-    from pipeline.config import FinetuneConfig
+    from pipeline.config import FinetuneConfig, PredictConfig
     from pipeline.finetune import finetune
     from pipeline.predict import predict
 
@@ -112,7 +112,7 @@ def test_fine_tuning_real_photos_starts_from_the_head_and_keeps_its_accuracy(rea
     folder = shared_dir / "data" / "cats_and_dogs_filtered" / "validation" / "dogs"
     photos = sorted(str(p) for p in folder.iterdir())[:8]
     for model in ("finetuned", "logreg"):
-        predicted = predict(real_run.run_dir, photos, model=model)
+        predicted = predict(real_run.run_dir, photos, PredictConfig(model=model))
         assert [r["path"] for r in predicted.rows] == photos
         assert sum(r["class"] == "dogs" for r in predicted.rows) >= 6
 

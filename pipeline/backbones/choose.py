@@ -9,6 +9,7 @@ from .registry import DEFAULT_BACKBONE, BackboneSpec, resolve_application
 
 def resolve(
     name: str = DEFAULT_BACKBONE,
+    *,
     image_size: int | None = None,
     pooling: str | None = None,
     alpha: float | None = None,
@@ -30,7 +31,8 @@ def resolve(
     if name.startswith(hub.PREFIX):
         spec = hub.resolve(name, image_size, pooling, alpha, weights)
     elif own.is_model_path(name):
-        return own.resolve(name, image_size, pooling, alpha, weights, layer, preprocess)
+        return own.resolve(name, image_size=image_size, pooling=pooling, alpha=alpha, weights=weights,
+                           layer=layer, preprocess=preprocess)
     else:
         spec = resolve_application(name, image_size, pooling, alpha, weights)
     for option, value in (("layer", layer), ("preprocess", preprocess)):

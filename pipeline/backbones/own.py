@@ -120,7 +120,7 @@ def _default_layer(model) -> str:
     return history.operation.name
 
 
-def resolve(name: str, image_size: int | None, pooling: str | None, alpha: float | None,
+def resolve(name: str, *, image_size: int | None, pooling: str | None, alpha: float | None,
             weights: str, layer: str | None, preprocess: str | None) -> BackboneSpec:
     """Validate an own model's settings and fill in its defaults (size, layer, pooling)."""
     path = Path(name).expanduser()

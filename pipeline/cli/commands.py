@@ -1,4 +1,5 @@
-"""The commands: ``add_<command>`` declares its options, ``run_<command>`` carries it out."""
+"""The commands: ``add_<command>`` declares its options, ``run_<command>`` carries it out, and
+:data:`COMMANDS` lists each pair once, in the order ``--help`` shows them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from .. import backbones
 from ..backbones import hub
-from ..config import ENGINES, EXPORT_FORMATS, QUANTIZE, CompareConfig, ExtractConfig, FinetuneConfig, RunConfig
+from ..config import CompareConfig, ExportConfig, ExtractConfig, FinetuneConfig, PredictConfig, RunConfig
 from ..errors import ConfigError
 from .options import OVERRIDE, add_settings, overrides_from, settings_from
 from ..words import counted, leakage
@@ -89,6 +90,12 @@ def run_extract(args) -> int:
     return 0
 
 
+def add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="describe a feature cache file")
+    p.add_argument("file", help="a cache file written by `extract` (its path is printed there)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def run_inspect(args) -> int:
     from ..features import FeatureCache
 
@@ -122,6 +129,13 @@ def run_inspect(args) -> int:
     for q in summary["quarantined"]:
         print(f"    {q['path']} ({q['split']}): {q['reason']}")
     return 0
+
+
+def add_merge(sub) -> None:
+    p = sub.add_parser("merge", help="join the shard files of one extraction into one cache file")
+    p.add_argument("shards", nargs="+", help="every shard file, e.g. cache/NAME.shard-*.h5")
+    p.add_argument("--out", help="merged file (default: the unsharded cache name, next to the shards)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run_merge(args) -> int:
@@ -211,6 +225,12 @@ def run_cache(args) -> int:
     return 0
 
 
+def add_backbones(sub) -> None:
+    p = sub.add_parser("backbones", help="list the backbones, their sizes and feature shapes")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'efficientnet*'")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def run_backbones(args) -> int:
     if args.pattern.startswith(hub.PREFIX):
         return _list_hub(args)
@@ -282,6 +302,11 @@ def _say_audit(insights: dict | None, report) -> None:
     print(f"report: {report}")
 
 
+def add_classifiers(sub) -> None:
+    p = sub.add_parser("classifiers", help="list the classifiers and the parameters each searches")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def run_classifiers(args) -> int:
     from ..heads.registry import CLASSIFIERS
 
@@ -324,15 +349,10 @@ def run_finetune(args) -> int:
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images or folders with a model of a run")
     p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
-    p.add_argument("--model", default="best",
-                   help="best (the run's recommended model), finetuned, dense, logreg, ...")
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders")
+    add_settings(p, PredictConfig)
     p.add_argument("--out", help="write CSV (.csv) or JSON (.json) here instead of printing CSV")
     p.add_argument("--export", metavar="DIR", help="also save the model as .keras and SavedModel")
-    p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    p.add_argument("--engine", default="auto", choices=ENGINES,
-                   help="what computes a stage-2 model's features (as extract's --engine)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -340,7 +360,8 @@ def run_predict(args) -> int:
     from ..export import keras_files
     from ..predict import predict
 
-    result = predict(args.run, args.paths, args.model, args.batch_size, args.weights, args.engine)
+    config = settings_from(args, PredictConfig)
+    result = predict(args.run, args.paths, config)
     text = json.dumps(result.to_dict(), indent=2) if args.json else result.to_csv()
     if args.out:
         as_json = args.out.lower().endswith(".json")
@@ -349,7 +370,7 @@ def run_predict(args) -> int:
     else:
         print(text, end="" if text.endswith("\n") else "\n")
     if args.export:
-        for kind, path in keras_files(args.run, result.model, args.export, args.weights).items():
+        for kind, path in keras_files(args.run, result.model, args.export, config.weights).items():
             print(f"exported {kind}: {path}", file=sys.stderr)
     return 0
 
@@ -400,30 +421,21 @@ def add_export(sub) -> None:
     p = sub.add_parser("export", help="write a model of a run as Keras, SavedModel, TFLite or OpenVINO, "
                                       "checked against predict on validation images")
     p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
-    p.add_argument("--model", default="best",
-                   help="best (the run's recommended model), dense, finetuned, logreg, linear_svm")
-    p.add_argument("--format", default="keras", choices=EXPORT_FORMATS,
-                   help="keras (.keras), savedmodel, tflite (LiteRT) or openvino (IR) (default: keras)")
-    p.add_argument("--quantize", default="none", choices=QUANTIZE,
-                   help="int8 (tflite): weights and activations, calibrated on training images")
-    p.add_argument("--out", default="export", help="folder of the exported files and export.json")
-    p.add_argument("--images", type=int, default=200, help="validation images the export is checked on")
-    p.add_argument("--data", help="the data folder, if it moved since stage 1")
-    p.add_argument("--weights", help="the weights file stage 1 used, if it used one")
+    add_settings(p, ExportConfig)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run_export(args) -> int:
     from ..export import export
 
-    record = export(args.run, args.model, args.format, args.out, args.quantize, args.images, args.data,
-                    args.weights)
+    config = settings_from(args, ExportConfig)
+    record = export(args.run, config)
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
     check = record["check"]
     change = check["accuracy"]["change"]
-    print(f"{Path(args.out) / record['file']}  ({record['bytes'] / 2**20:.1f} MiB, {record['format']}"
+    print(f"{Path(config.out) / record['file']}  ({record['bytes'] / 2**20:.1f} MiB, {record['format']}"
           f"{', int8' if record['quantize'] == 'int8' else ''})")
     print(f"checked on {check['images']} validation images: probabilities within "
           f"{check['max_abs_difference']:.2g} of predict; accuracy {check['accuracy']['export']:.3f} "
@@ -434,3 +446,13 @@ def run_export(args) -> int:
               f"within {default['max_abs_difference']:.2g}, accuracy {default['accuracy']['export']:.3f} "
               f"({default['accuracy']['change']:+.3f}); export.json's runtime says how to load it as checked")
     return 0
+
+
+COMMANDS = {
+    "run": (add_run, run_run), "extract": (add_extract, run_extract),
+    "inspect": (add_inspect, run_inspect), "merge": (add_merge, run_merge),
+    "cache": (add_cache, run_cache), "backbones": (add_backbones, run_backbones),
+    "compare": (add_compare, run_compare), "finetune": (add_finetune, run_finetune),
+    "predict": (add_predict, run_predict), "export": (add_export, run_export),
+    "classifiers": (add_classifiers, run_classifiers),
+}

@@ -70,31 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    commands.add_run(sub)
-    commands.add_extract(sub)
-    p = sub.add_parser("inspect", help="describe a feature cache file")
-    p.add_argument("file", help="a cache file written by `extract` (its path is printed there)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p = sub.add_parser("merge", help="join the shard files of one extraction into one cache file")
-    p.add_argument("shards", nargs="+", help="every shard file, e.g. cache/NAME.shard-*.h5")
-    p.add_argument("--out", help="merged file (default: the unsharded cache name, next to the shards)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    commands.add_cache(sub)
-    p = sub.add_parser("backbones", help="list the backbones, their sizes and feature shapes")
-    p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'efficientnet*'")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    commands.add_compare(sub)
-    commands.add_finetune(sub)
-    commands.add_predict(sub)
-    commands.add_export(sub)
-    p = sub.add_parser("classifiers", help="list the classifiers and the parameters each searches")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    for add, _ in commands.COMMANDS.values():
+        add(sub)
     return parser
-
-
-COMMANDS = {name: getattr(commands, f"run_{name}") for name in (
-    "run", "extract", "inspect", "merge", "cache", "backbones", "compare", "classifiers", "finetune",
-    "predict", "export")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
     with native_logs_filtered():  # off under -v: debug logging keeps every line
         try:
-            return COMMANDS[args.command](args)
+            return commands.COMMANDS[args.command][1](args)
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -153,7 +153,7 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, selec
     has_test = "test" in shown
     table = scores.write_tables(run, leaderboard, _per_class(run, cache, selection, leaderboard),
                                 [c for s in selection.models.values() for c in s.candidates],
-                                has_test, config.scoring, selection.note)
+                                has_test=has_test, scoring=config.scoring, note=selection.note)
     plots.plot_comparison(run.path("plots/comparison.png"), leaderboard, has_test)
     for c in selection.specs:
         model = selection.models[c.name].model

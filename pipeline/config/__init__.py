@@ -1,12 +1,16 @@
-"""Settings: one frozen dataclass per stage, and the whole pipeline's TOML file."""
+"""Settings: one frozen dataclass per stage and command, and the whole pipeline's TOML file.
+
+Names that a registry owns (classifiers, backbones and their poolings, the heads' spatial
+reductions and optimizers, augmentations) are read from it, not repeated here.
+"""
 
 from .fields import documented, setting
 from .run import STAGES, RunConfig, load_run_config, run_config_toml
-from .stages import (CALIBRATIONS, COMPUTE_PRECISIONS, DECODE_MODES, DEFAULT_BACKBONE, DTYPES, ENGINES, EXPORT_FORMATS, MAX_FILE_BYTES, MAX_PIXELS,
-                     OPTIMIZERS, ORIENTATIONS, POOLINGS, PRECISIONS, QUANTIZE, REFITS, SCORINGS, SPATIAL,
-                     CompareConfig, ExtractConfig, FinetuneConfig, SplitConfig)
+from .stages import (CALIBRATIONS, COMPUTE_PRECISIONS, DECODE_MODES, DTYPES, ENGINES, EXPORT_FORMATS,
+                     MAX_FILE_BYTES, MAX_PIXELS, ORIENTATIONS, PRECISIONS, QUANTIZE, REFITS, SCORINGS,
+                     CompareConfig, ExportConfig, ExtractConfig, FinetuneConfig, PredictConfig, SplitConfig)
 
-__all__ = ["CALIBRATIONS", "COMPUTE_PRECISIONS", "DECODE_MODES", "DEFAULT_BACKBONE", "DTYPES", "ENGINES", "MAX_FILE_BYTES", "MAX_PIXELS",
-           "OPTIMIZERS", "ORIENTATIONS", "POOLINGS", "PRECISIONS", "REFITS", "SCORINGS", "SPATIAL",
-           "STAGES", "CompareConfig", "ExtractConfig", "FinetuneConfig", "RunConfig", "SplitConfig",
-           "documented", "load_run_config", "run_config_toml", "setting"]
+__all__ = ["CALIBRATIONS", "COMPUTE_PRECISIONS", "DECODE_MODES", "DTYPES", "ENGINES", "EXPORT_FORMATS",
+           "MAX_FILE_BYTES", "MAX_PIXELS", "ORIENTATIONS", "PRECISIONS", "QUANTIZE", "REFITS", "SCORINGS",
+           "STAGES", "CompareConfig", "ExportConfig", "ExtractConfig", "FinetuneConfig", "PredictConfig",
+           "RunConfig", "SplitConfig", "documented", "load_run_config", "run_config_toml", "setting"]

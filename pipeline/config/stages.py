@@ -264,3 +264,46 @@ class FinetuneConfig:
         if self.frozen_epochs < 0 or (self.unfreeze_top is not None and self.unfreeze_top < 0):
             raise ConfigError("`--frozen-epochs` and `--unfreeze-top` must not be negative. "
                               f"Got {self.frozen_epochs!r}, {self.unfreeze_top!r}.")
+
+
+@documented
+@dataclass(frozen=True)
+class PredictConfig:
+    """Settings of ``predict``: which model of a run, and how its features are computed."""
+
+    model: str = setting("best", help="best (the run's recommended model), finetuned, or any "
+                                      "other model the run saved (dense, logreg, ...)")
+    batch_size: int = setting(32, help="images per forward pass")
+    engine: str = setting("auto", choices=ENGINES,
+                          help="what computes a stage-2 model's features (as extract's --engine); "
+                               "the fine-tuned model runs on Keras")
+    weights: str | None = setting(None, help="the weights file stage 1 used, if it used one")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        _positive(self, "batch_size")
+
+
+@documented
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of ``export``: which model of a run, in which format, checked on how many images."""
+
+    model: str = setting("best", help="best (the run's recommended model), dense, finetuned, logreg "
+                                      "or linear_svm")
+    format: str = setting("keras", choices=EXPORT_FORMATS,
+                          help="keras (.keras), savedmodel, tflite (LiteRT) or openvino (IR)")
+    quantize: str = setting("none", choices=QUANTIZE,
+                            help="int8 (tflite): weights and activations, calibrated on training images")
+    out: str = setting("export", help="folder of the exported files and export.json")
+    images: int = setting(200, help="validation images the export is checked on")
+    representative: int = setting(200, help="training images that calibrate int8 quantization")
+    data: str | None = setting(None, help="the data folder, if it moved since stage 1")
+    weights: str | None = setting(None, help="the weights file stage 1 used, if it used one")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.quantize == "int8" and self.format != "tflite":
+            raise ConfigError(f"`--quantize int8` applies to `--format tflite`. Got `--format "
+                              f"{self.format}`. Fix: export tflite, or drop `--quantize`.")
+        _positive(self, "images", "representative")

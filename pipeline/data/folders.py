@@ -152,6 +152,21 @@ def discover(root: str | os.PathLike, config: SplitConfig = SplitConfig()) -> Da
         raw = _read_class_layout(root, subdirs, ignored)
         layout = "classes"
 
+    classes = _classes(root, raw, ignored)
+
+    if layout == "classes":
+        raw = _split_by_hash(raw["all"], config)
+    elif config.test_from_validation and "test" not in raw and "validation" in raw:
+        raw = _carve_test(raw, config.test_from_validation)
+
+    splits, missing = _labelled(raw, classes)
+    _check_train(root, splits, classes, missing)
+    _warn(missing, ignored)
+    return Dataset(root, layout, classes, splits, tuple(sorted(ignored)), missing)
+
+
+def _classes(root: Path, raw: dict, ignored: list) -> tuple[str, ...]:
+    """The classes that have images; refused when there are no images or one class."""
     classes = tuple(sorted({cls for split in raw.values() for cls in split if split[cls]}))
     total = sum(len(paths) for split in raw.values() for paths in split.values())
     if total == 0:
@@ -167,12 +182,11 @@ def discover(root: str | os.PathLike, config: SplitConfig = SplitConfig()) -> Da
             f"{len(classes)} ({', '.join(classes)}). Fix: add a folder of images "
             "for each class."
         )
+    return classes
 
-    if layout == "classes":
-        raw = _split_by_hash(raw["all"], config)
-    elif config.test_from_validation and "test" not in raw and "validation" in raw:
-        raw = _carve_test(raw, config.test_from_validation)
 
+def _labelled(raw: dict, classes: tuple[str, ...]) -> tuple[dict, dict]:
+    """Each split's sorted (path, class index) pairs, and the classes each split lacks."""
     splits, missing = {}, {}
     for name in SPLITS:
         per_class = raw.get(name, {})
@@ -185,7 +199,10 @@ def discover(root: str | os.PathLike, config: SplitConfig = SplitConfig()) -> Da
         absent = tuple(c for c in classes if not per_class.get(c))
         if absent:
             missing[name] = absent
-    _check_train(root, splits, classes, missing)
+    return splits, missing
+
+
+def _warn(missing: dict, ignored: list) -> None:
     for name, absent in missing.items():
         log.warning("split %r has no images of class(es) %s", name, ", ".join(absent))
     if ignored:
@@ -194,7 +211,6 @@ def discover(root: str | os.PathLike, config: SplitConfig = SplitConfig()) -> Da
         log.warning("ignored %d files that are not images (by their extension, one of %s) or "
                     "folders that cannot be read: %s%s",
                     len(ignored), ", ".join(IMAGE_EXTENSIONS), ", ".join(shown), more)
-    return Dataset(root, layout, classes, splits, tuple(sorted(ignored)), missing)
 
 
 def _read_split_layout(

@@ -29,7 +29,7 @@ from ..data.files import CHANGED
 from ..errors import CacheError
 from . import engines, shards
 from .hashing import STAT_CACHE, fingerprint_files
-from .spec import feature_spec, store_folder_name, view_file_name, view_key
+from .spec import backbone_of, feature_spec, store_folder_name, view_file_name, view_key
 from .checked import DamagedFile
 from .store import FeatureStore, Index, store_root
 from .view import FeatureCache, SplitManifest, base_attrs, write_view
@@ -155,8 +155,7 @@ def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
     """What an extraction would write, and where: the view key, from every image's bytes."""
     started = time.perf_counter()
     dataset = discover(data, config.split)
-    spec = backbones.resolve(config.backbone, config.image_size, config.pooling,
-                             config.alpha, config.weights, config.layer, config.preprocess)
+    spec = backbone_of(config)
     feature = feature_spec(spec, config)
     cache_dir = config.cache_path
     paths = [p for items in dataset.splits.values() for p, _ in items]
@@ -272,7 +271,6 @@ class Plan:
         its segment aside, and the images it held are computed again; each
         round sets one segment aside, so the loop ends.
         """
-        config = self.config
         if self.shard is None:  # the exclusive lock: whatever a killed writer left is stale
             store.remove_stale_temporaries()
             for tmp in self.path.parent.glob(f"{self.path.name}.tmp-*"):
@@ -325,8 +323,8 @@ class Plan:
                                         store.folder, config.precision)
         started = time.perf_counter()  # the loop alone: decode, forward, write
         with progress_bar(todo, progress, unit="img", desc="extract", smoothing=0.1) as bar:
-            refused = _compute(work.engine, self.dataset.root, chunks, store, self.spec, config,
-                               tag, bar)
+            refused = _compute(work.engine, self.dataset.root, chunks, store,
+                               spec=self.spec, config=config, tag=tag, bar=bar)
         work.seconds += time.perf_counter() - started
         work.computed += todo - len(refused)
         work.refused.update(refused)
@@ -363,9 +361,8 @@ class _Work:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore,
-             spec: backbones.BackboneSpec, config: ExtractConfig, tag: str,
-             bar) -> dict[str, str]:
+def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore, *,
+             spec: backbones.BackboneSpec, config: ExtractConfig, tag: str, bar) -> dict[str, str]:
     """Run the backbone over ``chunks``; each finished chunk becomes one store segment.
 
     Images the decoder rejects are kept in the segment by the content that

@@ -73,21 +73,8 @@ def shard_attr(shard: tuple[int, int], chunk_size: int, rows: dict[str, int]) ->
     return json.dumps({"index": shard[0], "count": shard[1], "rows": ranges})
 
 
-def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
-    """Join the shard files of one extraction into one cache file, without copying features.
-
-    Args:
-        paths: every shard file, 1 to N, in any order.
-        out: the merged file; by default the unsharded cache name next to
-            the shards, which is where ``extract`` finds it.
-
-    Raises:
-        CacheError: a shard is missing, given twice, from another
-            extraction or another sharding, or not a shard file.
-    """
-    if not paths:
-        raise CacheError("`merge` needs the shard files (e.g. cache/NAME.shard-*.h5); got none.")
-    shards = [FeatureCache(p, allow_shard=True) for p in paths]
+def _in_order(shards: list[FeatureCache]) -> list[FeatureCache]:
+    """The shards of one extraction, 1 to N, each once; a sentence for anything else."""
     for cache in shards:
         if cache.shard is None:
             raise CacheError(f"{cache.path} is a whole cache file, not a shard. Fix: pass only "
@@ -121,7 +108,25 @@ def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) 
             f"{agree(len(missing), 'is', 'are')} missing, so the merged cache would lack their "
             f"rows. Fix: run `extract --shard I/{count}` for I = {listed} (with the same data "
             "and settings), then merge again with every shard file.")
-    ordered = [by_index[i] for i in range(1, count + 1)]
+    return [by_index[i] for i in range(1, count + 1)]
+
+
+def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
+    """Join the shard files of one extraction into one cache file, without copying features.
+
+    Args:
+        paths: every shard file, 1 to N, in any order.
+        out: the merged file; by default the unsharded cache name next to
+            the shards, which is where ``extract`` finds it.
+
+    Raises:
+        CacheError: a shard is missing, given twice, from another
+            extraction or another sharding, or not a shard file.
+    """
+    if not paths:
+        raise CacheError("`merge` needs the shard files (e.g. cache/NAME.shard-*.h5); got none.")
+    ordered = _in_order([FeatureCache(p, allow_shard=True) for p in paths])
+    first = ordered[0]
     out = Path(out) if out else first.path.with_name(
         re.sub(r"\.shard-\d+-of-\d+\.h5$", ".h5", first.path.name))
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")

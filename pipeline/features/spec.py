@@ -93,6 +93,13 @@ def store_folder_name(spec: dict) -> str:
     return f"{_stem(spec)}-{key_hash(spec)[:16]}"
 
 
+def backbone_of(config: ExtractConfig) -> backbones.BackboneSpec:
+    """The backbone stage 1's settings name, resolved (see :func:`pipeline.backbones.resolve`)."""
+    return backbones.resolve(config.backbone, image_size=config.image_size, pooling=config.pooling,
+                             alpha=config.alpha, weights=config.weights, layer=config.layer,
+                             preprocess=config.preprocess)
+
+
 def spec_from_key(key: dict, weights: str | os.PathLike | None = None) -> backbones.BackboneSpec:
     """The backbone a cache was made with, to rebuild it (stage 3, predict).
 
@@ -111,9 +118,9 @@ def spec_from_key(key: dict, weights: str | os.PathLike | None = None) -> backbo
     if given is None:
         raise WeightsError(f"Stage 1 used a weights file ({recorded}). Fix: pass it again "
                            "with `--weights PATH`.")
-    spec = backbones.resolve(name, key["image_size"], key["pooling"], key["alpha"],
-                             str(given) if isinstance(given, Path) else given, key.get("layer"),
-                             key.get("preprocess"))
+    spec = backbones.resolve(name, image_size=key["image_size"], pooling=key["pooling"], alpha=key["alpha"],
+                             weights=str(given) if isinstance(given, Path) else given,
+                             layer=key.get("layer"), preprocess=key.get("preprocess"))
     if spec.weights_identity != recorded:
         what = f"`--weights` {weights} is not" if weights and given == weights else \
             f"{name} is no longer"

@@ -24,6 +24,7 @@ from ..config import FinetuneConfig
 from ..console import quiet
 from ..errors import ConfigError, RunError
 from ..heads.proba import full_proba
+from ..runs import FINETUNED, WORK, RunWriter, plots, scores
 from .rebuild import Source, handoff_check, open_source, rebuild, unfreeze
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,6 @@ def finetune(run: str | os.PathLike, config: FinetuneConfig | None = None,
 
 
 def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> FinetuneResult:
-    import keras
-
-    from ..heads.dense import DenseHead
-    from ..runs import FINETUNED, WORK, RunWriter, plots, scores
-    from .progress import EpochProgress
-
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("`--tensorboard` needs the tensorboard package, which is not installed. "
                           "Fix: pip install -e \".[tensorboard]\", or drop --tensorboard.")
@@ -138,100 +133,138 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     mixed = _mixed(config.precision)
     if mixed:
         model, core, base, features = rebuild(source, config, preprocess, like=base)
-
-    work = source.run / WORK  # resumable: a killed run goes on from its last epoch
-    work.mkdir(exist_ok=True)
-    frozen_marker = work / "frozen.done"
-    if not (frozen_marker.exists() or any(work.glob("backup-*"))):
-        for stale in ("history.csv", "start.weights.h5", "best.weights.h5"):  # an earlier, finished run
-            (work / stale).unlink(missing_ok=True)
     data = _datasets(source, config)
-    train, validation = data["train"][0], data["validation"]
+    validation = data["validation"]
     before = float(np.mean(np.argmax(_probabilities(core, validation[0], n_classes), 1) == validation[1]))
-    head = source.head
-    rate = config.learning_rate or head.learning_rate / 10
-    changed = {k: v for k, v in (("optimizer", config.optimizer), ("momentum", config.momentum))
-               if v is not None}
-    trainer = DenseHead(**{**head.get_params(), **changed}) if changed else head
-    starts, seconds = [], []  # wall time of each training epoch
-    timer = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
-        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]))
-    csv_path = work / "history.csv"
-    best_path = work / "best.weights.h5"
-    start_path = work / "start.weights.h5"
-    if not start_path.exists():
-        model.save_weights(start_path)
-
-    steps = int(train.cardinality()) if int(train.cardinality()) > 0 else None
-
-    def common(phase: str, threshold: float, last: int) -> list:
-        cbs = [EpochProgress("frozen base" if phase == "frozen" else "fine-tuning", last, steps),
-               keras.callbacks.BackupAndRestore(str(work / f"backup-{phase}")),
-               keras.callbacks.CSVLogger(str(csv_path), append=True),
-               keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
-                                               save_best_only=True, save_weights_only=True,
-                                               initial_value_threshold=threshold),
-               timer, *callbacks]
-        if config.tensorboard:
-            cbs.append(keras.callbacks.TensorBoard(str(work / "tensorboard" / phase)))
-        return cbs
-
-    if config.frozen_epochs and not frozen_marker.exists():
-        base.trainable = False  # the tutorial's feature-extraction phase, augmentation on
-        head.compile(model, n_classes, steps_per_execution=1, loss_scale=mixed)
-        model.fit(train, validation_data=validation[0], epochs=config.frozen_epochs, shuffle=False,
-                  callbacks=common("frozen", max(before, _best(csv_path)), config.frozen_epochs), verbose=0)
-        model.save_weights(work / "frozen.weights.h5")
-        frozen_marker.write_text(str(config.frozen_epochs))
-    elif frozen_marker.exists():
-        _load_weights(model, work / "frozen.weights.h5")
-    done = int(frozen_marker.read_text()) if frozen_marker.exists() else 0
-
-    first = unfreeze(base, config)
-    # Recompile: what is trainable is fixed when the model is compiled.
-    slower = None
-    if config.base_learning_rate is not None:  # discriminative: the base learns slower
-        slower = (frozenset(v.path for v in base.weights), config.base_learning_rate / rate)
-    trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed,
-                    slower=slower)
-    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                            patience=config.patience)
-    last = done + config.epochs
-    model.fit(train, validation_data=validation[0], initial_epoch=done, epochs=last, shuffle=False,
-              callbacks=[*common("finetune", max(before, _best(csv_path)), last), stopper], verbose=0)
-
-    # Keep the best epoch on validation; if none beat the start, keep the start.
-    _load_weights(model, best_path if best_path.exists() else start_path)
+    training = _Training(source, config, model, base, data, mixed=mixed, callbacks=callbacks)
+    done, first = training.fit(before)
     kept = _probabilities(core, validation[0], n_classes)
     after = float(np.mean(np.argmax(kept, 1) == validation[1]))
-    history = _read_history(csv_path)
-    params = {"first_trainable_layer": first, "learning_rate": rate, "epochs": len(history["epoch"]),
-              "augment": config.augment, "precision": "mixed_float16" if mixed else "float32",
+    history = _read_history(training.csv)
+    params = {"first_trainable_layer": first, "learning_rate": training.rate,
+              "epochs": len(history["epoch"]), "augment": config.augment,
+              "precision": "mixed_float16" if mixed else "float32",
               "base_learning_rate": config.base_learning_rate}
     test = None
     if "test" in data:  # looked at once, after training
         test, _ = scores.score(data["test"][1], _probabilities(core, data["test"][0], n_classes),
                                range(n_classes), n_classes)
-    row = scores.leaderboard_row("finetuned", params, scores.score(validation[1], kept, range(n_classes), n_classes)[0],
-                                 test, fit_seconds=sum(seconds))
+    row = scores.leaderboard_row("finetuned", params, scores.score(validation[1], kept, range(n_classes),
+                                                                   n_classes)[0],
+                                 test, fit_seconds=sum(training.seconds))
+    training.clean_up()
+    _add_to_run(source, model, history, done=done, handoff=handoff,
+                params={"first_trainable_layer": first, **asdict(config)}, row=row)
+    log.info("fine-tuned: validation accuracy %.4f -> %.4f", before, after)
+    seconds = training.seconds
+    return FinetuneResult(source.run / FINETUNED, before, after, row, handoff, len(history["epoch"]), done,
+                          first, float(np.mean(seconds)) if seconds else 0.0)
 
-    if slower:  # save with a stock optimizer, so plain keras.models.load_model reads the file
-        trainer.compile(model, n_classes, learning_rate=rate, steps_per_execution=1, loss_scale=mixed)
-    for leftover in (start_path, best_path, work / "frozen.weights.h5", frozen_marker):
-        leftover.unlink(missing_ok=True)
-    # The finished run is amended as a whole: a copy gains the model, then replaces it.
+
+class _Training:
+    """The two phases of stage 3 over the run's work folder, which makes them resumable: a killed
+    run goes on from its last epoch (Keras's BackupAndRestore), and the best epoch on validation
+    is kept (ModelCheckpoint), or the start when none beat it."""
+
+    def __init__(self, source: Source, config: FinetuneConfig, model, base, data: dict, *, mixed: bool,
+                 callbacks: tuple):
+        self.config, self.model, self.base, self.mixed, self.extra = config, model, base, mixed, callbacks
+        self.n_classes = len(source.cache.classes)
+        self.train, self.validation = data["train"][0], data["validation"][0]
+        self.work = source.run / WORK
+        self.work.mkdir(exist_ok=True)
+        self.csv, self.best = self.work / "history.csv", self.work / "best.weights.h5"
+        self.start, self.frozen = self.work / "start.weights.h5", self.work / "frozen.weights.h5"
+        self.frozen_marker = self.work / "frozen.done"
+        if not (self.frozen_marker.exists() or any(self.work.glob("backup-*"))):
+            for stale in (self.csv, self.start, self.best):  # an earlier, finished run's
+                stale.unlink(missing_ok=True)
+        self.head = source.head
+        self.rate = config.learning_rate or self.head.learning_rate / 10
+        self.seconds: list[float] = []  # wall time of each training epoch
+
+    def fit(self, before: float) -> tuple[int, int]:
+        """Both phases; returns the first fine-tuning epoch and the first trainable layer."""
+        if not self.start.exists():
+            self.model.save_weights(self.start)
+        if self.config.frozen_epochs and not self.frozen_marker.exists():
+            self.base.trainable = False  # the tutorial's feature-extraction phase, augmentation on
+            self.head.compile(self.model, self.n_classes, steps_per_execution=1, loss_scale=self.mixed)
+            self.model.fit(self.train, validation_data=self.validation, epochs=self.config.frozen_epochs,
+                           shuffle=False, verbose=0,
+                           callbacks=self._callbacks("frozen", max(before, _best(self.csv)),
+                                                     self.config.frozen_epochs))
+            self.model.save_weights(self.frozen)
+            self.frozen_marker.write_text(str(self.config.frozen_epochs))
+        elif self.frozen_marker.exists():
+            _load_weights(self.model, self.frozen)
+        done = int(self.frozen_marker.read_text()) if self.frozen_marker.exists() else 0
+        first = unfreeze(self.base, self.config)
+        self._fine_tune(before, done)
+        _load_weights(self.model, self.best if self.best.exists() else self.start)
+        return done, first
+
+    def _fine_tune(self, before: float, done: int) -> None:
+        import keras
+
+        from ..heads.dense import DenseHead
+
+        config = self.config
+        changed = {k: v for k, v in (("optimizer", config.optimizer), ("momentum", config.momentum))
+                   if v is not None}
+        self.trainer = DenseHead(**{**self.head.get_params(), **changed}) if changed else self.head
+        # Recompile: what is trainable is fixed when the model is compiled.
+        self.slower = None
+        if config.base_learning_rate is not None:  # discriminative: the base learns slower
+            self.slower = (frozenset(v.path for v in self.base.weights), config.base_learning_rate / self.rate)
+        self.trainer.compile(self.model, self.n_classes, learning_rate=self.rate, steps_per_execution=1,
+                             loss_scale=self.mixed, slower=self.slower)
+        stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience)
+        last = done + config.epochs
+        self.model.fit(self.train, validation_data=self.validation, initial_epoch=done, epochs=last,
+                       shuffle=False, verbose=0,
+                       callbacks=[*self._callbacks("finetune", max(before, _best(self.csv)), last), stopper])
+
+    def _callbacks(self, phase: str, threshold: float, last: int) -> list:
+        import keras
+
+        from .progress import EpochProgress
+
+        steps = int(self.train.cardinality()) if int(self.train.cardinality()) > 0 else None
+        starts = []
+        timer = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
+            on_epoch_end=lambda epoch, logs: self.seconds.append(time.perf_counter() - starts[-1]))
+        cbs = [EpochProgress("frozen base" if phase == "frozen" else "fine-tuning", last, steps),
+               keras.callbacks.BackupAndRestore(str(self.work / f"backup-{phase}")),
+               keras.callbacks.CSVLogger(str(self.csv), append=True),
+               keras.callbacks.ModelCheckpoint(str(self.best), monitor="val_accuracy", mode="max",
+                                               save_best_only=True, save_weights_only=True,
+                                               initial_value_threshold=threshold),
+               timer, *self.extra]
+        if self.config.tensorboard:
+            cbs.append(keras.callbacks.TensorBoard(str(self.work / "tensorboard" / phase)))
+        return cbs
+
+    def clean_up(self) -> None:
+        """Leave a model that plain Keras loads, and no work files but the history."""
+        if self.slower:  # save with a stock optimizer, so plain keras.models.load_model reads the file
+            self.trainer.compile(self.model, self.n_classes, learning_rate=self.rate, steps_per_execution=1,
+                                 loss_scale=self.mixed)
+        for leftover in (self.start, self.best, self.frozen, self.frozen_marker):
+            leftover.unlink(missing_ok=True)
+
+
+def _add_to_run(source: Source, model, history: dict, *, done: int, handoff: dict, params: dict,
+                row: dict) -> None:
+    """The finished run amended as a whole: a copy gains the model, then replaces it."""
     with RunWriter.amend(source.run) as amended:
         plots.plot_history(amended.path("plots/finetune_history.png"), history,
-                            fine_tune_start=done, title="fine-tuning")
+                           fine_tune_start=done, title="fine-tuning")
         amended.write_json(f"{WORK}/handoff.json", handoff)
         model.save(amended.path(FINETUNED))
-        amended.add_model("finetuned", FINETUNED, {"first_trainable_layer": first, **asdict(config)})
+        amended.add_model("finetuned", FINETUNED, params)
         scores.add_leaderboard_row(amended.tmp, row)
-    model_path = source.run / FINETUNED
-    log.info("fine-tuned: validation accuracy %.4f -> %.4f", before, after)
-    return FinetuneResult(model_path, before, after, row, handoff, len(history["epoch"]), done,
-                          first, float(np.mean(seconds)) if seconds else 0.0)
 
 
 def _load_weights(model, path: Path) -> None:

@@ -218,8 +218,8 @@ def to_csv(records: list[dict]) -> str:
     return out.getvalue()
 
 
-def write_tables(run: RunWriter, rows: list[dict], per_class_rows: list[dict],
-                 candidates: list[dict], has_test: bool, scoring: str, note: str = "") -> str:
+def write_tables(run: RunWriter, rows: list[dict], per_class_rows: list[dict], candidates: list[dict], *,
+                 has_test: bool, scoring: str, note: str = "") -> str:
     files = leaderboard_files(rows, has_test, scoring, note)
     for name, text in {**files, "per_class.csv": to_csv(per_class_rows),
                        "search.csv": to_csv(candidates)}.items():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline import CompareConfig, compare
-from pipeline.config import FinetuneConfig
+from pipeline.config import ExportConfig, FinetuneConfig, PredictConfig
 from pipeline.errors import ConfigError, RunError
 from pipeline.export import TOLERANCE, export
 from pipeline.finetune import finetune
@@ -38,10 +38,10 @@ def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run, caplog):
     assert not list((run / "finetune").glob("backup-*"))
     assert list((run / "finetune" / "tensorboard").rglob("events.out.tfevents.*"))
     images = str(open_source(run, check_images=False).root / "test")
-    predicted = predict(run, [images], model="finetuned")
+    predicted = predict(run, [images], PredictConfig(model="finetuned"))
     assert len(predicted.rows) == 16 and predicted.model == "finetuned"
     # Exported, it is its core: training-time augmentation (random ops without TFLite kernels) is left out.
-    record = export(run, "finetuned", "tflite", run / "export")
+    record = export(run, ExportConfig(model="finetuned", format="tflite", out=str(run / "export")))
     assert record["check"]["max_abs_difference"] <= TOLERANCE
 
 
