@@ -44,6 +44,16 @@ def sha256_file(path: str | os.PathLike) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def sha256_tree(path: str | os.PathLike) -> str:
+    """``sha256:`` and the sha256 of a file, or of every file under a folder (sorted by path,
+    at any depth, 16 hex digits each): what identifies a model or preset stage 1 read."""
+    path = Path(path)
+    if not path.is_dir():
+        return "sha256:" + sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return "sha256:" + "+".join(sha256_file(p)[:16] for p in files)
+
+
 def keras_home() -> Path:
     """Keras's cache folder (``$KERAS_HOME``, else ``~/.keras``)."""
     return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()

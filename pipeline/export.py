@@ -24,7 +24,7 @@ import numpy as np
 from .config import ExportConfig, PredictConfig
 from .console import quiet
 from .errors import ConfigError, RunError
-from .features.spec import spec_from_key
+from .features.extractor import Extractor
 from .features.view import FeatureCache
 from .heads.vocabulary import spatial_layer
 from .predict import model_name, predict
@@ -72,7 +72,6 @@ def pixels_model(run: str | os.PathLike, name: str, weights: str | None = None):
 
     import keras
 
-    from . import backbones
     from .finetune.rebuild import end_to_end
 
     if entry["format"] == "keras-model":
@@ -80,8 +79,7 @@ def pixels_model(run: str | os.PathLike, name: str, weights: str | None = None):
         core = loaded.get_layer("core") if "core" in [layer.name for layer in loaded.layers] else loaded
         pixels = keras.Input(core.input_shape[1:], name="pixels")
         return keras.Model(pixels, _all_classes(core(pixels), range(n_classes), n_classes), name=name)
-    key = manifest["cache"]["key"]
-    features = backbones.build(spec_from_key(key, weights), seed=key.get("seed") or 0)
+    features = Extractor.from_key(manifest["cache"]["key"], weights).model()
     if entry["format"] == "keras":
         model = end_to_end(features, loaded.model_, f"{name}_end_to_end")
         classes = loaded.classes_ if getattr(loaded, "classes_", None) is not None else range(n_classes)

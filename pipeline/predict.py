@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -19,16 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones
 from .config import PredictConfig
 from .console import progress_bar, quiet
 from .data import is_image_name
 from .errors import ConfigError, RunError
-from .features import engines
-from .features.spec import spec_from_key, spec_of, store_folder_name
-from .features.store import STORE
+from .features.extractor import Extractor
 from .heads.proba import full_proba
-from .runs import load_model, read_manifest, scores
+from .runs import load_model, read_leaderboard, read_manifest, scores
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +76,11 @@ def expand(inputs: list[str]) -> list[str]:
 def model_name(run: Path, manifest: dict, model: str) -> str:
     """``best`` is the top of the leaderboard; any other name must be a saved model."""
     if model == "best":
-        return scores.recommended(json.loads((run / "leaderboard.json").read_text()))["classifier"]
+        return scores.recommended(read_leaderboard(run))["classifier"]
     if model not in manifest["models"]:
         raise RunError(f"`--model` must be best or one of {', '.join(manifest['models'])}. "
                        f"Got {model!r}.")
     return model
-
-
-def _feature_engine(manifest: dict, spec: backbones.BackboneSpec, batch_size: int, engine: str,
-                    images: int):
-    """The engine stage 1 would use for this run's features, with its converted model if kept."""
-    key = manifest["cache"]["key"]
-    precision = key.get("precision", "float32")
-    store = Path(manifest["cache"]["path"]).parent / STORE / store_folder_name(spec_of(key))
-    store = store if store.is_dir() else None
-    return engines.build(engines.choose(engine, precision, images, store), spec, key.get("seed") or 0,
-                         batch_size, store, precision)
 
 
 @quiet
@@ -112,13 +97,13 @@ def predict(run: str | os.PathLike, inputs: list[str], config: PredictConfig | N
     name = model_name(run, manifest, config.model)
     entry = manifest["models"][name]
     key = manifest["cache"]["key"]
-    spec = spec_from_key(key, weights)
+    extractor = Extractor.from_key(key, weights)
     paths = expand(inputs)
     classes = manifest["classes"]
     loaded = load_model(run, name)
     from .data.decode import Decoding, image_batches, why_unreadable  # TensorFlow, once the run is known
 
-    decoding = Decoding.of_view(key, spec.image_size)
+    decoding = Decoding.of_view(key, extractor.spec.image_size)
     refused: dict[int, str] = {}
     batches = image_batches(paths, range(len(paths)), decoding, batch_size, refused=refused)
     n = len(classes)
@@ -127,7 +112,8 @@ def predict(run: str | os.PathLike, inputs: list[str], config: PredictConfig | N
                   for idx, images in batches)
     else:
         scored = ((idx, full_proba(loaded.predict_proba(features), loaded.classes_, n))
-                  for idx, features in _feature_engine(manifest, spec, batch_size, config.engine, len(paths)).map(batches))
+                  for idx, features in extractor.engine(config.engine, batch_size, len(paths),
+                                                        Path(manifest["cache"]["path"]).parent).map(batches))
     seen, probabilities = [], []
     with progress_bar(len(paths), None, unit="img", desc="predict") as bar:
         for idx, batch in scored:

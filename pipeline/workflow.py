@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ._files import atomic_write, key_hash
+from .backbones.registry import NAMED_WEIGHTS
 from .config import RunConfig, run_config_toml
 from .console import quiet
 from .errors import ConfigError, RunError, WeightsError
-from .runs.folder import RESOLVED, check_writable, is_run
+from .runs.folder import LEADERBOARD_MD, REPORT, RESOLVED, check_writable, is_run
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ class RunResult:
 
     def outputs(self) -> dict[str, Path]:
         """The run's files a person opens (those that exist: `stages` may stop at extract)."""
-        files = {"leaderboard": self.run_dir / "leaderboard.md",
-                 "report": self.run_dir / "report.html", "config": self.run_dir / RESOLVED}
+        files = {"leaderboard": self.run_dir / LEADERBOARD_MD,
+                 "report": self.run_dir / REPORT, "config": self.run_dir / RESOLVED}
         return {name: path for name, path in files.items() if path.is_file()}
 
     def to_dict(self) -> dict:
@@ -58,10 +59,10 @@ def preflight(config: RunConfig) -> None:
     classifier is configured with its ``--param`` values, which scikit-learn validates. A
     model file of the user's is resolved by stage 1 itself, which loads it once.
     """
-    from .backbones import own
+    from .backbones import kind_of
     from .features.spec import backbone_of
 
-    if not own.is_model_path(config.extract.backbone):
+    if kind_of(config.extract.backbone) != "file":
         backbone_of(config.extract)
     if "compare" in config.stages:
         from .heads.registry import configure, get_classifier
@@ -105,7 +106,7 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
         stages["finetune"] = _finetune(config, root, run_dir)
     if run_dir.is_dir():
         atomic_write(run_dir / RESOLVED, run_config_toml(config).encode())
-    board = run_dir / "leaderboard.md"
+    board = run_dir / LEADERBOARD_MD
     return RunResult(run_dir, extracted.path, stages,
                      board.read_text(encoding="utf-8") if board.is_file() else "", config,
                      time.perf_counter() - started)
@@ -154,7 +155,7 @@ def _finetune(config: RunConfig, root: Path, run_dir: Path) -> str:
                        f"{run_dir} to start from. Fix: add compare to `stages`.")
     weights = config.extract.weights
     settings = replace(config.finetune, data=str(root),
-                       weights=weights if weights not in ("imagenet", "none") else None)
+                       weights=weights if weights not in NAMED_WEIGHTS else None)
     done = read_manifest(run_dir)["models"].get("finetuned")
     if done is not None and {k: v for k, v in done["params"].items()
                              if k != "first_trainable_layer"} == _as_saved(asdict(settings)):

@@ -114,3 +114,37 @@ def test_the_package_s_functions_stay_functions_after_their_modules_are_imported
         importlib.import_module(f"pipeline.{name}")  # records the submodule under the same name
         assert callable(getattr(pipeline, name)) and getattr(pipeline, name).__name__ == name
     assert set(pipeline.__all__) >= {"compare", "extract_features", "ExtractConfig", "CLASSIFIERS"}
+
+
+def _literals(path: Path) -> set[str]:
+    """The module's string constants that are not docstrings."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+            and isinstance(node.value, str) and id(node) not in docs}
+
+
+def test_each_run_and_cache_file_name_is_spelt_in_one_module():
+    """Every other module reaches a run's or the cache's files through their owner's names."""
+    from pipeline.features import hashing, store
+    from pipeline.runs import export_folder, folder
+
+    owned = {name: "pipeline/runs/folder.py" for name in (
+        folder.MANIFEST, folder.LEADERBOARD, folder.LEADERBOARD_MD, folder.LEADERBOARD_CSV, folder.PER_CLASS,
+        folder.SEARCH, folder.INSIGHTS, folder.REPORT, folder.CONFIG, folder.RESOLVED, folder.FINETUNED)}
+    owned.update({store.SPEC_FILE: "pipeline/features/store.py",
+                  hashing.STAT_CACHE: "pipeline/features/hashing.py",
+                  export_folder.LISTING: "pipeline/runs/export_folder.py"})
+    root = Path(__file__).resolve().parents[1]
+    spelt: dict[str, set[str]] = {}
+    for path in sorted((root / "pipeline").rglob("*.py")):
+        for text in _literals(path):
+            name = "plots/" if text.startswith("plots/") else text
+            spelt.setdefault(name, set()).add(path.relative_to(root).as_posix())
+    # Files of other owners that share a name: the report's Jinja template, a KerasHub preset's config.
+    spelt[folder.REPORT].discard("pipeline/runs/report.py")
+    spelt[folder.CONFIG].discard("pipeline/backbones/hub.py")
+    assert spelt.pop("plots/") == {"pipeline/runs/folder.py"}
+    assert {name: spelt.get(name) for name in owned} == {name: {module} for name, module in owned.items()}

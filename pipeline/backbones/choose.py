@@ -7,6 +7,15 @@ from . import hub, own
 from .registry import DEFAULT_BACKBONE, BackboneSpec, resolve_application
 
 
+def kind_of(name: str) -> str:
+    """What a backbone name names: "hub" (``hub:<preset or folder>``), "file" (the user's own
+    ``.keras`` file or SavedModel folder) or "registry" (a ``keras.applications`` entry)."""
+    name = str(name)
+    if name.startswith(hub.PREFIX):
+        return "hub"
+    return "file" if own.is_model_path(name) else "registry"
+
+
 def resolve(
     name: str = DEFAULT_BACKBONE,
     *,
@@ -27,10 +36,10 @@ def resolve(
             it cannot use.
         WeightsError: weights that do not exist or cannot be loaded.
     """
-    name = str(name)
-    if name.startswith(hub.PREFIX):
+    name, kind = str(name), kind_of(name)
+    if kind == "hub":
         spec = hub.resolve(name, image_size, pooling, alpha, weights)
-    elif own.is_model_path(name):
+    elif kind == "file":
         return own.resolve(name, image_size=image_size, pooling=pooling, alpha=alpha, weights=weights,
                            layer=layer, preprocess=preprocess)
     else:

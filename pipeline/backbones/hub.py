@@ -25,9 +25,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import sha256_file
+from .._files import sha256_tree
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
-from .registry import POOLINGS_OF, BackboneSpec, check_pooling
+from .registry import NAMED_WEIGHTS, POOLINGS_OF, BackboneSpec, check_pooling
 
 PREFIX = "hub:"
 
@@ -95,9 +95,8 @@ class HubBackbone:
         """``none``, the hash of a local preset's files, or the versioned Kaggle handle."""
         if spec.weights == "none":
             return "none"
-        if self.local:
-            files = sorted(p for p in Path(self.preset).iterdir() if p.is_file())
-            return "sha256:" + "+".join(sha256_file(p)[:16] for p in files)
+        if self.local:  # every file, at any depth, as a model folder of the user's
+            return sha256_tree(self.preset)
         return _named_presets()[self.preset][1]
 
     def preprocessing_text(self, spec: BackboneSpec) -> str:
@@ -234,7 +233,7 @@ def resolve(name: str, image_size: int | None, pooling: str | None, alpha: float
     if alpha is not None:
         raise ConfigError(f"`--alpha` does not apply to {name}. Fix: drop `--alpha`.")
     weights = str(weights).lower()
-    if weights not in ("imagenet", "none"):
+    if weights not in NAMED_WEIGHTS:
         raise WeightsError(f"A KerasHub preset carries its own weights; `--weights` takes only "
                            f"imagenet (the preset's) or none. Got {weights!r}. Fix: pass your "
                            "weights as a preset folder, hub:PATH.")

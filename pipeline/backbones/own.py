@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import sha256_file
+from .._files import sha256_tree
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
 from .registry import BACKBONES, MAP_POOLINGS, BackboneSpec, check_pooling, get_backbone
 
@@ -59,10 +59,7 @@ class ModelFile:
         return Path(self.path).is_dir()
 
     def weights_identity(self, spec: BackboneSpec) -> str:
-        if not self.saved_model:
-            return "sha256:" + sha256_file(Path(self.path))
-        files = sorted(p for p in Path(self.path).rglob("*") if p.is_file())
-        return "sha256:" + "+".join(sha256_file(p)[:16] for p in files)
+        return sha256_tree(self.path)
 
     def preprocessing_text(self, spec: BackboneSpec) -> str:
         if self.preprocess_name is None:

@@ -20,6 +20,9 @@ from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
 # scales to [0, 1] and standardises; "in-model" families rescale inside the
 # network and take raw 0-255 pixels.
 DEFAULT_BACKBONE = "mobilenet"
+# Weights named rather than given as a file: the pretrained ones (a preset's own, for KerasHub)
+# or random, seeded.
+NAMED_WEIGHTS = ("imagenet", "none")
 # What a spatial feature map may become, what a transformer's tokens may (class token or mean
 # of patch tokens), and what an image-text model's vision tower gives; by the output's kind.
 MAP_POOLINGS = ("avg", "max", "none")
@@ -96,7 +99,7 @@ class Backbone:
 
     def weights_identity(self, spec: "BackboneSpec") -> str:
         """What the weights are, for the cache key (a file by its hash)."""
-        if spec.weights in ("imagenet", "none"):
+        if spec.weights in NAMED_WEIGHTS:
             return spec.weights
         return "sha256:" + sha256_file(Path(spec.weights))
 
@@ -236,7 +239,7 @@ def resolve_application(
             f"another size >= {backbone.min_size}."
         )
     weights = str(weights)
-    if weights.lower() in ("imagenet", "none"):
+    if weights.lower() in NAMED_WEIGHTS:
         weights = weights.lower()
     elif not Path(weights).is_file():
         raise WeightsError(

@@ -15,6 +15,7 @@ from ..features.view import FeatureCache, SplitData
 from ..heads import outofcore
 from ..heads.proba import full_proba
 from ..runs import RunWriter, audit, plots, report, scores, stats
+from ..runs.folder import CONFIG, INSIGHTS, REPORT, history, plot
 from ..words import counted, leakage
 from .selection import Selection, check_split
 
@@ -43,7 +44,7 @@ class CompareResult:
 
     @property
     def report(self) -> Path:
-        return self.run_dir / "report.html"
+        return self.run_dir / REPORT
 
     @property
     def leakage(self) -> int:
@@ -154,19 +155,19 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, selec
     table = scores.write_tables(run, leaderboard, _per_class(run, cache, selection, leaderboard),
                                 [c for s in selection.models.values() for c in s.candidates],
                                 has_test=has_test, scoring=config.scoring, note=selection.note)
-    plots.plot_comparison(run.path("plots/comparison.png"), leaderboard, has_test)
+    plots.plot_comparison(run.path(plot("comparison")), leaderboard, has_test)
     for c in selection.specs:
         model = selection.models[c.name].model
         if c.stops_early:
-            run.write_json(f"{c.name}_history.json", model.history_)
-            plots.plot_history(run.path(f"plots/{c.name}_history.png"), model.history_, model.best_epoch_)
+            run.write_json(history(c.name), model.history_)
+            plots.plot_history(run.path(plot(f"{c.name}_history")), model.history_, model.best_epoch_)
         run.save_model(c.name, model, c.saved_as,
                        model.get_params() if c.saved_as == "keras" else selection.models[c.name].params)
-    run.write_json("config.json", asdict(config))
+    run.write_json(CONFIG, asdict(config))
     if selection.probas is None:
         return table, None
     insights = _audit(cache, selection.audited, config.seed)
-    run.write_json("insights.json", insights)
+    run.write_json(INSIGHTS, insights)
     root = Path(cache.data_root)
     report.write(run, title=f"{cache.path.name}: {', '.join(cache.classes)}", classes=cache.classes,
                  leaderboard=leaderboard, data=shown, probas=selection.probas, insights=insights,
@@ -186,7 +187,7 @@ def _per_class(run: RunWriter, cache: FeatureCache, selection: Selection,
             if s in selection.shown:
                 rows += [{"classifier": name, "split": s, **r}
                          for r in scores.per_class(selection.shown[s].labels, predicted[s], cache.classes)]
-        plots.plot_confusion(run.path(f"plots/confusion_{name}.png"), selection.shown[split].labels,
+        plots.plot_confusion(run.path(plot(f"confusion_{name}")), selection.shown[split].labels,
                              predicted[split], cache.classes, f"{name} on {split}")
     return rows
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import backbones
 from .._files import key_hash
+from ..backbones.registry import NAMED_WEIGHTS
 from ..config import ExtractConfig
 from ..errors import WeightsError
 
@@ -111,10 +112,10 @@ def spec_from_key(key: dict, weights: str | os.PathLike | None = None) -> backbo
         WeightsError: a weights file is needed, or is not the one recorded.
     """
     recorded, name = key["weights"], key.get("source") or key["backbone"]
-    if name.startswith("hub:") or "source" in key:  # the preset or the model carries its weights
+    if backbones.kind_of(name) == "hub" or "source" in key:  # the preset or the model carries its weights
         given = "none" if recorded == "none" else "imagenet"
     else:
-        given = recorded if recorded in ("imagenet", "none") else weights
+        given = recorded if recorded in NAMED_WEIGHTS else weights
     if given is None:
         raise WeightsError(f"Stage 1 used a weights file ({recorded}). Fix: pass it again "
                            "with `--weights PATH`.")

@@ -24,7 +24,7 @@ from .._files import key_hash
 from ..config import MAX_FILE_BYTES, FinetuneConfig
 from ..errors import ConfigError, RunError
 from ..features.hashing import STAT_CACHE, fingerprint_files
-from ..features.spec import spec_from_key
+from ..features.extractor import Extractor
 from ..features.view import FeatureCache
 from ..heads.registry import finetune_head
 from .augment import augmentation
@@ -43,9 +43,13 @@ class Source:
     run: Path
     manifest: dict
     cache: FeatureCache
-    spec: backbones.BackboneSpec
+    extractor: Extractor
     root: Path
     head: object  # the fitted DenseHead
+
+    @property
+    def spec(self) -> backbones.BackboneSpec:
+        return self.extractor.spec
 
 
 def open_source(run: str | os.PathLike, data: str | None = None, weights: str | None = None,
@@ -68,11 +72,11 @@ def open_source(run: str | os.PathLike, data: str | None = None, weights: str | 
     if key_hash(cache.key) != manifest["cache"]["key_hash"]:
         raise RunError(f"{cache.path} was rebuilt with other images or settings after run {run} "
                        "was made. Fix: run compare again on it.")
-    spec = spec_from_key(cache.key, weights)
+    extractor = Extractor.from_key(cache.key, weights)
     root = Path(data or cache.data_root)
     if check_images:
         _check_images(cache, root)
-    return Source(run, manifest, cache, spec, root, load_model(run, head))
+    return Source(run, manifest, cache, extractor, root, load_model(run, head))
 
 
 def _check_images(cache: FeatureCache, root: Path) -> None:
@@ -109,12 +113,12 @@ def rebuild(source: Source, config: FinetuneConfig, preprocess=None, like=None):
     import keras
 
     if like is None:
-        base = backbones.build_base(source.spec, source.cache.key.get("seed") or 0)
+        base = source.extractor.base()
     else:
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy("mixed_float16")  # only the base computes in float16
         try:
-            base = backbones.build_base(source.spec, source.cache.key.get("seed") or 0)
+            base = source.extractor.base()
         finally:
             keras.config.set_dtype_policy(previous)
         base.set_weights(like.get_weights())

@@ -25,6 +25,7 @@ from ..console import quiet
 from ..errors import ConfigError, RunError
 from ..heads.proba import full_proba
 from ..runs import FINETUNED, WORK, RunWriter, plots, scores
+from ..runs.folder import plot
 from .rebuild import Source, handoff_check, open_source, rebuild, unfreeze
 
 log = logging.getLogger(__name__)
@@ -259,7 +260,7 @@ def _add_to_run(source: Source, model, history: dict, *, done: int, handoff: dic
                 row: dict) -> None:
     """The finished run amended as a whole: a copy gains the model, then replaces it."""
     with RunWriter.amend(source.run) as amended:
-        plots.plot_history(amended.path("plots/finetune_history.png"), history,
+        plots.plot_history(amended.path(plot("finetune_history")), history,
                            fine_tune_start=done, title="fine-tuning")
         amended.write_json(f"{WORK}/handoff.json", handoff)
         model.save(amended.path(FINETUNED))

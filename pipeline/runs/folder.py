@@ -22,10 +22,30 @@ from .._files import sha256_file
 from ..errors import ConfigError, RunError
 from ..heads import persist
 
+# The run folder's layout: every module reads and writes a run's files by these names.
 MANIFEST = "manifest.json"
 WORK = "finetune"  # stage 3's resumable work files, written while it trains
 FINETUNED = "models/finetuned.keras"  # stage 3's model, pixels in
 RESOLVED = "run.toml"  # `run`'s resolved configuration, written after the run folder
+LEADERBOARD, LEADERBOARD_MD, LEADERBOARD_CSV = "leaderboard.json", "leaderboard.md", "leaderboard.csv"
+PER_CLASS, SEARCH = "per_class.csv", "search.csv"  # per-class metrics; every candidate searched
+INSIGHTS = "insights.json"  # the data audit
+REPORT = "report.html"
+CONFIG = "config.json"  # stage 2's settings
+
+
+def plot(name: str) -> str:
+    """Where the plot ``name`` goes in a run folder."""
+    return f"plots/{name}.png"
+
+
+def history(name: str) -> str:
+    """Where a model that trains by epochs keeps its history."""
+    return f"{name}_history.json"
+
+
+def read_leaderboard(run: str | os.PathLike) -> list[dict]:
+    return json.loads((Path(run) / LEADERBOARD).read_text(encoding="utf-8"))
 
 
 def default_run_dir(cache_path: Path) -> Path:

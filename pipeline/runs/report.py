@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots, scores
+from .folder import REPORT, plot
 
 THUMB = 120  # pixels, the longer side
 GALLERY = 24
@@ -93,10 +94,10 @@ def write(run, *, title: str, classes: list[str], leaderboard: list[dict], data:
     label_errors = [{**e, "thumb": thumb(e["path"])} for e in issues["issues"][:GALLERY]]
     outliers = [{**o, "thumb": thumb(o["path"])} for o in insights["outliers"][:12]]
 
-    reliability = run.path("plots/reliability.png")
+    reliability = run.path(plot("reliability"))
     plots.plot_reliability(reliability, {name: (data[shown_split].labels, p[shown_split])
                                          for name, p in probas.items()}, shown_split)
-    feature_map = run.path("plots/feature_map.png")
+    feature_map = run.path(plot("feature_map"))
     _feature_map(feature_map, data, classes, {shown_split: predicted != split.labels},
                  {e["path"] for e in issues["issues"]})
     splits = [s for s in ("validation", "test") if all(row.get(s) for row in leaderboard)]
@@ -105,17 +106,17 @@ def write(run, *, title: str, classes: list[str], leaderboard: list[dict], data:
         "intervals": scores.INTERVALS,
         "leaderboard": [{**row, "params_text": scores.format_params(row["params"])} for row in leaderboard],
         "leaderboard_note": scores.EXPLAINED,
-        "comparison": _png(run.path("plots/comparison.png")),
+        "comparison": _png(run.path(plot("comparison"))),
         "per_class": scores.per_class(split.labels, predicted, classes), "per_class_split": shown_split,
         "per_class_n": len(split.labels), "shown_model": best,
-        "confusions": [(row["classifier"], _png(run.path(f"plots/confusion_{row['classifier']}.png")))
+        "confusions": [(row["classifier"], _png(run.path(plot(f"confusion_{row['classifier']}"))))
                        for row in leaderboard],
         "reliability": _png(reliability), "feature_map": _png(feature_map),
         "misclassified": misclassified, "misclassified_total": len(wrong),
         "insights": insights, "pairs": pairs, "label_issues": issues, "label_errors": label_errors,
         "outliers": outliers,
     }
-    path = run.path("report.html")
+    path = run.path(REPORT)
     path.write_text(render(context), encoding="utf-8")
     return path
 

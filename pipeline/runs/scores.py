@@ -17,7 +17,8 @@ import numpy as np
 from .._files import atomic_write
 from ..heads.proba import full_proba
 from . import stats
-from .folder import RunWriter, read_manifest
+from .folder import (LEADERBOARD, LEADERBOARD_CSV, LEADERBOARD_MD, PER_CLASS, SEARCH, RunWriter,
+                     read_leaderboard, read_manifest)
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc")
 INTERVALS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -122,7 +123,7 @@ def add_leaderboard_row(run, row: dict) -> list[dict]:
     """Add (or replace) one row in a finished run's leaderboard files."""
     run = Path(run)
     scoring = read_manifest(run)["config"]["scoring"]
-    rows = [r for r in json.loads((run / "leaderboard.json").read_text())
+    rows = [r for r in read_leaderboard(run)
             if r["classifier"] != row["classifier"]]
     rows = recommend(rank(rows + [row], scoring))
     for name, text in leaderboard_files(rows, any(r["test"] for r in rows), scoring).items():
@@ -133,9 +134,9 @@ def add_leaderboard_row(run, row: dict) -> list[dict]:
 def leaderboard_files(rows: list[dict], has_test: bool, scoring: str,
                       note: str = "") -> dict[str, str]:
     """``leaderboard.md``, ``.csv`` and ``.json``: name -> text."""
-    return {"leaderboard.md": markdown(rows, has_test, scoring, note),
-            "leaderboard.csv": to_csv(flat_rows(rows)),
-            "leaderboard.json": json.dumps(rows, indent=2) + "\n"}
+    return {LEADERBOARD_MD: markdown(rows, has_test, scoring, note),
+            LEADERBOARD_CSV: to_csv(flat_rows(rows)),
+            LEADERBOARD: json.dumps(rows, indent=2) + "\n"}
 
 
 def _cell(value) -> str:
@@ -221,7 +222,6 @@ def to_csv(records: list[dict]) -> str:
 def write_tables(run: RunWriter, rows: list[dict], per_class_rows: list[dict], candidates: list[dict], *,
                  has_test: bool, scoring: str, note: str = "") -> str:
     files = leaderboard_files(rows, has_test, scoring, note)
-    for name, text in {**files, "per_class.csv": to_csv(per_class_rows),
-                       "search.csv": to_csv(candidates)}.items():
+    for name, text in {**files, PER_CLASS: to_csv(per_class_rows), SEARCH: to_csv(candidates)}.items():
         run.write_text(name, text)
-    return files["leaderboard.md"]
+    return files[LEADERBOARD_MD]

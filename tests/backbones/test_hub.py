@@ -103,3 +103,18 @@ def test_a_hub_backbone_runs_extract_compare_predict(presets, tmp_path, capsys):
     by_path = {str(Path(r["path"]).relative_to(data)): r for r in rows}
     got = np.array([[by_path[p]["probabilities"][c] for c in ("cats", "dogs")] for p in test.paths])
     np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+def test_a_local_preset_is_identified_by_every_file_in_it_at_any_depth(presets, tmp_path):
+    """A preset folder's nested files (a tokenizer's assets) are part of its identity, as a
+    SavedModel folder's are: changing one must not serve the old features."""
+    import shutil
+
+    folder = tmp_path / "preset"
+    shutil.copytree(presets["dinov2"][0], folder)
+    (folder / "assets").mkdir(exist_ok=True)
+    (folder / "assets" / "extra.txt").write_text("one")
+    before = backbones.resolve(f"hub:{folder}").weights_identity
+    (folder / "assets" / "extra.txt").write_text("two")
+    after = backbones.resolve(f"hub:{folder}").weights_identity
+    assert before.startswith("sha256:") and after.startswith("sha256:") and before != after
