@@ -369,7 +369,7 @@ def test_a_view_whose_images_were_all_quarantined_gets_a_sentence(tmp_path):
 @pytest.mark.parametrize("command, sentence", [
     (["extract", "--image-size", "100000"], "`--image-size` must be at most 4096"),
     (["extract", "--max-file-bytes", "0"], "`--max-file-bytes` must be a positive integer. Got 0."),
-    (["predict", "--batch-size", "0"], "`batch_size` must be a positive integer. Got 0."),
+    (["predict", "--batch-size", "0"], "`--batch-size` must be a positive integer. Got 0."),
     (["export", "--images", "0"], "`--images` must be a positive integer. Got 0."),
 ])
 def test_bad_numbers_get_one_sentence(tmp_path, stage2_run, capsys, command, sentence):

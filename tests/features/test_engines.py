@@ -111,7 +111,7 @@ def test_bf16_is_a_spec_of_its_own_where_the_cpu_has_it(tmp_path):
 
 
 def test_the_engine_is_built_run_and_dropped_200_times_without_a_hang(tmp_path):
-    spec = backbones.resolve("vgg16", 32, "avg", None, "none")
+    spec = backbones.resolve("vgg16", image_size=32, pooling="avg", weights="none")
     pixels = np.zeros((6, 32, 32, 3), "float32")
     for _ in range(200):  # the converted model is kept in tmp_path after the first
         engine = engines.OpenVINOEngine(spec, seed=0, batch_size=2, folder=tmp_path)
@@ -121,7 +121,7 @@ def test_the_engine_is_built_run_and_dropped_200_times_without_a_hang(tmp_path):
 
 
 def test_a_short_last_batch_is_padded_and_its_rows_match_a_full_one():
-    spec = backbones.resolve("vgg16", 32, "avg", None, "none")
+    spec = backbones.resolve("vgg16", image_size=32, pooling="avg", weights="none")
     engine = engines.OpenVINOEngine(spec, seed=0, batch_size=4)
     pixels = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
     out = list(engine.map([(np.arange(4), pixels[:4]), (np.arange(4, 6), pixels[4:])]))
