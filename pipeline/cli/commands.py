@@ -256,7 +256,7 @@ def run_backbones(args) -> int:
 
 
 def _list_hub(args) -> int:
-    rows = [{"name": b.name, "family": b.family, "pooling": list(hub.POOLINGS_OF[b.kind]),
+    rows = [{"name": b.name, "family": b.family, "pooling": list(backbones.registry.POOLINGS_OF[b.kind]),
              "feature": hub.FEATURES[b.kind]} for b in hub.list_presets(args.pattern)]
     if args.json:
         print(json.dumps(rows, indent=2))

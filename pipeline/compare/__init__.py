@@ -26,6 +26,7 @@ from ..console import quiet
 from ..errors import ConfigError
 from ..features.view import FeatureCache
 from ..heads import outofcore
+from ..heads.registry import configure, get_classifier
 from ..runs import check_writable, default_run_dir
 from .finish import CompareResult, finish
 from .selection import check_split
@@ -52,8 +53,6 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
     Raises:
         PipelineError: bad settings, or a cache that cannot be used.
     """
-    from ..heads.registry import configure, get_classifier
-
     config = config or CompareConfig()
     started = time.perf_counter()
     specs = [get_classifier(n) for n in config.classifiers]

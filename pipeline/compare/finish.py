@@ -69,11 +69,15 @@ def finish(cache: FeatureCache, config: CompareConfig, selection: Selection, out
     """Score the test split, rank, mark ties and write the run folder; nothing of it is left
     if anything fails."""
     test_scores = _score_test(cache, selection)
-    leaderboard = scores.rank([
-        scores.leaderboard_row(name, s.params, selection.validation[name], test_scores.get(name),
-                               search_seconds=s.search_seconds, fit_seconds=s.fit_seconds,
-                               predict_seconds=s.predict_seconds, path=selection.path[name])
-        for name, s in selection.models.items()], config.scoring)
+    rows = []
+    for c in selection.specs:
+        s = selection.models[c.name]
+        path = outofcore.PATH_IN_MEMORY if selection.rows is None else outofcore.PATH_STREAMED[c.streams]
+        rows.append(scores.leaderboard_row(c.name, s.params, selection.validation[c.name],
+                                           test_scores.get(c.name), search_seconds=s.search_seconds,
+                                           fit_seconds=s.fit_seconds, predict_seconds=s.predict_seconds,
+                                           path=path))
+    leaderboard = scores.rank(rows, config.scoring)
     scores.mark_ties(leaderboard, selection.shown["validation"].labels,
                      {n: p["validation"] for n, p in selection.predictions.items()})
     if selection.uncalibrated:
@@ -103,16 +107,16 @@ def _score_test(cache: FeatureCache, selection: Selection) -> dict[str, dict]:
     if "test" not in cache.splits or cache.counts["test"] == 0:
         return {}
     n_classes, test_scores = len(cache.classes), {}
-    if selection.rows is not None:
-        rows = selection.rows["test"]
-        test = SplitData(None, rows.labels, [])
+    streamed = selection.rows["test"] if selection.rows is not None else None
+    if streamed is not None:
+        test = SplitData(None, streamed.labels, [])
     else:
         test = cache.load("test")
         check_split(cache, test, "test")
     for c in selection.specs:
         model = selection.models[c.name].model
-        if selection.rows is not None:
-            proba, classes = outofcore.predict_proba(model, rows, c.streams == "batches"), range(n_classes)
+        if streamed is not None:  # streamed models know every class
+            proba, classes = outofcore.predict_proba(model, streamed, c.streams == "batches"), range(n_classes)
         else:
             proba, classes = model.predict_proba(test.features), model.classes_
         test_scores[c.name], selection.predictions[c.name]["test"] = scores.score(
@@ -128,19 +132,16 @@ def _calibration_columns(leaderboard: list[dict], selection: Selection, method: 
     """Each calibrated model's calibration error before and after its map: measured on test
     (whose columns are the calibrated model's already), else on validation, where the map was
     fitted."""
-    measured = selection.shown.get("test")
+    split = "test" if "test" in selection.shown else "validation"
     for row in leaderboard:
         name = row["classifier"]
         if name not in selection.uncalibrated:
             continue
-        after = row["test"]["ece"] if measured is not None else \
-            _ece(selection.models[name].model, selection.shown["validation"], n_classes)
-        row["calibration"] = {
-            "method": method, "fitted_on": "validation",
-            "measured_on": "test" if measured is not None else "validation",
-            "ece_before": _ece(selection.uncalibrated[name], measured or selection.shown["validation"],
-                               n_classes),
-            "ece_after": after}
+        after = row["test"]["ece"] if split == "test" else \
+            _ece(selection.models[name].model, selection.shown[split], n_classes)
+        row["calibration"] = {"method": method, "fitted_on": "validation", "measured_on": split,
+                              "ece_before": _ece(selection.uncalibrated[name], selection.shown[split], n_classes),
+                              "ece_after": after}
 
 
 def _ece(model, data: SplitData, n_classes: int) -> float:

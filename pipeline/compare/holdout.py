@@ -16,7 +16,6 @@ from functools import partial
 
 from ..config import CompareConfig
 from ..features.view import SplitData
-from ..heads import outofcore
 from ..heads.proba import full_proba
 from ..heads.registry import Classifier
 from ..runs import scores
@@ -51,7 +50,7 @@ def holdout(config: CompareConfig, specs: list[Classifier], configured: dict, tr
         final, uncalibrated = _calibrated(final, specs, config.calibrate, validation)
     splits = {"train": train, "validation": validation}
     return Selection(specs, final, scored, predictions, probas, shown=splits, audited=splits,
-                     path=dict.fromkeys(final, outofcore.PATH_IN_MEMORY), uncalibrated=uncalibrated)
+                     uncalibrated=uncalibrated)
 
 
 def _fit(c: Classifier, *, configured: dict, train: SplitData, validation: SplitData, scoring: str,

@@ -18,7 +18,6 @@ import numpy as np
 from ..config import CompareConfig
 from ..errors import ConfigError
 from ..features.view import SplitData
-from ..heads import outofcore
 from ..heads.proba import full_proba
 from ..heads.registry import Classifier
 from ..runs import scores
@@ -56,8 +55,7 @@ def kfold(config: CompareConfig, specs: list[Classifier], configured: dict, trai
             f"({len(both.labels)} images); the validation columns are out-of-fold predictions of "
             "every one of them, and each model was then fitted on all of them.")
     return Selection(specs, final, scored, predictions, probas, shown={"validation": both},
-                     audited={"train": train, "validation": validation},
-                     path=dict.fromkeys(final, outofcore.PATH_IN_MEMORY), note=note)
+                     audited={"train": train, "validation": validation}, note=note)
 
 
 def _search(c: Classifier, estimator, grid: dict, both: SplitData, folds,

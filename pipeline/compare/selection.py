@@ -46,9 +46,8 @@ class Selection:
             streamed (the run then has no data audit and no report).
         shown: the splits as the report shows them (labels, features or None).
         audited: the splits the data audit reads.
-        path: name -> how the model was trained ("in memory", "out of core: ...").
         note: what the leaderboard's reader must know about the selection.
-        rows: each split's rows in the file, when features were streamed.
+        rows: each split's rows in the file, when features were streamed (None: in memory).
         uncalibrated: name -> the model before ``--calibrate`` mapped its probabilities.
     """
 
@@ -59,7 +58,6 @@ class Selection:
     probas: dict[str, dict[str, np.ndarray]] | None
     shown: dict[str, SplitData]
     audited: dict[str, SplitData]
-    path: dict[str, str]
     note: str = ""
     rows: dict[str, FeatureRows] | None = None
     uncalibrated: dict[str, object] = field(default_factory=dict)

@@ -20,7 +20,6 @@ from ..runs import scores
 from .selection import Selected, Selection, check_classes
 
 log = logging.getLogger(__name__)
-PATHS = {"sgd": outofcore.PATH_SGD, "batches": outofcore.PATH_TF_DATA}
 
 
 def streamed(cache: FeatureCache, config: CompareConfig, specs: list[Classifier], configured: dict,
@@ -51,7 +50,7 @@ def streamed(cache: FeatureCache, config: CompareConfig, specs: list[Classifier]
         note += " `--calibrate` and `--cv` are not applied out of core."
     shown = {s: SplitData(None, labels[s], []) for s in ("train", "validation")}
     return Selection(specs, final, scored, predictions, None, shown=shown, audited=shown,
-                     path={c.name: PATHS[c.streams] for c in specs}, note=note, rows=rows)
+                     note=note, rows=rows)
 
 
 def _fit(c: Classifier, estimator, grid: dict, rows: dict, config: CompareConfig,

@@ -9,6 +9,7 @@ and ``run_pipeline.py extract -h`` cannot drift apart.
 
 from __future__ import annotations
 
+import difflib
 import textwrap
 import typing
 from dataclasses import MISSING, Field, field, fields, is_dataclass
@@ -40,8 +41,6 @@ def check_choices(config) -> None:
     Raises:
         ConfigError: naming the flag, the valid values, the value given and the closest one.
     """
-    import difflib
-
     for f in fields(config):
         choices, value = f.metadata.get("choices"), getattr(config, f.name)
         if choices is None or value is None:

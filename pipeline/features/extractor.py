@@ -42,9 +42,9 @@ class Extractor:
         """The backbone alone: preprocessed pixels in, features out."""
         return backbones.build_base(self.spec, self.seed)
 
-    def model(self, **options):
-        """Raw pixels in, features out (``options`` as :func:`pipeline.backbones.build`'s)."""
-        return backbones.build(self.spec, seed=self.seed, **options)
+    def model(self):
+        """Raw pixels in, features out, preprocessing included."""
+        return backbones.build(self.spec, seed=self.seed)
 
     def engine(self, engine: str, batch_size: int, images: int, cache_dir: Path):
         """The engine stage 1 would choose for ``images`` images, with its converted model if kept."""

@@ -38,9 +38,10 @@ from ..words import counted
 
 log = logging.getLogger(__name__)
 
+# How a model was trained, as the leaderboard's `path` says: in memory, or streamed as its
+# registry entry's `streams` says.
 PATH_IN_MEMORY = "in memory"
-PATH_SGD = "out of core: SGD partial_fit"
-PATH_TF_DATA = "out of core: tf.data from HDF5"
+PATH_STREAMED = {"sgd": "out of core: SGD partial_fit", "batches": "out of core: tf.data from HDF5"}
 MAX_BLOCK_ROWS = 65536
 SGD_EPOCHS = 10  # passes of partial_fit over train
 
