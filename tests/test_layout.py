@@ -148,3 +148,19 @@ def test_each_run_and_cache_file_name_is_spelt_in_one_module():
     spelt[folder.CONFIG].discard("pipeline/backbones/hub.py")
     assert spelt.pop("plots/") == {"pipeline/runs/folder.py"}
     assert {name: spelt.get(name) for name in owned} == {name: {module} for name, module in owned.items()}
+
+
+def test_a_wheel_holds_every_subpackage_and_the_report_templates(tmp_path):
+    """A user installs a wheel, not the checkout: a subpackage missing from it fails on import."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(PACKAGE.parent)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for init in PACKAGE.rglob("__init__.py"):
+        assert init.relative_to(PACKAGE.parent).as_posix() in names
+    for template in (PACKAGE / "runs" / "templates").glob("*.html"):
+        assert template.relative_to(PACKAGE.parent).as_posix() in names
