@@ -37,6 +37,10 @@ _WHERE = {
     "ExtractResult": ".features", "FeatureCache": ".features", "extract_features": ".features",
     "FinetuneResult": ".finetune",
     "CLASSIFIERS": ".heads.registry",
+    "DriftConfig": ".config", "ReplayConfig": ".config", "SuggestConfig": ".config",
+    "replay": ".loop.replay", "ReplayResult": ".loop.replay", "suggest": ".loop.suggest",
+    "SuggestResult": ".loop.suggest", "drift": ".loop.drift", "DriftResult": ".loop.drift",
+    "STRATEGIES": ".loop.strategies",
 }
 # Functions named like their own modules: the package's attribute is the
 # function, even after the import system records the submodule under that name.

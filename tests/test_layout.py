@@ -82,11 +82,11 @@ def test_no_import_cycle_in_the_package():
 # names against them; an entry's constructor, in the registry's own package, is
 # imported when it is built.
 REGISTRIES = ("pipeline.backbones.registry", "pipeline.heads.registry", "pipeline.heads.vocabulary",
-              "pipeline.finetune.augment")
+              "pipeline.finetune.augment", "pipeline.loop.strategies")
 LAYERS = ("pipeline.errors", "pipeline._files", "pipeline.words", "pipeline.console", *REGISTRIES,
           "pipeline.config", "pipeline.data", "pipeline.backbones",
           "pipeline.features", "pipeline.heads", "pipeline.runs", "pipeline.compare", "pipeline.finetune",
-          "pipeline.predict", "pipeline.export", "pipeline.workflow", "pipeline.cli", "pipeline")
+          "pipeline.predict", "pipeline.export", "pipeline.loop", "pipeline.workflow", "pipeline.cli", "pipeline")
 
 
 def _layer(module: str) -> int:

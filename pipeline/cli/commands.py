@@ -13,6 +13,7 @@ from .. import backbones
 from ..backbones import hub
 from ..config import CompareConfig, ExportConfig, ExtractConfig, FinetuneConfig, PredictConfig, RunConfig
 from ..errors import ConfigError
+from . import loop
 from .options import OVERRIDE, add_settings, overrides_from, settings_from
 from ..words import counted, leakage
 
@@ -454,5 +455,5 @@ COMMANDS = {
     "cache": (add_cache, run_cache), "backbones": (add_backbones, run_backbones),
     "compare": (add_compare, run_compare), "finetune": (add_finetune, run_finetune),
     "predict": (add_predict, run_predict), "export": (add_export, run_export),
-    "classifiers": (add_classifiers, run_classifiers),
+    "classifiers": (add_classifiers, run_classifiers), **loop.COMMANDS,
 }

@@ -31,7 +31,7 @@ def help_text(f) -> str:
     default = _default(f)
     if default is None or isinstance(default, bool) or default == {}:
         return f.metadata["help"]
-    shown = ",".join(default) if isinstance(default, tuple) else default
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
     return f"{f.metadata['help']} (default: {shown})"
 
 

@@ -32,6 +32,7 @@ PER_CLASS, SEARCH = "per_class.csv", "search.csv"  # per-class metrics; every ca
 INSIGHTS = "insights.json"  # the data audit
 REPORT = "report.html"
 CONFIG = "config.json"  # stage 2's settings
+REPLAY, REPLAY_MD = "replay.json", "replay.md"  # the labelling loop replayed (`replay --out`)
 
 
 def plot(name: str) -> str:
@@ -59,7 +60,7 @@ def is_run(folder: Path) -> bool:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("stage") == "compare" \
+    return isinstance(manifest, dict) and manifest.get("stage") in ("compare", "replay") \
         and isinstance(manifest.get("models"), dict)
 
 

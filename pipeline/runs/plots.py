@@ -127,3 +127,31 @@ def plot_feature_map(path, xy: np.ndarray, labels: np.ndarray, classes: list[str
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_learning_curves(path, budgets: list[int], curves: dict[str, np.ndarray],
+                         all_labels: float | None = None) -> None:
+    """Accuracy against labels, one line per strategy with its 95 % band.
+
+    Args:
+        curves: strategy -> (3, len(budgets)): mean, low and high.
+        all_labels: the accuracy with every training label, drawn as a dashed line.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for name, (mean, low, high) in curves.items():
+        line, = ax.plot(budgets, mean, marker="o", label=name,
+                        linestyle="--" if name == "random" else "-")
+        ax.fill_between(budgets, low, high, color=line.get_color(), alpha=0.15)
+    if all_labels is not None:
+        ax.axhline(all_labels, color="grey", linestyle=":", label="all training labels")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled images")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

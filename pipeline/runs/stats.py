@@ -107,3 +107,27 @@ def mcnemar(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     if only_a + only_b == 0:
         return 1.0
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def mean_interval(values: np.ndarray) -> np.ndarray:
+    """The mean of each column of ``values`` (rows: repeats) and its 95 % t interval, as (3, n)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = values.mean(axis=0)
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * values.std(axis=0, ddof=1) \
+        / np.sqrt(len(values))
+    return np.stack([mean, mean - half, mean + half])
+
+
+def paired_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per column, ``a - b`` over paired repeats (rows): its mean, 95 % interval and two-sided
+    t-test p-value, as (4, n). A column where every difference is 0 has p 1."""
+    from scipy import stats
+
+    differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    p = np.ones(differences.shape[1])
+    varied = differences.std(axis=0) > 0
+    if varied.any():
+        p[varied] = stats.ttest_1samp(differences[:, varied], 0.0).pvalue
+    return np.vstack([mean_interval(differences), p])
