@@ -57,3 +57,13 @@ def sha256_tree(path: str | os.PathLike) -> str:
 def keras_home() -> Path:
     """Keras's cache folder (``$KERAS_HOME``, else ``~/.keras``)."""
     return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Write a file that does not exist yet, whole; never replace one (FileExistsError)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.link(tmp, path)  # fails, atomically, when the name is taken meanwhile
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..config import ReplayConfig
+from ..config import DriftConfig, ReplayConfig, SuggestConfig
+from ..words import counted
 from .options import add_settings, settings_from
 
 
@@ -43,4 +44,74 @@ def run_replay(args) -> int:
     return 0
 
 
-COMMANDS = {"replay": (add_replay, run_replay)}
+
+
+def add_drift(sub) -> None:
+    p = sub.add_parser("drift", help="is a new batch of images drawn like a run's training images?")
+    p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
+    p.add_argument("--batch", required=True, help="a folder of new images")
+    add_settings(p, DriftConfig)
+    p.add_argument("--no-record", action="store_true",
+                   help="leave the run as it is (by default drift.json and a section of the "
+                        "report record this batch)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_drift(args) -> int:
+    from ..loop.drift import drift, record
+
+    config = settings_from(args, DriftConfig)
+    result = drift(args.run, args.batch, config)
+    if not args.no_record:
+        record(result, args.run, args.batch, config.permutations)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    verdict = "DRIFTED" if result.drifted else "not drifted"
+    print(f"{args.batch}: {counted(result.images, 'image')} against "
+          f"{counted(result.reference_images, 'training image')}: MMD p = {result.p_value:.4g} "
+          f"({verdict} at {config.level})")
+    print(f"predicted classes ({result.model}), batch against held-out images:")
+    for name, share in result.predicted_share.items():
+        print(f"  {name:<20} {share:6.1%}  {result.reference_share[name]:6.1%}")
+    if result.share_p_value is not None:
+        print(f"  chi-square p = {result.share_p_value:.4g}")
+    print("most novel (1 is typical of the training images):")
+    for item in result.novel:
+        print(f"  {item['score']:7.2f}{' novel' if item['beyond_training'] else '      '}  {item['path']}")
+    for bad in result.unreadable:
+        print(f"  unreadable: {bad['path']}: {bad['reason']}")
+    return 0
+
+
+def add_suggest(sub) -> None:
+    p = sub.add_parser("suggest", help="which unlabelled images to label next, ranked against a run")
+    p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
+    p.add_argument("--pool", required=True, help="a folder of unlabelled images")
+    add_settings(p, SuggestConfig)
+    p.add_argument("--out", metavar="FILE", help="also write a page of thumbnails to label from (.html)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_suggest(args) -> int:
+    from ..loop.suggest import suggest, write_page
+
+    result = suggest(args.run, args.pool, settings_from(args, SuggestConfig))
+    page = write_page(result, args.out, args.run) if args.out else None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"label these first ({result.strategy}, {result.chosen_by}); "
+          f"{result.already_labelled} of {counted(result.pool, 'image')} already labelled are left out:")
+    for i, item in enumerate(result.suggestions, 1):
+        print(f"  {i:>3}. {item['path']}  {item['reason']} (score {item['score']:.3g}), predicted "
+              f"{item['predicted']} {item['probability']:.2f}")
+    for bad in result.unreadable:
+        print(f"  unreadable: {bad['path']}: {bad['reason']}")
+    if page:
+        print(f"page: {page}")
+    return 0
+
+
+COMMANDS = {"replay": (add_replay, run_replay), "suggest": (add_suggest, run_suggest),
+            "drift": (add_drift, run_drift)}

@@ -323,7 +323,7 @@ class Plan:
                                         store.folder, config.precision)
         started = time.perf_counter()  # the loop alone: decode, forward, write
         with progress_bar(todo, progress, unit="img", desc="extract", smoothing=0.1) as bar:
-            refused = _compute(work.engine, self.dataset.root, chunks, store,
+            refused = compute_rows(work.engine, self.dataset.root, chunks, store,
                                spec=self.spec, config=config, tag=tag, bar=bar)
         work.seconds += time.perf_counter() - started
         work.computed += todo - len(refused)
@@ -361,7 +361,7 @@ class _Work:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _compute(engine, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore, *,
+def compute_rows(engine, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore, *,
              spec: backbones.BackboneSpec, config: ExtractConfig, tag: str, bar) -> dict[str, str]:
     """Run the backbone over ``chunks``; each finished chunk becomes one store segment.
 

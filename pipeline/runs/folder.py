@@ -33,6 +33,7 @@ INSIGHTS = "insights.json"  # the data audit
 REPORT = "report.html"
 CONFIG = "config.json"  # stage 2's settings
 REPLAY, REPLAY_MD = "replay.json", "replay.md"  # the labelling loop replayed (`replay --out`)
+DRIFT = "drift.json"  # the last batch `drift` tested against the run
 
 
 def plot(name: str) -> str:

@@ -57,13 +57,13 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def render(context: dict) -> str:
+def render(context: dict, template: str = "report.html") -> str:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.runs", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     env.filters["breakable"] = _breakable
-    return env.get_template("report.html").render(**context, fmt=_fmt)
+    return env.get_template(template).render(**context, fmt=_fmt)
 
 
 def write(run, *, title: str, classes: list[str], leaderboard: list[dict], data: dict, probas: dict,

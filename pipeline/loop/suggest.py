@@ -1,0 +1,139 @@
+"""Which unlabelled images to label next: a folder ranked by a strategy, against a run's labels.
+
+The head is retrained on the run's training labels (seconds, on cached
+features); the strategy ranks the folder's images with it. ``auto`` takes
+the strategy the run's replay recommended on the user's own data, and margin
+uncertainty when the run has no replay. An image whose content the run
+already has a label for is never suggested, whatever its name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._files import atomic_write, write_new
+from ..config import SuggestConfig
+from ..errors import ConfigError
+from ..heads.proba import full_proba
+from ..runs import folder, pages
+from ..words import counted
+from .reference import Reference, open_run
+from .strategies import MISSING, STRATEGIES, head, query, quiet_heads
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "margin"  # without a replay: the strategy that beat random at every budget on the shared photos
+
+
+@dataclass(frozen=True)
+class SuggestResult:
+    """The images to label next, the first first.
+
+    Attributes:
+        suggestions: {"path", "score", "predicted", "probability", "reason"} each.
+        already_labelled: images of the folder whose content the run has a label for.
+        chosen_by: "replay" (the run's recommendation), "default" or "given".
+    """
+
+    strategy: str
+    chosen_by: str
+    suggestions: list[dict]
+    already_labelled: int
+    pool: int
+    unreadable: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.strategy, "chosen_by": self.chosen_by,
+                "suggestions": self.suggestions, "already_labelled": self.already_labelled,
+                "pool": self.pool, "unreadable": self.unreadable}
+
+
+def _strategy(reference: Reference, name: str) -> tuple[str, str]:
+    if name != "auto":
+        return name, "given"
+    replayed = reference.run / folder.REPLAY
+    if replayed.is_file():
+        return json.loads(replayed.read_text(encoding="utf-8"))["recommended"], "replay"
+    return DEFAULT, "default"
+
+
+def suggest(run: str | os.PathLike, pool: str | os.PathLike,
+            config: SuggestConfig | None = None) -> SuggestResult:
+    """Rank the images under ``pool`` for labelling, against run ``run``'s labelled images.
+
+    Raises:
+        RunError: ``run`` is not a run, or its features are gone.
+        ConfigError: ``pool`` has no image, or only images the run already has labels for.
+    """
+    config = config or SuggestConfig()
+    reference = open_run(run)
+    name, chosen_by = _strategy(reference, config.strategy)
+    strategy = STRATEGIES[name]
+    got = reference.images(pool, "pool", batch_size=config.batch_size, engine=config.engine,
+                           weights=config.weights)
+    labelled, seen, fresh = reference.labelled(), set(), []
+    for i, fp in enumerate(got.fingerprints):
+        if fp not in labelled and fp not in seen:  # a copy within the pool is offered once
+            seen.add(fp)
+            fresh.append(i)
+    already = sum(fp in labelled for fp in got.fingerprints)
+    if not fresh:
+        raise ConfigError(
+            f"Every readable image under {pool} ({counted(len(got.paths), 'image')}) is already "
+            f"labelled in run {run}: the run has its content. Fix: pass a folder of new photos.")
+    train = reference.cache.load("train")
+    candidates = got.features[fresh].reshape(len(fresh), -1)
+    features = np.vstack([train.features.reshape(len(train.labels), -1), candidates])
+    labels = np.concatenate([train.labels.astype(np.int64), np.full(len(fresh), MISSING)])
+    classes = np.arange(len(reference.classes))
+    with quiet_heads():
+        fitted = head(config.classifier, classes, 0).fit(features, labels) if strategy.uses_head else None
+        rows, utilities = query(strategy, features, labels, min(config.n, len(fresh)), 0, fitted)
+    chosen = rows - len(train.labels)
+    model_name, model = reference.model()
+    proba = full_proba(model.predict_proba(got.features[[fresh[c] for c in chosen]]), model.classes_,
+                       len(classes))
+    suggestions = [{"path": got.paths[fresh[c]], "score": round(float(u), 4),
+                    "predicted": reference.classes[int(p.argmax())],
+                    "probability": round(float(p.max()), 4), "reason": strategy.reason}
+                   for c, u, p in zip(chosen, utilities, proba)]
+    log.info("suggest: %s by %s (%s); predictions by %s", counted(len(suggestions), "image"), name,
+             chosen_by, model_name)
+    return SuggestResult(name, chosen_by, suggestions, already, len(got.paths), got.unreadable)
+
+
+def write_page(result: SuggestResult, path: str | os.PathLike, run: str) -> Path:
+    """The suggestions as a page of thumbnails, in a new file (or one this command wrote before).
+
+    Raises:
+        ConfigError: ``path`` is a file this tool did not write.
+    """
+    path = Path(path)
+    why = {"replay": "the run's replay recommended it", "default": "the run has no replay",
+           "given": "as asked"}[result.chosen_by]
+    page = pages.suggestions_page(
+        f"Label these next: {counted(len(result.suggestions), 'image')}",
+        f"Ranked by {result.strategy} ({why}) against run {run}, from {result.pool} images; "
+        f"{result.already_labelled} already labelled there are left out.", result.suggestions)
+    if path.exists() or path.is_symlink():
+        if not _written_here(path):
+            raise ConfigError(f"`--out` {path} is not a page this tool wrote, and the pipeline never "
+                              "replaces what it did not write. Fix: pass a new file name.")
+        atomic_write(path, page.encode())  # the page an earlier suggest wrote
+    else:
+        write_new(path, page.encode())
+    return path
+
+
+def _written_here(path: Path) -> bool:
+    """A regular file (not a link) that starts like a page of ``suggest``: read 2 KB, no more."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return pages.GENERATOR.encode() in f.read(2048)

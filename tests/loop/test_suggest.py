@@ -1,0 +1,94 @@
+"""suggest: a folder of unlabelled images ranked for labelling, never one the run has labelled."""
+
+import json
+import shutil
+
+import pytest
+
+from pipeline import SuggestConfig, suggest
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+from pipeline.features import FeatureCache
+from pipeline.loop.suggest import write_page
+
+from conftest import COLOURS, write_image
+
+
+def _labelled_paths(run):
+    manifest = json.loads((run / "manifest.json").read_text())
+    cache = FeatureCache(manifest["cache"]["path"])
+    return [cache.path.parent.parent / "data" / p for p in cache.index("train").paths]
+
+
+@pytest.fixture
+def pool(run, tmp_path):
+    """Three copies of labelled training images under new names, and six new images (one twice)."""
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for i, path in enumerate(_labelled_paths(run)[:3]):
+        shutil.copy(path, folder / f"copy{i}.jpg")
+    for i in range(5):
+        write_image(folder / f"new{i}.jpg", COLOURS["cats" if i % 2 else "dogs"], seed=500 + i)
+    shutil.copy(folder / "new0.jpg", folder / "new0-again.jpg")
+    return folder
+
+
+def test_images_the_run_has_labelled_are_never_suggested_and_are_counted(run, pool):
+    result = suggest(run, pool, SuggestConfig(n=20))
+    suggested = [s["path"] for s in result.suggestions]
+    assert result.already_labelled == 3 and result.pool == 9
+    assert not any("copy" in p for p in suggested)
+    assert len(suggested) == 5  # new0 and its copy are one image: offered once
+    assert sum("new0" in p for p in suggested) == 1
+    assert result.strategy == "margin" and result.chosen_by == "default"
+    for s in result.suggestions:
+        assert s["predicted"] in ("cats", "dogs") and 0.5 <= s["probability"] <= 1
+        assert s["reason"] == "uncertain"
+    assert [s["score"] for s in result.suggestions] == sorted((s["score"] for s in result.suggestions),
+                                                              reverse=True)
+
+
+def test_auto_takes_the_strategy_the_run_s_replay_recommended(run, pool):
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "replay.json").write_text(json.dumps({"recommended": "coreset"}))
+    manifest["files"].append("replay.json")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = suggest(run, pool, SuggestConfig(n=2))
+    assert (result.strategy, result.chosen_by) == ("coreset", "replay")
+    assert len(result.suggestions) == 2 and result.suggestions[0]["reason"] == "novel"
+    given = suggest(run, pool, SuggestConfig(n=2, strategy="typiclust"))
+    assert (given.strategy, given.chosen_by) == ("typiclust", "given")
+
+
+def test_a_pool_of_labelled_images_only_is_refused_with_the_fix(run, tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    for i, path in enumerate(_labelled_paths(run)[:2]):
+        shutil.copy(path, folder / f"again{i}.jpg")
+    with pytest.raises(ConfigError, match=r"Every readable image under .*old \(2 images\) is already "
+                                          r"labelled in run .*Fix: pass a folder of new photos."):
+        suggest(run, folder)
+
+
+def test_the_json_has_the_documented_shape(run, pool, capsys):
+    assert main(["suggest", "--run", str(run), "--pool", str(pool), "--n", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["strategy"] == "margin" and out["already_labelled"] == 3
+    assert [set(s) >= {"path", "score", "predicted", "probability", "reason"}
+            for s in out["suggestions"]] == [True] * 3
+
+
+def test_the_page_is_new_or_its_own_never_a_user_s_file(run, pool, tmp_path):
+    result = suggest(run, pool, SuggestConfig(n=3))
+    mine = tmp_path / "mine.html"
+    mine.write_text("<html>my notes</html>")
+    with pytest.raises(ConfigError, match="is not a page this tool wrote"):
+        write_page(result, mine, str(run))
+    assert mine.read_text() == "<html>my notes</html>"
+    page = write_page(result, tmp_path / "label.html", str(run))
+    text = page.read_text()
+    assert text.count("<figure>") == 3 and "data:image/jpeg;base64," in text
+    assert write_page(result, page, str(run)) == page  # its own page is replaced
+    (tmp_path / "link.html").symlink_to(page)
+    with pytest.raises(ConfigError, match="is not a page this tool wrote"):
+        write_page(result, tmp_path / "link.html", str(run))
