@@ -19,6 +19,14 @@ the run classifies new images::
     from pipeline import FinetuneConfig, PredictConfig, finetune, predict
     finetune(run.run_dir, FinetuneConfig(unfreeze_top=20, epochs=10))
     predict(run.run_dir, ["new_photos/"], PredictConfig(model="finetuned")).to_csv()
+
+The labelling loop replays strategies on the labelled features, then ranks new
+photos to label and tests whether a new batch is like the training images::
+
+    from pipeline import drift, replay, suggest
+    print(replay(result.path).markdown())          # which strategy saves labels here
+    suggest(run.run_dir, "unlabelled/").suggestions
+    drift(run.run_dir, "this_week/").p_value
 """
 
 import importlib

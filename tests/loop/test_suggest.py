@@ -92,3 +92,14 @@ def test_the_page_is_new_or_its_own_never_a_user_s_file(run, pool, tmp_path):
     (tmp_path / "link.html").symlink_to(page)
     with pytest.raises(ConfigError, match="is not a page this tool wrote"):
         write_page(result, tmp_path / "link.html", str(run))
+
+
+def test_unreadable_images_in_the_pool_are_listed_and_the_rest_ranked(run, pool):
+    (pool / "zero.jpg").symlink_to("/dev/zero")
+    (pool / "cut.jpg").write_bytes((pool / "new1.jpg").read_bytes()[:200])
+    (pool / "notes.png").write_text("not an image")
+    result = suggest(run, pool, SuggestConfig(n=20))
+    reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in result.unreadable}
+    assert set(reasons) == {"zero.jpg", "cut.jpg", "notes.png"}
+    assert "not a regular file" in reasons["zero.jpg"]
+    assert len(result.suggestions) == 5
