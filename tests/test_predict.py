@@ -70,6 +70,9 @@ def test_predict_command_and_its_errors(stage2_run, tmp_path, capsys):
     out = tmp_path / "p.json"
     assert main(["predict", "--run", str(stage2_run), "--model", "logreg", image, "--out", str(out)]) == 0
     assert json.loads(out.read_text())["predictions"][0]["path"] == image
+    assert main(["predict", "--run", str(stage2_run), "--model", "logreg", image, "--out", str(out)]) == 2
+    assert (f"error: `--out` {out} already exists, and the pipeline never replaces a file it cannot "
+            "tell it wrote. Fix: pass a new file name") in capsys.readouterr().err
     assert main(["predict", "--run", str(stage2_run), "--model", "svm", image]) == 2
     assert "error: `--model` must be best or one of logreg, dense. Got 'svm'." in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"nowhere\.jpg is neither an image file nor a folder"):

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import backbones
+from .._files import write_new
 from ..backbones import hub
 from ..config import CompareConfig, ExportConfig, ExtractConfig, FinetuneConfig, PredictConfig, RunConfig
 from ..errors import ConfigError
@@ -362,11 +363,17 @@ def run_predict(args) -> int:
     from ..predict import predict
 
     config = settings_from(args, PredictConfig)
+    if args.out:
+        _refuse_taken(Path(args.out))  # before any work
     result = predict(args.run, args.paths, config)
     text = json.dumps(result.to_dict(), indent=2) if args.json else result.to_csv()
     if args.out:
         as_json = args.out.lower().endswith(".json")
-        Path(args.out).write_text(json.dumps(result.to_dict(), indent=2) if as_json else result.to_csv())
+        try:
+            write_new(Path(args.out), (json.dumps(result.to_dict(), indent=2) if as_json
+                                       else result.to_csv()).encode())
+        except FileExistsError:
+            _refuse_taken(Path(args.out))
         print(f"{len(result.rows)} predictions ({len(result.unreadable)} unreadable) -> {args.out}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
@@ -374,6 +381,13 @@ def run_predict(args) -> int:
         for kind, path in keras_files(args.run, result.model, args.export, config.weights).items():
             print(f"exported {kind}: {path}", file=sys.stderr)
     return 0
+
+
+def _refuse_taken(out: Path) -> None:
+    """An output file is written new: a file of that name may be the user's, and is never replaced."""
+    if out.exists() or out.is_symlink():
+        raise ConfigError(f"`--out` {out} already exists, and the pipeline never replaces a file it "
+                          "cannot tell it wrote. Fix: pass a new file name, or move that file away.")
 
 
 def add_run(sub) -> None:

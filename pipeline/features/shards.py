@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from ..errors import CacheError, ConfigError
 from . import checked
@@ -129,6 +128,10 @@ def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) 
     first = ordered[0]
     out = Path(out) if out else first.path.with_name(
         re.sub(r"\.shard-\d+-of-\d+\.h5$", ".h5", first.path.name))
+    if (out.exists() or out.is_symlink()) and not _a_cache_file(out):
+        raise CacheError(f"`--out` {out} is not a feature cache this tool wrote, and the pipeline "
+                         "never replaces a file it did not write. Fix: pass a new file name with "
+                         "`--out`.")
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w", libver=checked.LIBVER) as h5:
@@ -147,6 +150,17 @@ def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) 
         if tmp.exists():
             tmp.unlink()
     return out
+
+
+def _a_cache_file(path: Path) -> bool:
+    """A regular file (not a link) holding a feature cache's attributes: a merge may replace it."""
+    if path.is_symlink() or not path.is_file() or not h5py.is_hdf5(path):
+        return False
+    try:
+        with h5py.File(path, "r") as h5:
+            return "format_version" in h5.attrs and "key" in h5.attrs
+    except OSError:
+        return False
 
 
 def _merged_extraction(shards) -> dict:

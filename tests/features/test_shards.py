@@ -133,3 +133,18 @@ def test_bad_shard_specs(text):
 def test_shards_partition_the_chunks(n_chunks, count):
     owned = [list(owned_chunks(n_chunks, parse_shard(f"{i}/{count}"))) for i in range(1, count + 1)]
     assert sum(owned, []) == list(range(n_chunks))  # disjoint, in order, all of them
+
+
+def test_merge_never_replaces_a_file_it_did_not_write(sharded, tmp_path):
+    root, data, whole, parts = sharded
+    paths = [p.path for p in parts]
+    mine = tmp_path / "notes.h5"
+    mine.write_text("my notes")
+    with pytest.raises(CacheError, match=r"`--out` .*notes.h5 is not a feature cache this tool wrote"):
+        merge(paths, mine)
+    assert mine.read_text() == "my notes"
+    (tmp_path / "zero.h5").symlink_to("/dev/zero")
+    with pytest.raises(CacheError, match="is not a feature cache this tool wrote"):
+        merge(paths, tmp_path / "zero.h5")
+    merged = merge(paths, tmp_path / "merged.h5")
+    assert merge(paths, merged) == merged  # its own output: merged again in place
