@@ -81,3 +81,27 @@ def test_paths_in_the_report_wrap_after_slashes_and_dots_only(stage2_run):
     for code in codes:  # a break opportunity follows every / and . and nothing else
         assert re.sub(r"[/.]<wbr>", "", code).count("<wbr>") == 0
         assert code.replace("<wbr>", "").count("/") == code.count("/<wbr>")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a real browser: apt-get install chromium "
+                                              "(.ci/run installs it)")
+def test_the_labelling_loop_s_page_and_drift_section_render_in_a_real_browser(run, tmp_path):
+    from conftest import COLOURS, write_image
+    from pipeline import DriftConfig, SuggestConfig, drift, suggest
+    from pipeline.loop.drift import record
+    from pipeline.loop.suggest import write_page
+
+    pool = tmp_path / "a pool with a very long folder name to wrap" / "new"
+    for i in range(6):
+        write_image(pool / f"photo.{i}.of.the.week.jpg", COLOURS["cats" if i % 2 else "dogs"], seed=i)
+    page = write_page(suggest(run, pool, SuggestConfig(n=4)), tmp_path / "label.html", str(run))
+    problems, seen = _open(page, tmp_path / "label.png")
+    assert problems == [] and seen["thumbnails"] == seen["decoded"] == seen["images"] == 4
+    assert seen["overflowing"] == 0 and seen["too_wide"] == 0
+    before = _open(run / "report.html", tmp_path / "before.png")[1]["thumbnails"]
+    record(drift(run, pool, DriftConfig(permutations=100)), run, str(pool), 100)
+    problems, seen = _open(run / "report.html", tmp_path / "after.png")
+    assert problems == [] and seen["thumbnails"] == before + 6  # the six most novel
+    assert seen["decoded"] == seen["images"]
+    assert seen["overflowing"] == 0 and seen["too_wide"] == 0
