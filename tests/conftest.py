@@ -155,3 +155,11 @@ def real_run(real_cache, tmp_path_factory):
     from pipeline import CompareConfig, compare
 
     return compare(real_cache.path, CompareConfig(out=str(tmp_path_factory.mktemp("real-run") / "run")))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every real-data test on one pytest-xdist worker (``--dist loadgroup``): the real features
+    and the real run are session fixtures, built once per worker that needs them."""
+    for item in items:
+        if item.get_closest_marker("realdata"):
+            item.add_marker(pytest.mark.xdist_group("realdata"))
