@@ -113,8 +113,8 @@ def test_an_earlier_run_is_kept_unless_overwrite_is_asked(tmp_path, feature_cach
     config = _config(tmp_path, classifiers=("knn",))
     run = compare(feature_cache, config).run_dir
     before = (run / "manifest.json").read_text()
-    with pytest.raises(ConfigError, match=r"already holds a run\. Fix: pass another `--out`, "
-                                          r"or `--overwrite` to replace it"):
+    with pytest.raises(ConfigError, match=r"already holds a run\. Fix: pass another `out`, "
+                                          r"or `overwrite` to replace it"):
         compare(feature_cache, config)
     assert (run / "manifest.json").read_text() == before
     again = compare(feature_cache, _config(tmp_path, classifiers=("logreg",), overwrite=True))
@@ -160,9 +160,9 @@ def test_a_split_with_a_single_class_is_refused(tmp_path, split):
 
 
 def test_settings_are_checked_before_any_work(tmp_path):
-    with pytest.raises(ConfigError, match=r"`--param` sets dense, which `--classifiers` does not include"):
+    with pytest.raises(ConfigError, match=r"`params` sets dense, which `classifiers` does not include"):
         CompareConfig(classifiers=("logreg",), params={"dense": {"units": [8]}})
-    with pytest.raises(ConfigError, match=r"`--scoring` must be one of accuracy, .*Got 'auc'"):
+    with pytest.raises(ConfigError, match=r"`scoring` must be one of accuracy, .*Got 'auc'"):
         CompareConfig(scoring="auc")
     with pytest.raises(ConfigError, match=r"Classifier 'knn' has no parameter 'C'"):
         compare(tmp_path / "missing.h5", _config(tmp_path, classifiers=("knn",), params={"knn": {"C": [1]}}))
@@ -213,7 +213,7 @@ def test_cross_validation_selects_on_folds_and_reports_mean_and_sd(tmp_path, fea
     search = (result.run_dir / "search.csv").read_text()
     assert "cv_accuracy_mean" in search and "cv_accuracy_sd" in search
     assert "Selected by 3-fold cross-validation" in result.markdown
-    with pytest.raises(ConfigError, match=r"`--cv` must be 0 \(select on validation\) or at least 2"):
+    with pytest.raises(ConfigError, match=r"`cv` must be 0 \(select on validation\) or at least 2"):
         CompareConfig(cv=1)
     with pytest.raises(ConfigError, match=r"`--cv 61` needs at least 61 images of every class in "
                                           r"train and validation; the smallest class has 60"):
@@ -230,5 +230,5 @@ def test_calibration_is_fitted_on_validation_and_its_effect_reported(tmp_path, f
         assert row["test"]["ece"] == effect["ece_after"], "the test columns are the calibrated model's"
     model = load_model(result.run_dir, "linear_svm")
     assert type(model).__name__ == "CalibratedClassifierCV"
-    with pytest.raises(ConfigError, match=r"`--calibrate` fits its map on the validation split"):
+    with pytest.raises(ConfigError, match=r"`calibrate` fits its map on the validation split"):
         CompareConfig(calibrate="sigmoid", refit="train+validation")

@@ -66,11 +66,11 @@ def test_a_non_linear_classifier_is_refused_with_its_reason(name):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(format="onnx"), "`--format` must be one of keras, savedmodel, tflite, openvino. Got 'onnx'."),
+    (dict(format="onnx"), "`format` must be one of keras, savedmodel, tflite, openvino. Got 'onnx'."),
     (dict(format="openvino", quantize="int8"), "`--quantize int8` applies to `--format tflite`. Got "
                                             "`--format openvino`."),
-    (dict(quantize="int4"), "`--quantize` must be one of none, int8. Got 'int4'."),
-    (dict(images=0), "`--images` must be a positive integer. Got 0."),
+    (dict(quantize="int4"), "`quantize` must be one of none, int8. Got 'int4'."),
+    (dict(images=0), "`images` must be a positive integer. Got 0."),
 ])
 def test_export_settings_that_do_not_fit_say_so(stage2_run, tmp_path, kwargs, message):
     with pytest.raises(ConfigError) as err:

@@ -148,7 +148,7 @@ def test_export_never_overwrites_a_users_files(tmp_path, stage2_run):
     before = users_folder(out)
     with pytest.raises(ConfigError, match=r"already holds files this tool did not write .* an export "
                                           r"never overwrites or deletes them\. Fix: pass a new or "
-                                          r"empty folder with `--out`\."):
+                                          r"empty folder with `out`\."):
         export(stage2_run, ExportConfig(model="logreg", out=str(out)))
     with pytest.raises(ConfigError, match="an export never overwrites or deletes them"):
         keras_files(stage2_run, "logreg", out)

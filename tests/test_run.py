@@ -110,7 +110,7 @@ def test_run_reuses_its_folder_and_refuses_other_settings(tmp_path, tiny_data, m
     assert run_pipeline(load_run_config(overrides=tiny)).stages == {"extract": "reused", "compare": "reused"}
     other = tiny + ["compare.params.logreg.C=0.5"]
     with pytest.raises(ConfigError, match=r"Run folder runs/data holds a run made with other settings "
-                                          r"\(differs in compare.params\). Fix: `--overwrite`"):
+                                          r"\(differs in compare.params\). Fix: `overwrite`"):
         run_pipeline(load_run_config(overrides=other))
     replaced = run_pipeline(load_run_config(overrides=other + ["overwrite=true"]))
     assert replaced.stages == {"extract": "reused", "compare": "ran"}
@@ -199,7 +199,7 @@ def test_the_settings_name_every_value_the_registries_own():
     from pipeline.heads.vocabulary import OPTIMIZERS, SPATIAL
 
     assert CompareConfig().classifiers == tuple(CLASSIFIERS)
-    with pytest.raises(ConfigError, match=r"`--spatial` must be one of flatten, avg, max. Got 'mean'."):
+    with pytest.raises(ConfigError, match=r"`spatial` must be one of flatten, avg, max. Got 'mean'."):
         CompareConfig(spatial="mean")
     with pytest.raises(ConfigError, match=r"Got 'adamw'. Did you mean 'adam'\?"):
         FinetuneConfig(optimizer="adamw")

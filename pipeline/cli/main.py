@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..console import native_logs_filtered
-from ..errors import PipelineError
+from ..errors import PipelineError, on_the_command_line
 from . import commands
 
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:  # TensorFlow's own Python-side info lines
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    with native_logs_filtered():  # off under -v: debug logging keeps every line
+    with native_logs_filtered(), on_the_command_line():  # the filter is off under -v
         try:
             return commands.COMMANDS[args.command][1](args)
         except PipelineError as exc:

@@ -39,17 +39,17 @@ def test_defaults_are_mobilenet_quarter_at_224():
 def test_unknown_backbone_lists_the_valid_ones():
     with pytest.raises(UnknownNameError) as err:
         backbones.resolve("vgg61")
-    assert str(err.value).startswith("`--backbone` must be one of mobilenet, mobilenet_v2,")
+    assert str(err.value).startswith("`backbone` must be one of mobilenet, mobilenet_v2,")
     assert "; or hub:<KerasHub preset>, or a .keras file or SavedModel folder of your own. Got 'vgg61'." \
         in str(err.value)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(pooling="mean"), UnknownNameError,
-     "`--pooling` must be one of avg, max, none, cls, pooled. Got 'mean'."),
+     "`pooling` must be one of avg, max, none, cls, pooled. Got 'mean'."),
     (dict(pooling="cls"), ConfigError, "`--pooling cls` does not apply to mobilenet, which takes avg, "
                                        "max, none (default avg)."),
-    (dict(layer="conv1"), ConfigError, "`--layer` applies only to your own model"),
+    (dict(layer="conv1"), ConfigError, "`layer` applies only to your own model"),
     (dict(name="no/such/model.keras"), ConfigError, "is neither a registry name nor an existing model"),
     (dict(name="vgg16", alpha=0.5), ConfigError, "vgg16 has no width multiplier"),
     (dict(alpha=0.3), ConfigError, "must be one of 0.25, 0.5, 0.75, 1. Got 0.3."),

@@ -60,9 +60,9 @@ def test_hub_settings_that_do_not_apply_are_refused(presets):
     folder = presets["dinov2"][0]
     with pytest.raises(ConfigError, match=r"`--pooling max` does not apply to hub:.*which takes cls, avg"):
         backbones.resolve(f"hub:{folder}", pooling="max")
-    with pytest.raises(ConfigError, match="`--alpha` does not apply to hub:"):
+    with pytest.raises(ConfigError, match="`alpha` does not apply to hub:"):
         backbones.resolve(f"hub:{folder}", alpha=0.5)
-    with pytest.raises(WeightsError, match="carries its own weights; `--weights` takes only"):
+    with pytest.raises(WeightsError, match="carries its own weights; `weights` takes only"):
         backbones.resolve(f"hub:{folder}", weights=str(folder / "model.weights.h5"))
     with pytest.raises(UnknownNameError, match=r"Nearest: hub:dinov2_small"):
         backbones.resolve("hub:dinov2_smal")

@@ -83,12 +83,12 @@ def test_a_saved_model_gives_its_signature_output(tmp_path, model_file):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(layer="embd"), ConfigError, "`--layer` 'embd' is not a layer of mine.keras. Nearest names: embed"),
-    (dict(image_size=64), ConfigError, "mine.keras takes 32 px images. Got `--image-size` 64."),
+    (dict(layer="embd"), ConfigError, "`layer` 'embd' is not a layer of mine.keras. Nearest names: embed"),
+    (dict(image_size=64), ConfigError, "mine.keras takes 32 px images. Got `image_size` 64."),
     (dict(pooling="cls"), ConfigError, "`--pooling cls` does not apply to layer embed of mine.keras, "
                                        "which takes none"),
-    (dict(weights="none"), WeightsError, "carries its weights; `--weights` does not apply"),
-    (dict(preprocess="mobilenet_v9"), UnknownNameError, "`--preprocess` names the registry backbone whose "
+    (dict(weights="none"), WeightsError, "carries its weights; `weights` does not apply"),
+    (dict(preprocess="mobilenet_v9"), UnknownNameError, "`preprocess` names the registry backbone whose "
                                                         "preprocess_input to apply: one of mobilenet,"),
 ])
 def test_own_model_settings_that_do_not_fit_say_so(model_file, kwargs, error, message):

@@ -60,5 +60,5 @@ def test_run_flags_become_overrides_of_the_configuration():
 
 def test_a_bad_value_is_the_settings_own_message():
     args = build_parser().parse_args(["extract", "--data", "d", "--chunk-size", "8", "--batch-size", "16"])
-    with pytest.raises(ConfigError, match=r"`--chunk-size` must be at least `--batch-size` \(16\)"):
+    with pytest.raises(ConfigError, match=r"`chunk_size` must be at least `batch_size` \(16\)"):
         settings_from(args, ExtractConfig)

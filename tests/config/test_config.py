@@ -63,13 +63,13 @@ def test_overrides_are_read_as_toml_and_win_over_the_file(tmp_path):
     (["extract.image_sise=96"], "Unknown setting `extract.image_sise` in the settings. Did you mean 'image_size'?"),
     (["extract.image_size=big"], "`extract.image_size` must be int in the settings. Got 'big'."),
     (["stages=[\"compare\"]"], "`stages` must start with extract"),
-    (["stages=[\"extract\", \"train\"]"], "`--stages` must be one of extract, compare, finetune. Got 'train'."),
+    (["stages=[\"extract\", \"train\"]"], "`stages` must be one of extract, compare, finetune. Got 'train'."),
     (["compare.out=elsewhere"], "Unknown setting `compare.out`"),
     (["finetune.train_bn=1"], "`finetune.train_bn` must be bool in the settings. Got 1."),
     (["compare.params.logreg=1"], "`compare.params.logreg` must be a table of parameters"),
     (["extract=1"], "`extract` must be a table ([extract])"),
-    (["image_size"], "`--set` must look like SECTION.KEY=VALUE"),
-    (["finetune.momentum=1.5"], "`--momentum` must be in [0, 1). Got 1.5."),
+    (["image_size"], "`overrides` must look like SECTION.KEY=VALUE"),
+    (["finetune.momentum=1.5"], "`momentum` must be in [0, 1). Got 1.5."),
 ])
 def test_bad_settings_say_what_and_how_to_fix(overrides, message):
     with pytest.raises(ConfigError) as info:
@@ -78,9 +78,37 @@ def test_bad_settings_say_what_and_how_to_fix(overrides, message):
 
 
 def test_unreadable_and_invalid_files(tmp_path):
-    with pytest.raises(ConfigError, match="`--config` must be a readable TOML file"):
+    with pytest.raises(ConfigError, match="`path` must be a readable TOML file"):
         load_run_config(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[extract\nbackbone = 1\n")
     with pytest.raises(ConfigError, match=r"bad.toml is not valid TOML: .* Fix the file."):
         load_run_config(bad)
+
+
+def test_a_message_names_the_argument_in_python_and_the_flag_on_the_command_line(capsys):
+    from pipeline.cli import main
+    from pipeline.config import PredictConfig
+
+    with pytest.raises(ConfigError) as caught:
+        PredictConfig(batch_size=0)
+    assert str(caught.value) == "`batch_size` must be a positive integer. Got 0."
+    assert main(["predict", "--run", "nowhere", "x.jpg", "--batch-size", "0"]) == 2
+    assert "error: `--batch-size` must be a positive integer. Got 0." in capsys.readouterr().err
+
+
+def test_every_flag_that_is_not_its_argument_s_name_is_translated():
+    import dataclasses
+
+    from pipeline import config
+    from pipeline.errors import ARGUMENT_OF_FLAG
+
+    renamed = {}
+    for name in dir(config):
+        cls = getattr(config, name)
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+            renamed.update({f.metadata["flag"]: f.name for f in dataclasses.fields(cls)
+                            if "flag" in f.metadata and f.metadata["flag"].replace("-", "_") != f.name})
+    run_flags = {"config": "path", "set": "overrides"}  # `run`'s: load_run_config(path, overrides)
+    assert renamed == {k: v for k, v in ARGUMENT_OF_FLAG.items() if k not in run_flags}
+    assert {k: ARGUMENT_OF_FLAG[k] for k in run_flags} == run_flags

@@ -42,7 +42,7 @@ def test_engine_messages(monkeypatch):
     with pytest.raises(ConfigError, match=r"`--precision bf16` runs on the OpenVINO engine. Fix: pass "
                                           r"`--engine openvino`"):
         engines.choose("keras", "bf16")
-    with pytest.raises(ConfigError, match=r"`--engine` must be one of auto, keras, openvino"):
+    with pytest.raises(ConfigError, match=r"`engine` must be one of auto, keras, openvino"):
         ExtractConfig(engine="tensorrt")
     monkeypatch.setattr(engines, "_openvino", lambda: None)
     assert engines.choose("auto") == "keras"

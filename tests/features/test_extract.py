@@ -165,7 +165,7 @@ def test_unwritable_cache_folder(tmp_path, tiny_data):
     blocker.write_text("a file where a folder should be")
     with pytest.raises(CacheError) as err:
         extract_features(tiny_data, config(tmp_path, cache_dir=str(blocker / "cache")))
-    assert f"`--cache-dir` {blocker / 'cache'} cannot be written" in str(err.value)
+    assert f"`cache_dir` {blocker / 'cache'} cannot be written" in str(err.value)
     assert "Fix: pass a folder you can write" in str(err.value)
 
 

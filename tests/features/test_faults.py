@@ -87,8 +87,8 @@ def test_a_read_only_cache_folder_serves_hits_and_refuses_misses_clearly(tmp_pat
     assert again.hit and again.path == first.path
     with pytest.raises(CacheError) as err:
         extract_features(data, config(cache, image_size=48))
-    assert str(err.value) == (f"`--cache-dir` {cache} cannot be written (Read-only file system). "
-                              "Fix: pass a folder you can write with `--cache-dir`.")
+    assert str(err.value) == (f"`cache_dir` {cache} cannot be written (Read-only file system). "
+                              "Fix: pass a folder you can write with `cache_dir`.")
 
 
 def test_two_extractions_of_one_cache_at_once_one_waits_for_the_other(tmp_path):

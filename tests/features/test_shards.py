@@ -124,7 +124,7 @@ def test_merge_and_shard_on_the_command_line(sharded, tmp_path, capsys):
 
 @pytest.mark.parametrize("text", ["0/4", "5/4", "2", "a/b", "1/0"])
 def test_bad_shard_specs(text):
-    with pytest.raises(ConfigError, match="`--shard` takes I/N"):
+    with pytest.raises(ConfigError, match="`shard` takes I/N"):
         parse_shard(text)
 
 
@@ -140,7 +140,7 @@ def test_merge_never_replaces_a_file_it_did_not_write(sharded, tmp_path):
     paths = [p.path for p in parts]
     mine = tmp_path / "notes.h5"
     mine.write_text("my notes")
-    with pytest.raises(CacheError, match=r"`--out` .*notes.h5 is not a feature cache this tool wrote"):
+    with pytest.raises(CacheError, match=r"`out` .*notes.h5 is not a feature cache this tool wrote"):
         merge(paths, mine)
     assert mine.read_text() == "my notes"
     (tmp_path / "zero.h5").symlink_to("/dev/zero")

@@ -112,7 +112,7 @@ def test_augmentation_text_is_checked():
     with pytest.raises(ConfigError, match=r"`--augment flip=` must be one of horizontal, vertical, "
                                           r"horizontal_and_vertical\. Got 'sideways'"):
         augmentation("flip=sideways")
-    with pytest.raises(ConfigError, match=r"`--augment` takes flip, rotate, zoom, translate, shear, contrast .* "
+    with pytest.raises(ConfigError, match=r"`augment` takes flip, rotate, zoom, translate, shear, contrast .* "
                                           r"Got 'skew'"):
         augmentation("flip,skew=0.2")
     with pytest.raises(ConfigError, match=r"`--augment zoom=` must be a number\. Got 'big'"):
@@ -122,10 +122,10 @@ def test_augmentation_text_is_checked():
 def test_layer_names_and_indices_are_checked(stage2_run):
     source = open_source(stage2_run)
     _, _, base, _ = rebuild(source, FinetuneConfig())
-    with pytest.raises(ConfigError, match=r"`--unfreeze-from` 'block5_covn1' is not a layer of vgg16\. "
+    with pytest.raises(ConfigError, match=r"`unfreeze_from` 'block5_covn1' is not a layer of vgg16\. "
                                           r"Nearest names: block5_conv1"):
         unfreeze(base, FinetuneConfig(unfreeze_from="block5_covn1"))
-    with pytest.raises(ConfigError, match=rf"`--unfreeze-from` 999 is beyond the base: vgg16 has {len(base.layers)} layers"):
+    with pytest.raises(ConfigError, match=rf"`unfreeze_from` 999 is beyond the base: vgg16 has {len(base.layers)} layers"):
         unfreeze(base, FinetuneConfig(unfreeze_from=999))
     first = unfreeze(base, FinetuneConfig(unfreeze_from="block5_conv1"))
     names = [layer.name for layer in base.layers]

@@ -74,5 +74,5 @@ def test_out_of_core_messages(overlapping, tmp_path):
         compare(overlapping, CompareConfig(classifiers=("logreg",), refit="train+validation",
                                            memory_budget_mb=TINY_BUDGET, out=str(tmp_path / "b")))
     assert "out of core, models are fitted on train only. Fix: use `--refit train`" in str(err.value)
-    with pytest.raises(ConfigError, match="`--memory-budget` must be 0"):
+    with pytest.raises(ConfigError, match="`memory_budget_mb` must be 0"):
         CompareConfig(memory_budget_mb=-1)

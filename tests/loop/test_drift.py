@@ -93,10 +93,10 @@ def test_a_batch_without_images_is_refused_with_the_fix(run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images")
-    with pytest.raises(ConfigError, match=r"`--batch` .*empty has no images \(\.jpg, .*Fix: pass "
+    with pytest.raises(ConfigError, match=r"`batch` .*empty has no images \(\.jpg, .*Fix: pass "
                                           "the folder that holds the new photos."):
         drift(run, empty, FAST)
-    with pytest.raises(ConfigError, match="`--batch` must be a folder of images. .*Fix: "):
+    with pytest.raises(ConfigError, match="`batch` must be a folder of images. .*Fix: "):
         drift(run, empty / "notes.txt", FAST)
 
 

@@ -85,7 +85,7 @@ def test_labels_saved_are_read_off_the_curves_at_equal_accuracy():
 
 @pytest.mark.parametrize("splits, config, message", [
     ({"train": blobs(5, seed=1), "validation": blobs(5, seed=2)}, SMALL,
-     "`--budgets` goes up to 16 labels, but the training split has 10 images. Fix: pass budgets up to 10."),
+     "`budgets` goes up to 16 labels, but the training split has 10 images. Fix: pass budgets up to 10."),
     ({"train": (blobs(20)[0], np.zeros(40, np.int32)), "validation": blobs(5, seed=2)}, SMALL,
      "replay needs at least two classes in the training split; "),
     ({"train": blobs(20, seed=1)}, SMALL, "replay scores each head on the validation split, and "),
@@ -98,10 +98,10 @@ def test_data_replay_cannot_use_is_refused_with_the_fix(tmp_path, splits, config
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"budgets": ("20", "10")}, "`--budgets` must be increasing positive integers, like "
+    ({"budgets": ("20", "10")}, "`budgets` must be increasing positive integers, like "
                                 "10,20,40,80,160. Got '20,10'."),
-    ({"budgets": ("ten",)}, "`--budgets` must be increasing positive integers"),
-    ({"seeds": 1}, "`--seeds` must be at least 2: an interval needs repeats. Got 1."),
+    ({"budgets": ("ten",)}, "`budgets` must be increasing positive integers"),
+    ({"seeds": 1}, "`seeds` must be at least 2: an interval needs repeats. Got 1."),
     ({"strategies": ("margn",)}, "Did you mean 'margin'?"),
 ])
 def test_bad_settings_are_refused(settings, message):
