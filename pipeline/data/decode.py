@@ -186,7 +186,10 @@ def _load(contents: tf.Tensor, orientation: tf.Tensor, route: tf.Tensor,
                 lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
                 lambda: _native(contents, decoding.size, decoding.mode),
                 lambda: tf.py_function(_pillow_pixels, [contents], tf.uint8)]
-    image = _upright(tf.switch_case(route, decoders), orientation)
+    image = tf.switch_case(route, decoders)
+    # Most photos are stored upright: moving their pixels anyway cost about a seventh of the
+    # decoding rate (see BENCHMARKS.md). Orientations 0 and 1 leave an image as it is.
+    image = tf.cond(orientation > 1, lambda: _upright(image, orientation), lambda: image)
     image.set_shape([None, None, 3])
     return tf.image.resize(image, (decoding.size, decoding.size), method="bilinear")
 
