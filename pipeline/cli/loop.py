@@ -44,17 +44,22 @@ def run_replay(args) -> int:
     return 0
 
 
+def _against_a_run(sub, name: str, what: str, folder: str, holds: str, config):
+    """A command that reads a run and a folder of new images."""
+    p = sub.add_parser(name, help=what)
+    p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
+    p.add_argument(f"--{folder}", required=True, help=holds)
+    add_settings(p, config)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
 
 
 def add_drift(sub) -> None:
-    p = sub.add_parser("drift", help="is a new batch of images drawn like a run's training images?")
-    p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
-    p.add_argument("--batch", required=True, help="a folder of new images")
-    add_settings(p, DriftConfig)
+    p = _against_a_run(sub, "drift", "is a new batch of images drawn like a run's training images?",
+                       "batch", "a folder of new images", DriftConfig)
     p.add_argument("--no-record", action="store_true",
                    help="leave the run as it is (by default drift.json and a section of the "
                         "report record this batch)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run_drift(args) -> int:
@@ -85,12 +90,9 @@ def run_drift(args) -> int:
 
 
 def add_suggest(sub) -> None:
-    p = sub.add_parser("suggest", help="which unlabelled images to label next, ranked against a run")
-    p.add_argument("--run", required=True, help="a run folder written by `compare` or `run`")
-    p.add_argument("--pool", required=True, help="a folder of unlabelled images")
-    add_settings(p, SuggestConfig)
+    p = _against_a_run(sub, "suggest", "which unlabelled images to label next, ranked against a run",
+                       "pool", "a folder of unlabelled images", SuggestConfig)
     p.add_argument("--out", metavar="FILE", help="also write a page of thumbnails to label from (.html)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run_suggest(args) -> int:
