@@ -24,7 +24,7 @@ from conftest import make_dataset, write_image
 from pipeline import CompareConfig, ExtractConfig, compare, extract_features
 from pipeline.cli import main
 from pipeline.config import ExportConfig, SplitConfig
-from pipeline.errors import CacheError, ConfigError, RunError
+from pipeline.errors import ConfigError, RunError
 from pipeline.features import hashing
 from pipeline.features.extract import carry_out, plan
 from pipeline.features.manage import collect_garbage, verify_cache
