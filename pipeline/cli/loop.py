@@ -63,9 +63,11 @@ def add_drift(sub) -> None:
 
 
 def run_drift(args) -> int:
-    from ..loop.drift import drift, record
+    from ..loop.drift import check_recordable, drift, record
 
     config = settings_from(args, DriftConfig)
+    if not args.no_record:
+        check_recordable(args.run)
     result = drift(args.run, args.batch, config)
     if not args.no_record:
         record(result, args.run, args.batch, config.permutations)

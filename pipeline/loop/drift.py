@@ -149,6 +149,23 @@ def drift(run: str | os.PathLike, batch: str | os.PathLike,
                        len(got.paths), len(rows), name, got.unreadable)
 
 
+def check_recordable(run: str | os.PathLike) -> None:
+    """Refuse, before any work, a run folder the result could not be added to.
+
+    Raises:
+        ConfigError: the folder holds files this tool did not write.
+    """
+    from ..runs import folder
+
+    folder.read_manifest(run)  # a folder that is no run is refused as such
+    others = folder.foreign(Path(run))
+    if others:
+        raise ConfigError(f"Run folder {run} also holds files this tool did not write "
+                          f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}), so drift "
+                          "does not record the batch in it. Fix: move them out of it, or pass "
+                          "`--no-record`.")
+
+
 def record(result: DriftResult, run: str | os.PathLike, batch: str, permutations: int):
     """Add the result to the run: ``drift.json``, and a drift section of its report (replacing
     an earlier batch's)."""

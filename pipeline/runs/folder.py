@@ -69,7 +69,7 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
 
 
-def _foreign(run: Path) -> list[str]:
+def foreign(run: Path) -> list[str]:
     """Files in a run folder that its manifest does not list (runs that list none: none)."""
     listed = json.loads((run / MANIFEST).read_text(encoding="utf-8")).get("files")
     if listed is None:
@@ -94,11 +94,11 @@ def check_writable(out: Path, overwrite: bool) -> None:
             f"`--out` {out} is a folder of other files, not a run this tool wrote (it has no "
             f"valid {MANIFEST}), and the pipeline never replaces or deletes files it did not "
             "write. Fix: pass a new or empty folder with `--out`.")
-    foreign = _foreign(out)
-    if foreign:
+    others = foreign(out)
+    if others:
         raise ConfigError(
-            f"Run folder {out} also holds files this tool did not write ({', '.join(foreign[:3])}"
-            f"{' ...' if len(foreign) > 3 else ''}), so it is not replaced. Fix: move them out "
+            f"Run folder {out} also holds files this tool did not write ({', '.join(others[:3])}"
+            f"{' ...' if len(others) > 3 else ''}), so it is not replaced. Fix: move them out "
             "of it, or pass another `--out`.")
     if not overwrite:
         raise ConfigError(f"Run folder {out} already holds a run. Fix: pass another `--out`, or "
