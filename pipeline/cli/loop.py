@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ..config import DriftConfig, ReplayConfig, SuggestConfig
 from ..words import counted
@@ -21,9 +22,12 @@ def add_replay(sub) -> None:
 
 
 def run_replay(args) -> int:
-    from ..loop.replay import replay, save
+    from ..loop.replay import check_out, replay, save
 
-    result = replay(args.features, settings_from(args, ReplayConfig))
+    config = settings_from(args, ReplayConfig)
+    if args.out:
+        check_out(args.out)  # before the replay's seconds, not after
+    result = replay(args.features, config)
     saved = save(result, args.out) if args.out else None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -63,11 +67,12 @@ def add_drift(sub) -> None:
 
 
 def run_drift(args) -> int:
-    from ..loop.drift import check_recordable, drift, record
+    from ..loop.drift import drift, record
+    from ..runs.folder import check_amendable
 
     config = settings_from(args, DriftConfig)
     if not args.no_record:
-        check_recordable(args.run)
+        check_amendable(Path(args.run), ", or pass `--no-record`")
     result = drift(args.run, args.batch, config)
     if not args.no_record:
         record(result, args.run, args.batch, config.permutations)

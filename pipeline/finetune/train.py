@@ -25,7 +25,7 @@ from ..console import quiet
 from ..errors import ConfigError, RunError
 from ..heads.proba import full_proba
 from ..runs import FINETUNED, WORK, RunWriter, plots, scores
-from ..runs.folder import plot
+from ..runs.folder import check_amendable, plot
 from .rebuild import Source, handoff_check, open_source, rebuild, unfreeze
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("`--tensorboard` needs the tensorboard package, which is not installed. "
                           "Fix: pip install -e \".[tensorboard]\", or drop --tensorboard.")
+    check_amendable(Path(run))  # before training, not after it
     source = open_source(run, config.data, config.weights)
     n_classes = len(source.cache.classes)
     if [int(c) for c in source.head.classes_] != list(range(n_classes)):

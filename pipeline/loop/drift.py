@@ -120,24 +120,24 @@ def drift(run: str | os.PathLike, batch: str | os.PathLike,
     """
     config = config or DriftConfig()
     reference = open_run(run)
+    name, model = reference.model()  # a model that fails its checksum stops here, before any work
     got = reference.images(batch, "batch", batch_size=config.batch_size, engine=config.engine,
                            weights=config.weights)
     if len(got.paths) < 2:
         raise ConfigError(f"`--batch` {batch} has {len(got.paths)} readable images; a test of a "
                           "batch needs at least 2. Fix: pass a folder with more photos.")
-    train = reference.cache.load("train")
+    total = reference.cache.counts["train"]
     rng = np.random.default_rng(config.seed)
-    rows = np.sort(rng.choice(len(train.labels), min(config.reference, len(train.labels)),
-                              replace=False))
-    sample = train.features[rows].reshape(len(rows), -1)
+    rows = np.sort(rng.choice(total, min(config.reference, total), replace=False))
+    train = reference.cache.take("train", rows)  # the sample's rows alone
+    sample = train.features.reshape(len(rows), -1)
     features = got.features.reshape(len(got.paths), -1)
     statistic, p = mmd_test(sample, features, config.permutations, config.seed)
     score, nearest, beyond = novelty(sample, features)
     order = np.argsort(-score, kind="stable")[:config.novel]
     novel = [{"path": got.paths[i], "score": round(float(score[i]), 3),
-              "nearest": train.paths[rows[nearest[i]]], "beyond_training": bool(score[i] > beyond)}
+              "nearest": train.paths[nearest[i]], "beyond_training": bool(score[i] > beyond)}
              for i in order]
-    name, model = reference.model()
     held = "validation" if "validation" in reference.cache.splits else "train"
     held_out = reference.cache.load(held)
     n = len(reference.classes)
@@ -147,23 +147,6 @@ def drift(run: str | os.PathLike, batch: str | os.PathLike,
     return DriftResult(p, config.level, statistic, novel, _shares(predicted, reference.classes),
                        _shares(expected, reference.classes), _share_test(predicted, expected, n),
                        len(got.paths), len(rows), name, got.unreadable)
-
-
-def check_recordable(run: str | os.PathLike) -> None:
-    """Refuse, before any work, a run folder the result could not be added to.
-
-    Raises:
-        ConfigError: the folder holds files this tool did not write.
-    """
-    from ..runs import folder
-
-    folder.read_manifest(run)  # a folder that is no run is refused as such
-    others = folder.foreign(Path(run))
-    if others:
-        raise ConfigError(f"Run folder {run} also holds files this tool did not write "
-                          f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}), so drift "
-                          "does not record the batch in it. Fix: move them out of it, or pass "
-                          "`--no-record`.")
 
 
 def record(result: DriftResult, run: str | os.PathLike, batch: str, permutations: int):

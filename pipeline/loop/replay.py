@@ -86,6 +86,7 @@ class ReplayResult:
 
     def markdown(self) -> str:
         """The learning curves as a table: mean and interval, and the paired difference from random."""
+        best = self.recommended
         lines = ["| strategy | " + " | ".join(f"{b} labels" for b in self.budgets) + " |",
                  "|---|" + "---|" * len(self.budgets)]
         for name in self.accuracy:
@@ -94,7 +95,7 @@ class ReplayResult:
             cells = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" + ("" if name == BASELINE else
                                                          f"<br>{d:+.3f} (p {q:.2g})")
                      for m, lo, hi, d, q in zip(mean, low, high, difference, p)]
-            star = " (recommended)" if name == self.recommended else ""
+            star = " (recommended)" if name == best else ""
             lines.append(f"| {name}{star} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -143,14 +144,15 @@ def _curve(strategy: Strategy, train: SplitData, validation: SplitData, classes:
     with one_blas_thread(), quiet_heads():
         start = first_labels(strategy, x, config.budgets[0], seed)
         labels[start] = y[start]
+        labelled = len(start)
         model = head(config.classifier, classes, seed).fit(x, labels)
         scores = []
         for budget in config.budgets:
-            while (labels != MISSING).sum() < budget:
-                n = min(config.step, budget - int((labels != MISSING).sum()))
-                rows, _ = query(strategy, x, labels, n, seed * 100_003 + int((labels != MISSING).sum()),
-                                model)
+            while labelled < budget:
+                rows, _ = query(strategy, x, labels, min(config.step, budget - labelled),
+                                seed * 100_003 + labelled, model)
                 labels[rows] = y[rows]
+                labelled += len(rows)
                 model = head(config.classifier, classes, seed).fit(x, labels)
             scores.append(float((model.predict(validation.features) == validation.labels).mean()))
     return scores
@@ -187,6 +189,18 @@ def replay(features: str | os.PathLike, config: ReplayConfig | None = None,
                         len(train.labels), len(validation.labels))
 
 
+def check_out(out: str | os.PathLike) -> None:
+    """Refuse an ``--out`` the replay could not be written into: a folder of the user's, or a run
+    folder that also holds files of the user's."""
+    from ..runs import folder
+
+    out = Path(out)
+    if folder.is_run(out):
+        folder.check_amendable(out, ", or pass another `--out`")
+    else:
+        folder.check_writable(out, overwrite=False)
+
+
 def save(result: ReplayResult, out: str | os.PathLike) -> Path:
     """Write the replay into ``out``: a run folder it joins, or a new or empty folder.
 
@@ -195,10 +209,8 @@ def save(result: ReplayResult, out: str | os.PathLike) -> Path:
     from ..runs import folder, plots
 
     out = Path(out)
-    writer = folder.RunWriter.amend(out) if folder.is_run(out) else None
-    if writer is None:
-        folder.check_writable(out, overwrite=False)
-        writer = folder.RunWriter(out)
+    check_out(out)
+    writer = folder.RunWriter.amend(out) if folder.is_run(out) else folder.RunWriter(out)
     try:
         writer.write_json(folder.REPLAY, result.to_dict())
         writer.write_text(folder.REPLAY_MD, result.markdown())

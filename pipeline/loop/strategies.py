@@ -121,7 +121,6 @@ def head(classifier: str, classes: np.ndarray, seed: int):
                              missing_label=MISSING, random_state=seed)
 
 
-
 @contextmanager
 def quiet_heads():
     """Silence scikit-activeml's warnings that a class has no label yet: the head answers for it."""

@@ -75,6 +75,7 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
     reference = open_run(run)
     name, chosen_by = _strategy(reference, config.strategy)
     strategy = STRATEGIES[name]
+    model_name, model = reference.model()  # a model that fails its checksum stops here, before any work
     got = reference.images(pool, "pool", batch_size=config.batch_size, engine=config.engine,
                            weights=config.weights)
     labelled, seen, fresh = reference.labelled(), set(), []
@@ -96,7 +97,6 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
         fitted = head(config.classifier, classes, 0).fit(features, labels) if strategy.uses_head else None
         rows, utilities = query(strategy, features, labels, min(config.n, len(fresh)), 0, fitted)
     chosen = rows - len(train.labels)
-    model_name, model = reference.model()
     proba = full_proba(model.predict_proba(got.features[[fresh[c] for c in chosen]]), model.classes_,
                        len(classes))
     suggestions = [{"path": got.paths[fresh[c]], "score": round(float(u), 4),

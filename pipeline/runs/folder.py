@@ -78,6 +78,27 @@ def foreign(run: Path) -> list[str]:
             and not f.startswith(f"{WORK}/")]
 
 
+def _listed(files: list[str]) -> str:
+    return ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
+
+
+def check_amendable(run: Path, fix: str = "") -> None:
+    """Refuse, before any work, to add files to a run folder that also holds files of the user's.
+
+    :meth:`RunWriter.commit` would refuse it too, after the work (stage 3's
+    training, a replay, a drift test) was done.
+
+    Args:
+        fix: what else the user may do, after "move them out of it".
+    """
+    read_manifest(run)
+    others = foreign(Path(run))
+    if others:
+        raise ConfigError(f"Run folder {run} also holds files this tool did not write "
+                          f"({_listed(others)}), so nothing is added to it. Fix: move them out of "
+                          f"it{fix}.")
+
+
 def check_writable(out: Path, overwrite: bool) -> None:
     """Refuse, before any work, to write where a run of this tool cannot be replaced.
 
@@ -96,10 +117,9 @@ def check_writable(out: Path, overwrite: bool) -> None:
             "write. Fix: pass a new or empty folder with `--out`.")
     others = foreign(out)
     if others:
-        raise ConfigError(
-            f"Run folder {out} also holds files this tool did not write ({', '.join(others[:3])}"
-            f"{' ...' if len(others) > 3 else ''}), so it is not replaced. Fix: move them out "
-            "of it, or pass another `--out`.")
+        raise ConfigError(f"Run folder {out} also holds files this tool did not write "
+                          f"({_listed(others)}), so it is not replaced. Fix: move them out of it, "
+                          "or pass another `--out`.")
     if not overwrite:
         raise ConfigError(f"Run folder {out} already holds a run. Fix: pass another `--out`, or "
                           "`--overwrite` to replace it.")

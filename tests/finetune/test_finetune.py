@@ -228,3 +228,15 @@ def test_fine_tuning_runs_under_a_mirrored_strategy(run):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "replicas 2 epochs 1" in done.stdout
     assert (run / "models" / "finetuned.keras").is_file()
+
+
+def test_a_run_folder_holding_a_user_s_file_is_refused_before_training(run, monkeypatch):
+    import importlib
+
+    train = importlib.import_module("pipeline.finetune.train")  # `pipeline.finetune` is the function
+    monkeypatch.setattr(train, "open_source", lambda *a, **k: pytest.fail("started before refusing"))
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"also holds files this tool did not write \(notes.txt\), "
+                                          r"so nothing is added to it. Fix: move them out of it\."):
+        finetune(run, FinetuneConfig(epochs=1))
+    assert (run / "notes.txt").read_text() == "mine"

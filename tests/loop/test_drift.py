@@ -117,8 +117,8 @@ def test_a_run_holding_a_file_of_the_user_s_is_refused_before_any_work(run, tmp_
     same = _batch(tmp_path / "same", [COLOURS["cats"]], n=3)
     assert main(["drift", "--run", str(run), "--batch", str(same), "--permutations", "100"]) == 2
     err = capsys.readouterr().err
-    assert "also holds files this tool did not write (notes.txt), so drift does not record the " \
-           "batch in it. Fix: move them out of it, or pass `--no-record`." in err
+    assert "also holds files this tool did not write (notes.txt), so nothing is added to it. Fix: " \
+           "move them out of it, or pass `--no-record`." in err
     assert (run / "notes.txt").read_text() == "mine" and not (run / "drift.json").exists()
     assert main(["drift", "--run", str(run), "--batch", str(same), "--permutations", "100",
                  "--no-record"]) == 0

@@ -141,3 +141,19 @@ def test_a_replay_added_to_a_run_keeps_the_run(run, pool):
     assert after["stage"] == "compare" and after["models"] == before["models"]
     assert {"replay.json", "replay.md", "plots/replay.png"} <= set(after["files"])
     assert (run / "leaderboard.json").is_file()
+
+
+def test_an_out_that_cannot_take_the_replay_is_refused_before_it_runs(pool, run, tmp_path, capsys,
+                                                                      monkeypatch):
+    import pipeline.loop.replay as module
+
+    monkeypatch.setattr(module, "replay", lambda *a, **k: pytest.fail("replayed before refusing"))
+    (run / "notes.txt").write_text("mine")
+    assert main(["replay", "--features", str(pool), "--out", str(run)]) == 2
+    assert ("also holds files this tool did not write (notes.txt), so nothing is added to it. "
+            "Fix: move them out of it, or pass another `--out`.") in capsys.readouterr().err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "a.txt").write_text("mine")
+    assert main(["replay", "--features", str(pool), "--out", str(mine)]) == 2
+    assert "is a folder of other files" in capsys.readouterr().err
