@@ -103,3 +103,30 @@ def test_unreadable_images_in_the_pool_are_listed_and_the_rest_ranked(run, pool)
     assert set(reasons) == {"zero.jpg", "cut.jpg", "notes.png"}
     assert "not a regular file" in reasons["zero.jpg"]
     assert len(result.suggestions) == 5
+
+
+def test_a_flipped_byte_in_the_pool_s_stored_rows_is_never_served(run, pool):
+    """The segment is set aside and its images computed again, as extraction does."""
+    import h5py
+
+    from pipeline.data.files import fingerprint_file
+
+    first = suggest(run, pool, SuggestConfig(n=5))
+    store = next((FeatureCache(json.loads((run / "manifest.json").read_text())["cache"]["path"])
+                  .path.parent / "store").iterdir())
+    digest = fingerprint_file(str(pool / "new1.jpg"), 2**30).encode()
+
+    def holds(segment):
+        with h5py.File(segment, "r") as h5:
+            return digest in h5["fingerprints"][()]
+
+    newest = next(p for p in store.glob("seg-*.h5") if holds(p))  # holds a pool image's row
+    with h5py.File(newest, "r") as h5:
+        offset = h5["features"].id.get_chunk_info(0).byte_offset + 64
+    data = bytearray(newest.read_bytes())
+    data[offset] ^= 0x01
+    newest.write_bytes(bytes(data))
+    again = suggest(run, pool, SuggestConfig(n=5))
+    assert [s["path"] for s in again.suggestions] == [s["path"] for s in first.suggestions]
+    assert [s["score"] for s in again.suggestions] == [s["score"] for s in first.suggestions]
+    assert (store / "damaged" / newest.name).is_file()
