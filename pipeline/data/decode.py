@@ -25,6 +25,7 @@ import tensorflow as tf
 from PIL import Image
 
 from ..config import MAX_PIXELS
+from . import allocator
 from .files import CHANGED, MAX_FILE_BYTES, Refused, fingerprint_bytes, read_bytes, unreadable_reason
 
 # Reduced-scale JPEG decoding happens in the DCT domain, so a 1/8 decode costs
@@ -237,11 +238,13 @@ def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decodi
     tf.data's autotuning off: beside OpenVINO, which keeps the cores busy, the
     autotuner at times settled on too little parallelism and the whole loop
     ran at about half speed for the rest of the run (see BENCHMARKS.md).
+    Freed buffers are kept for the next images (:mod:`.allocator`).
     """
     refused = {} if refused is None else refused
     jobs = list(zip(indices, paths, expected if expected is not None else [None] * len(paths)))
 
     def read():
+        allocator.keep_freed_memory()  # here, after TensorFlow's generator op has set its own
         block, held = [], 0
         for i, path, fp in jobs:
             try:
@@ -291,6 +294,7 @@ def labelled_batches(paths: Sequence[str], labels: Sequence[int], decoding: Deco
     against the cache first), so none is dropped here and the number of
     batches is known, as Keras wants for its epochs.
     """
+    allocator.keep_freed_memory()
     found = [probe(read_bytes(p, decoding.max_file_bytes), decoding) for p in paths]
     ds = tf.data.Dataset.from_tensor_slices((
         tf.constant(list(paths)), tf.constant([f.orientation for f in found], tf.int32),
