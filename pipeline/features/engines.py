@@ -180,7 +180,10 @@ class OpenVINOEngine:
 
         The requests are waited on here, never through a Python callback: a
         callback runs on OpenVINO's threads and needs the GIL, which deadlocked
-        against a compiled model being dropped on the main thread.
+        against a compiled model being dropped on the main thread. A batch's
+        pixels are given to OpenVINO without a copy (``share_inputs``; the
+        request holds the array until it is given the next), so a caller must
+        not change a batch it has given (tf.data's tensors never change).
         """
         free = deque(self.compiled.create_infer_request() for _ in range(self.requests))
         pending: deque = deque()  # (request, indices, rows) in submission order
@@ -201,7 +204,7 @@ class OpenVINOEngine:
                 if not free:
                     yield collect()
                 request = free.popleft()
-                request.start_async({0: pixels})
+                request.start_async({0: pixels}, share_inputs=True)
                 pending.append((request, idx, rows))
             while pending:
                 yield collect()

@@ -128,3 +128,27 @@ def test_a_short_last_batch_is_padded_and_its_rows_match_a_full_one():
     assert [len(f) for _, f in out] == [4, 2] and [list(i) for i, _ in out] == [[0, 1, 2, 3], [4, 5]]
     alone = list(engine.map([(np.arange(4), pixels[2:6])]))[0][1]
     np.testing.assert_allclose(out[1][1], alone[2:], rtol=1e-5, atol=1e-5)
+
+
+def test_batches_in_flight_stay_alive_while_openvino_reads_them():
+    """OpenVINO reads each batch where it lies (no copy): every batch in flight stays alive,
+    even one its caller has let go of, and the features are those of one batch at a time."""
+    import weakref
+
+    spec = backbones.resolve("vgg16", image_size=32, pooling="avg", weights="none")
+    engine = engines.OpenVINOEngine(spec, seed=0, batch_size=4)
+    assert engine.requests >= 2  # so that batches are in flight together
+    pixels = np.random.default_rng(1).uniform(0, 255, (40, 32, 32, 3)).astype("float32")
+    alone = [list(engine.map([(np.arange(i, i + 4), pixels[i:i + 4])]))[0][1] for i in range(0, 40, 4)]
+    given = []  # weak references: only the engine holds a batch once it is yielded
+
+    def fresh():
+        for i in range(0, 40, 4):
+            batch = pixels[i:i + 4].copy()
+            given.append(weakref.ref(batch))
+            yield np.arange(i, i + 4), batch
+            del batch
+
+    for n, (_, got) in enumerate(engine.map(fresh())):
+        assert all(ref() is not None for ref in given[n + 1:]), f"a batch in flight was freed at {n}"
+        np.testing.assert_array_equal(got, alone[n])
