@@ -235,16 +235,14 @@ def image_batches(paths: Sequence[str], indices: Sequence[int], decoding: Decodi
 
     The index travels with each image, so the consumer can tell which were
     dropped. Decoding runs on one thread per core, two batches ahead, with
-    tf.data's autotuning off: beside OpenVINO, which keeps the cores busy, the
-    autotuner at times settled on too little parallelism and the whole loop
-    ran at about half speed for the rest of the run (see BENCHMARKS.md).
-    Freed buffers are kept for the next images (:mod:`.allocator`).
+    tf.data's autotuning off: beside OpenVINO, the autotuner at times settled
+    on too little parallelism, and the loop ran at half speed (BENCHMARKS.md).
     """
     refused = {} if refused is None else refused
     jobs = list(zip(indices, paths, expected if expected is not None else [None] * len(paths)))
 
     def read():
-        allocator.keep_freed_memory()  # here, after TensorFlow's generator op has set its own
+        allocator.keep_freed_memory()  # freed buffers reused: here, after TensorFlow's own setting
         block, held = [], 0
         for i, path, fp in jobs:
             try:

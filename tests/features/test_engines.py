@@ -120,9 +120,15 @@ def test_the_engine_is_built_run_and_dropped_200_times_without_a_hang(tmp_path):
         del out, engine  # dropped with requests in flight
 
 
-def test_a_short_last_batch_is_padded_and_its_rows_match_a_full_one():
+@pytest.fixture(scope="module")
+def small_engine():
+    """OpenVINO running a random-weight VGG16 at 32 px, batches of 4."""
     spec = backbones.resolve("vgg16", image_size=32, pooling="avg", weights="none")
-    engine = engines.OpenVINOEngine(spec, seed=0, batch_size=4)
+    return engines.OpenVINOEngine(spec, seed=0, batch_size=4)
+
+
+def test_a_short_last_batch_is_padded_and_its_rows_match_a_full_one(small_engine):
+    engine = small_engine
     pixels = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
     out = list(engine.map([(np.arange(4), pixels[:4]), (np.arange(4, 6), pixels[4:])]))
     assert [len(f) for _, f in out] == [4, 2] and [list(i) for i, _ in out] == [[0, 1, 2, 3], [4, 5]]
@@ -130,13 +136,12 @@ def test_a_short_last_batch_is_padded_and_its_rows_match_a_full_one():
     np.testing.assert_allclose(out[1][1], alone[2:], rtol=1e-5, atol=1e-5)
 
 
-def test_batches_in_flight_stay_alive_while_openvino_reads_them():
+def test_batches_in_flight_stay_alive_while_openvino_reads_them(small_engine):
     """OpenVINO reads each batch where it lies (no copy): every batch in flight stays alive,
     even one its caller has let go of, and the features are those of one batch at a time."""
     import weakref
 
-    spec = backbones.resolve("vgg16", image_size=32, pooling="avg", weights="none")
-    engine = engines.OpenVINOEngine(spec, seed=0, batch_size=4)
+    engine = small_engine
     assert engine.requests >= 2  # so that batches are in flight together
     pixels = np.random.default_rng(1).uniform(0, 255, (40, 32, 32, 3)).astype("float32")
     alone = [list(engine.map([(np.arange(i, i + 4), pixels[i:i + 4])]))[0][1] for i in range(0, 40, 4)]
