@@ -5,18 +5,18 @@ decoded pixels, the resized float32 copy, the batch). With glibc's malloc as
 TensorFlow leaves it, blocks over its mmap threshold are mapped for each
 image and unmapped when freed, and free memory at the top of a heap beyond
 128 KiB goes back to the kernel: each image's buffers were zero-filled by
-the kernel afresh, about 330 page faults an image, and decoding alone ran at
-about 60 % of its rate (BENCHMARKS.md, "Stage 1: freed memory kept for the
-next image"). Here blocks up to :data:`MMAP_THRESHOLD` come from the heaps,
-and up to :data:`TOP_PAD` of free memory stays at the top of each heap, so
-the next image reuses pages already mapped. Peak memory barely moves: the
-pages kept are ones decoding has touched.
+the kernel afresh, about 400 page faults an image and a fifth of the
+extraction's CPU time in the kernel (BENCHMARKS.md, "Stage 1: freed memory
+kept for the next image"). Here blocks up to :data:`MMAP_THRESHOLD` come
+from the heaps, and up to :data:`TOP_PAD` of free memory stays at the top of
+each heap, so the next image reuses pages already mapped. The price is
+those pages kept: peak memory about 100 MB higher on the shared photos.
 
 The settings are the process's (``mallopt``), made as a decoding pipeline
 starts. TensorFlow sets its own mmap threshold (128 KiB) when the first
 ``from_generator`` dataset's iterator of the process is made, so the
-extraction makes them from inside its generator, after TensorFlow's. Other C libraries have
-no such knobs, or their own policy: there nothing is changed.
+extraction makes them from inside its generator, after TensorFlow's. Other
+C libraries have no such knobs, or their own policy: there nothing changes.
 """
 
 from __future__ import annotations
