@@ -30,7 +30,6 @@ from ..errors import CacheError
 from . import engines, shards
 from .hashing import STAT_CACHE, fingerprint_files
 from .spec import backbone_of, feature_spec, store_folder_name, view_file_name, view_key
-from .checked import DamagedFile
 from .store import FeatureStore, Index, store_root
 from .view import FeatureCache, SplitManifest, base_attrs, write_view
 
@@ -278,22 +277,16 @@ class Plan:
         owned = self._owned()
         tag = key_hash(self.key)
         work = _Work()
-        for _ in range(len(store.segments()) + 1):
+
+        def fill_and_write():
             index = self._fill(store, owned, tag, work, progress)
             # Refused by a setting of this view (pixel budget) or changed while read: not stored.
             unreadable = {**self.unreadable, **{rel: work.refused[fp] for m in owned.values()
                                                  for rel, fp in zip(m.paths, m.fingerprints)
                                                  if fp in work.refused}}
-            try:
-                write_view(self.path, owned, index, unreadable, self._attrs(store, work),
-                           store.folder)
-                break
-            except DamagedFile as exc:
-                log.warning("%s Its images are computed again.", exc)
-                store.set_aside([exc.path])
-        else:
-            raise CacheError(f"{store.folder} keeps failing its checksums. Fix: `python "
-                             "run_pipeline.py cache verify --repair`, then extract again.")
+            write_view(self.path, owned, index, unreadable, self._attrs(store, work), store.folder)
+
+        store.until_whole(fill_and_write, "extract again")
         cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
         log.info("wrote %s (computed %d images, reused %d rows)", self.path, work.computed,
                  work.reused)

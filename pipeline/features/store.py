@@ -197,6 +197,24 @@ class FeatureStore:
                 os.replace(path, aside / path.name)
                 log.warning("moved damaged segment %s to %s", path.name, aside)
 
+    def until_whole(self, attempt, again: str):
+        """``attempt()``'s value, once no stored row it reads fails its checksum.
+
+        A segment that fails is set aside and ``attempt`` runs again, computing
+        its images anew; each round sets one segment aside, so this ends.
+
+        Args:
+            again: what to do after repairing, in the message when it does not end well.
+        """
+        for _ in range(len(self.segments()) + 1):
+            try:
+                return attempt()
+            except DamagedFile as exc:
+                log.warning("%s Its images are computed again.", exc)
+                self.set_aside([exc.path])
+        raise CacheError(f"{self.folder} keeps failing its checksums. Fix: `python "
+                         f"run_pipeline.py cache verify --repair`, then {again}.")
+
     def write_segment(self, fingerprints: list[str], features: np.ndarray, bad: dict[str, str],
                       view: str) -> Path:
         """Add one chunk of rows (and rejected images) to the store, atomically."""

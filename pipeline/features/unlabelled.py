@@ -18,12 +18,10 @@ import numpy as np
 from .._files import key_hash
 from ..config import ExtractConfig
 from ..console import progress_bar
-from ..errors import CacheError
 from .extract import compute_rows
 from .extractor import Extractor
 from .hashing import STAT_CACHE, fingerprint_files
 from .spec import spec_of, store_folder_name
-from .checked import DamagedFile
 from .store import FeatureStore, store_root
 
 log = logging.getLogger(__name__)
@@ -90,28 +88,25 @@ def features_of(paths: list[str], key: dict, cache_dir: Path, *, batch_size: int
     wanted = np.asarray([fp for _, _, fp in readable], dtype="S32")
     store = FeatureStore.create(store_root(cache_dir) / store_folder_name(spec_of(key)), spec_of(key))
     computed, refused = 0, {}
-    with store.locked(exclusive=False, what="unlabelled images"):
-        for _ in range(len(store.segments()) + 1):  # each round sets one damaged segment aside
+
+    def gather():
+        nonlocal computed
+        index = store.index()
+        store.set_aside(index.damaged)
+        todo = _missing(readable, index)
+        if todo:
+            now = _compute(todo, store, root, key=key, cache_dir=cache_dir, config=config,
+                           weights=weights, progress=progress)
+            refused.update(now)
+            computed += len(todo) - len(now)
             index = store.index()
-            store.set_aside(index.damaged)
-            todo = _missing(readable, index)
-            if todo:
-                now = _compute(todo, store, root, key=key, cache_dir=cache_dir, config=config,
-                               weights=weights, progress=progress)
-                refused.update(now)
-                computed += len(todo) - len(now)
-                index = store.index()
-            at = index.locate(wanted)
-            try:
-                features = index.gather(at[at >= 0]) if (at >= 0).any() else \
-                    np.zeros((0, *(index.feature_shape or ())), np.float32)
-                break
-            except DamagedFile as exc:
-                log.warning("%s Its images are computed again.", exc)
-                store.set_aside([exc.path])
-        else:
-            raise CacheError(f"{store.folder} keeps failing its checksums. Fix: `python "
-                             "run_pipeline.py cache verify --repair`, then run this again.")
+        at = index.locate(wanted)
+        features = index.gather(at[at >= 0]) if (at >= 0).any() else \
+            np.zeros((0, *(index.feature_shape or ())), np.float32)
+        return index, at, features
+
+    with store.locked(exclusive=False, what="unlabelled images"):
+        index, at, features = store.until_whole(gather, "run this again")
     unreadable = [{"path": p, "reason": prints.unreadable[rel]} for p, rel in zip(paths, relpaths)
                   if rel in prints.unreadable]
     unreadable += [{"path": p, "reason": index.bad.get(fp) or refused.get(fp, "not computed")}

@@ -69,7 +69,7 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
 
 
-def foreign(run: Path) -> list[str]:
+def _foreign(run: Path) -> list[str]:
     """Files in a run folder that its manifest does not list (runs that list none: none)."""
     listed = json.loads((run / MANIFEST).read_text(encoding="utf-8")).get("files")
     if listed is None:
@@ -92,7 +92,7 @@ def check_amendable(run: Path, fix: str = "") -> None:
         fix: what else the user may do, after "move them out of it".
     """
     read_manifest(run)
-    others = foreign(Path(run))
+    others = _foreign(Path(run))
     if others:
         raise ConfigError(f"Run folder {run} also holds files this tool did not write "
                           f"({_listed(others)}), so nothing is added to it. Fix: move them out of "
@@ -115,7 +115,7 @@ def check_writable(out: Path, overwrite: bool) -> None:
             f"`--out` {out} is a folder of other files, not a run this tool wrote (it has no "
             f"valid {MANIFEST}), and the pipeline never replaces or deletes files it did not "
             "write. Fix: pass a new or empty folder with `--out`.")
-    others = foreign(out)
+    others = _foreign(out)
     if others:
         raise ConfigError(f"Run folder {out} also holds files this tool did not write "
                           f"({_listed(others)}), so it is not replaced. Fix: move them out of it, "

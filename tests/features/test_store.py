@@ -328,3 +328,28 @@ def test_files_that_are_not_images_are_named_in_the_json_and_the_log(tmp_path, c
     assert result["ignored"] == ["train/cats/clip.mp4", "train/cats/notes.txt", "train/cats/scan.heic"]
     assert result["ignored_files"] == 3
     assert "ignored 3 files that are not images" in caplog.text and "train/cats/scan.heic" in caplog.text
+
+
+def test_a_segment_that_keeps_failing_is_set_aside_each_round_and_then_refused(tmp_path):
+    """The one loop extraction, suggest and drift recover through: a round per segment, then a fix."""
+    from pipeline.features.checked import DamagedFile
+
+    store = FeatureStore.create(tmp_path / "store", {"spec": 1})
+    for i in range(2):
+        store.write_segment([f"{i:032x}"], np.ones((1, 4), np.float32), {}, view="v")
+    rounds = []
+
+    def attempt():  # every round finds the next segment damaged
+        rounds.append(1)
+        segments = store.segments()
+        if segments:
+            raise DamagedFile(segments[0], "/features fails its checksum")
+        raise DamagedFile(tmp_path / "store" / "phantom.h5", "/features fails its checksum")
+
+    with pytest.raises(CacheError, match=r"store keeps failing its checksums\. Fix: `python run_pipeline.py "
+                                         r"cache verify --repair`, then extract again\.$"):
+        store.until_whole(attempt, "extract again")
+    assert len(rounds) == 3 and store.segments() == []
+    assert len(list((tmp_path / "store" / "damaged").iterdir())) == 2
+
+    assert store.until_whole(lambda: "whole", "extract again") == "whole"
