@@ -447,3 +447,32 @@ def test_a_file_swapped_for_a_device_after_its_stat_is_refused_not_read(tmp_path
     for read in (files.read_bytes, files.fingerprint_file):  # ... then it grew
         with pytest.raises(files.Refused, match="grew past `max_file_bytes` = 10 while it was being read"):
             read(str(photo), 10)
+
+
+def test_a_file_is_read_whole_past_its_stat_and_through_short_reads(tmp_path, monkeypatch):
+    """Its stat asks for the size it gave; bytes past that, and reads that stop short, are read on."""
+    import io
+
+    from pipeline.data import files
+
+    whole = write_image(tmp_path / "a.jpg", size=(64, 64)).read_bytes()
+
+    class Trickling(io.RawIOBase):  # a file system that gives at most 100 bytes a read
+        def __init__(self):
+            self.at = 0
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            part = whole[self.at:self.at + min(n, 100)]
+            self.at += len(part)
+            return part
+
+    for stat_size in (len(whole), 10, 0):  # true, then smaller than the file (it grew after its stat)
+        monkeypatch.setattr(files, "_opened", lambda path, max_bytes: (Trickling(), stat_size))
+        assert files.read_bytes("a.jpg", 2**20) == whole
+        with pytest.raises(files.Refused, match="grew past"):
+            files.read_bytes("a.jpg", len(whole) - 1)
+    monkeypatch.undo()
+    assert files.read_bytes("/proc/self/status", 2**20).startswith(b"Name:")  # a stat size of 0

@@ -36,17 +36,27 @@ def refusal(st: os.stat_result, max_bytes: int) -> str | None:
 
 
 def _opened(path: str, max_bytes: int):
-    """A regular file of at most ``max_bytes``, opened: the stat checked before and after opening."""
+    """A regular file of at most ``max_bytes``, opened unbuffered, and the size its stat gives.
+
+    The stat is checked before and after opening.
+    """
     why = refusal(os.stat(path), max_bytes)  # a device is never even opened
     if why:
         raise Refused(why)
     # O_NONBLOCK: a FIFO put in the file's place after that stat must not block.
-    fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb")
-    why = refusal(os.fstat(fh.fileno()), max_bytes)  # the file opened is the one checked
+    fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb",
+                   buffering=0)
+    st = os.fstat(fh.fileno())
+    why = refusal(st, max_bytes)  # the file opened is the one checked
     if why:
         fh.close()
         raise Refused(why)
-    return fh
+    return fh, st.st_size
+
+
+# Past the size its stat gave, a file is read on in blocks this large (under glibc's
+# smallest threshold for mapping memory, so a block is never mapped afresh).
+_READ_ON = 2**16
 
 
 def _grew(max_bytes: int) -> Refused:
@@ -60,11 +70,18 @@ def read_bytes(path: str, max_bytes: int) -> bytes:
         Refused: not a regular file, too large, or it grew past the limit while read.
         OSError: it cannot be opened or read.
     """
-    with _opened(path, max_bytes) as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
+    fh, size = _opened(path, max_bytes)
+    parts, total, want = [], 0, size + 1  # a byte more than the stat says: a file that grew shows
+    with fh:
+        # Asked for exactly what is there: asking for `max_bytes` allocated (and mapped) that much
+        # for every image. Read on to the end, so a short read is never taken for the whole file.
+        while total <= max_bytes and (part := fh.read(min(want, max_bytes + 1 - total))):
+            parts.append(part)
+            total += len(part)
+            want = _READ_ON
+    if total > max_bytes:
         raise _grew(max_bytes)
-    return data
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _fingerprinter():
@@ -85,7 +102,8 @@ def fingerprint_file(path: str, max_bytes: int) -> str:
     grows without end, is refused rather than read for ever.
     """
     hasher, total = _fingerprinter(), 0
-    with _opened(path, max_bytes) as fh:
+    fh, _ = _opened(path, max_bytes)
+    with fh:
         while block := fh.read(2**20):
             total += len(block)
             if total > max_bytes:
