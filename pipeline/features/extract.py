@@ -289,9 +289,9 @@ class Plan:
         store.until_whole(fill_and_write, "extract again")
         cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
         log.info("wrote %s (computed %d images, reused %d rows)", self.path, work.computed,
-                 work.reused)
+                 len(work.reused))
         return self._result(cache, hit=False, rate=work.rate, resumed=work.resumed,
-                            computed=work.computed, reused=work.reused)
+                            computed=work.computed, reused=len(work.reused))
 
     def _fill(self, store: FeatureStore, owned: dict[str, SplitManifest], tag: str, work: "_Work",
               progress: bool | None) -> Index:
@@ -302,10 +302,13 @@ class Plan:
         if work.reused is None:  # the first round: what earlier runs left
             wanted = [f for m in owned.values() for f in m.fingerprints if f]
             at = index.locate(np.asarray(wanted, dtype="S32"))
-            work.reused = int((at >= 0).sum()) + sum(f in index.bad for f in wanted)
+            work.reused = [f for f, p in zip(wanted, at) if p >= 0 or f in index.bad]
             work.resumed = int(sum(index.views[index.segment[p]] == tag for p in at[at >= 0]))
             if work.resumed:
                 log.info("resuming: %d images already extracted by an earlier run", work.resumed)
+        else:  # a later round: rows found then, in a segment set aside since, are not reused
+            again = {fp for chunk in chunks for fp, _ in chunk}
+            work.reused = [f for f in work.reused if f not in again]
         todo = sum(len(c) for c in chunks)
         if not todo:
             return index
@@ -345,7 +348,7 @@ class _Work:
     engine: object = None
     seconds: float = 0.0
     computed: int = 0
-    reused: int | None = None
+    reused: list[str] | None = None  # the fingerprints of the rows taken from the store
     resumed: int = 0
     refused: dict[str, str] = field(default_factory=dict)  # fingerprint -> why, not stored
 
