@@ -137,10 +137,12 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
         model, core, base, features = rebuild(source, config, preprocess, like=base)
     data = _datasets(source, config)
     validation = data["validation"]
-    before = float(np.mean(np.argmax(_probabilities(core, validation[0], n_classes), 1) == validation[1]))
+    start = _probabilities(core, validation[0], n_classes)
+    before = float(np.mean(np.argmax(start, 1) == validation[1]))
     training = _Training(source, config, model, base, data, mixed=mixed, callbacks=callbacks)
     done, first = training.fit(before)
-    kept = _probabilities(core, validation[0], n_classes)
+    # The start's weights, kept when no epoch beat them, predict what they predicted before.
+    kept = start if training.kept_start else _probabilities(core, validation[0], n_classes)
     after = float(np.mean(np.argmax(kept, 1) == validation[1]))
     history = _read_history(training.csv)
     params = {"first_trainable_layer": first, "learning_rate": training.rate,
@@ -184,6 +186,7 @@ class _Training:
         self.head = source.head
         self.rate = config.learning_rate or self.head.learning_rate / 10
         self.seconds: list[float] = []  # wall time of each training epoch
+        self.kept_start = True  # no epoch beat the start on validation
 
     def fit(self, before: float) -> tuple[int, int]:
         """Both phases; returns the first fine-tuning epoch and the first trainable layer."""
@@ -203,7 +206,8 @@ class _Training:
         done = int(self.frozen_marker.read_text()) if self.frozen_marker.exists() else 0
         first = unfreeze(self.base, self.config)
         self._fine_tune(before, done)
-        _load_weights(self.model, self.best if self.best.exists() else self.start)
+        self.kept_start = not self.best.exists()
+        _load_weights(self.model, self.start if self.kept_start else self.best)
         return done, first
 
     def _fine_tune(self, before: float, done: int) -> None:

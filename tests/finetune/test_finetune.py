@@ -204,6 +204,30 @@ def test_fine_tuning_with_a_base_rate_saves_a_plain_keras_model(run):
     assert type(saved.optimizer).__name__ == "Adam"
 
 
+
+@pytest.mark.parametrize("improved", [False, True])
+def test_the_validation_images_are_predicted_again_only_when_an_epoch_beat_the_start(run, monkeypatch, improved):
+    import importlib
+
+    train = importlib.import_module("pipeline.finetune.train")
+    predicted, probabilities = [], train._probabilities
+    monkeypatch.setattr(train, "_probabilities", lambda *a: predicted.append(a[1]) or probabilities(*a))
+
+    fine_tune = train._Training._fine_tune
+
+    def epochs(self, before, done):  # an epoch that beat the start on validation leaves its weights
+        fine_tune(self, before, done)
+        self.best.unlink(missing_ok=True)
+        if improved:
+            self.model.save_weights(self.best)
+
+    monkeypatch.setattr(train._Training, "_fine_tune", epochs)
+    result = finetune(run, FinetuneConfig(epochs=1, unfreeze_top=2, handoff_samples=4))
+    validation = predicted[0]
+    assert [d is validation for d in predicted] == [True, *([True] if improved else []), False]  # then test
+    assert result.after == result.before
+
+
 MIRRORED = """
 import sys
 import tensorflow as tf
