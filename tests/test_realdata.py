@@ -11,6 +11,17 @@ from pipeline import ExtractConfig, extract_features
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
+def _subset(shared_dir: Path, folder: Path, per_class: dict[str, int]) -> Path:
+    """The first ``per_class[split]`` shared photos of each class and split, linked into ``folder``."""
+    source = shared_dir / "data" / "cats_and_dogs_filtered"
+    for split, n in per_class.items():
+        for cls in ("cats", "dogs"):
+            (folder / split / cls).mkdir(parents=True)
+            for photo in sorted((source / split / cls).iterdir())[:n]:
+                (folder / split / cls / photo.name).symlink_to(photo)
+    return folder
+
+
 def test_real_features_have_the_expected_rows_and_labels(real_cache):
     assert real_cache.splits == {"train": 2000, "validation": 1000}
     assert real_cache.feature_shape == (256,)
@@ -38,13 +49,7 @@ def test_openvino_and_keras_give_the_same_features_of_real_photos(real_cache, sh
     """The default engine on this CPU-only machine is OpenVINO; Keras must agree to 1e-4 of the scale."""
     cache = real_cache.open()
     assert cache.extraction["engine"].startswith("openvino")
-    data = tmp_path / "subset"
-    for split in ("train", "validation"):
-        for cls in ("cats", "dogs"):
-            folder = shared_dir / "data" / "cats_and_dogs_filtered" / split / cls
-            for photo in sorted(folder.iterdir())[:40]:
-                (data / split / cls).mkdir(parents=True, exist_ok=True)
-                (data / split / cls / photo.name).symlink_to(photo)
+    data = _subset(shared_dir, tmp_path / "subset", {"train": 40, "validation": 40})
     config = ExtractConfig(backbone="mobilenet", alpha=0.25, image_size=224, engine="keras",
                            cache_dir=str(tmp_path / "cache"))
     keras_view = extract_features(data, config).open()
@@ -99,20 +104,27 @@ def test_a_comparison_of_the_real_features_is_the_recorded_one(real_run):
                - recorded["insights"]["suspected_label_errors"]["found"]) <= 2
 
 
-def test_fine_tuning_real_photos_starts_from_the_head_and_keeps_its_accuracy(real_run, shared_dir):
+def test_fine_tuning_real_photos_starts_from_the_head_and_keeps_its_accuracy(real_cache, shared_dir, tmp_path):
+    """On a fifth of the photos (their rows taken from the real store), so that one epoch is short."""
+    from pipeline import CompareConfig, compare
     from pipeline.config import FinetuneConfig, PredictConfig
     from pipeline.finetune import finetune
     from pipeline.predict import predict
 
-    result = finetune(real_run.run_dir, FinetuneConfig(epochs=1, unfreeze_top=5, handoff_samples=16))
+    data = _subset(shared_dir, tmp_path / "photos", {"train": 200, "validation": 100})
+    cache = extract_features(data, ExtractConfig(backbone="mobilenet", alpha=0.25, image_size=224,
+                                                 cache_dir=str(real_cache.path.parent)))
+    assert cache.computed == 0
+    run = compare(cache.path, CompareConfig(classifiers=("logreg", "dense"), out=str(tmp_path / "run")))
+    result = finetune(run.run_dir, FinetuneConfig(epochs=1, unfreeze_top=5, handoff_samples=16))
     assert result.handoff["max_abs_difference"] <= 1e-4  # real ImageNet weights, rebuilt
-    dense = next(r for r in real_run.leaderboard if r["classifier"] == "dense")
+    dense = next(r for r in run.leaderboard if r["classifier"] == "dense")
     assert result.before == pytest.approx(dense["validation"]["accuracy"], abs=0.002)
-    assert result.after >= result.before >= 0.94
+    assert result.after >= result.before >= 0.9  # 0.93 here: a dense head on 400 photos' features
     folder = shared_dir / "data" / "cats_and_dogs_filtered" / "validation" / "dogs"
     photos = sorted(str(p) for p in folder.iterdir())[:8]
     for model in ("finetuned", "logreg"):
-        predicted = predict(real_run.run_dir, photos, PredictConfig(model=model))
+        predicted = predict(run.run_dir, photos, PredictConfig(model=model))
         assert [r["path"] for r in predicted.rows] == photos
         assert sum(r["class"] == "dogs" for r in predicted.rows) >= 6
 
@@ -159,12 +171,7 @@ def test_the_audit_finds_a_planted_copy_a_re_encode_and_a_flipped_label(shared_d
     from pipeline import CompareConfig, compare
 
     source = shared_dir / "data" / "cats_and_dogs_filtered"
-    data = tmp_path / "photos"
-    for split, n in (("train", 60), ("validation", 20)):
-        for cls in ("cats", "dogs"):
-            (data / split / cls).mkdir(parents=True)
-            for photo in sorted((source / split / cls).iterdir())[:n]:
-                (data / split / cls / photo.name).symlink_to(photo)
+    data = _subset(shared_dir, tmp_path / "photos", {"train": 60, "validation": 20})
     cats = sorted((source / "train" / "cats").iterdir())
     copied, re_encoded, flipped = cats[0], cats[1], cats[100]  # cats[100] is not in the subset yet
     shutil.copy(copied, data / "validation" / "cats" / "copy.jpg")
