@@ -186,7 +186,6 @@ class _Training:
         self.head = source.head
         self.rate = config.learning_rate or self.head.learning_rate / 10
         self.seconds: list[float] = []  # wall time of each training epoch
-        self.kept_start = True  # no epoch beat the start on validation
 
     def fit(self, before: float) -> tuple[int, int]:
         """Both phases; returns the first fine-tuning epoch and the first trainable layer."""
@@ -206,9 +205,13 @@ class _Training:
         done = int(self.frozen_marker.read_text()) if self.frozen_marker.exists() else 0
         first = unfreeze(self.base, self.config)
         self._fine_tune(before, done)
-        self.kept_start = not self.best.exists()
         _load_weights(self.model, self.start if self.kept_start else self.best)
         return done, first
+
+    @property
+    def kept_start(self) -> bool:
+        """No epoch beat the start on validation (so none left a checkpoint), until ``clean_up``."""
+        return not self.best.exists()
 
     def _fine_tune(self, before: float, done: int) -> None:
         import keras

@@ -16,12 +16,18 @@ from pipeline.finetune.rebuild import open_source, rebuild, unfreeze
 from pipeline.predict import predict
 
 
-def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run, caplog, monkeypatch):
+@pytest.fixture
+def predicted(monkeypatch) -> list:
+    """The datasets stage 3 predicts, in order (its validation split is one object throughout)."""
     import importlib
 
     train = importlib.import_module("pipeline.finetune.train")  # `pipeline.finetune` is the function
-    predicted, probabilities = [], train._probabilities
-    monkeypatch.setattr(train, "_probabilities", lambda *a: predicted.append(a[1]) or probabilities(*a))
+    seen, probabilities = [], train._probabilities
+    monkeypatch.setattr(train, "_probabilities", lambda *a: seen.append(a[1]) or probabilities(*a))
+    return seen
+
+
+def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run, caplog, predicted):
     caplog.set_level(logging.INFO, logger="pipeline")
     result = finetune(run, FinetuneConfig(epochs=2, frozen_epochs=1, unfreeze_top=5, tensorboard=True,
                                           augment="flip,rotate=0.1,contrast=0.1", handoff_samples=8))
@@ -203,14 +209,13 @@ def test_a_discriminative_rate_scales_only_the_base_updates(optimizer):
     assert changed[1.0] == [True, True, True, True]
 
 
-def test_fine_tuning_with_a_base_rate_saves_a_plain_keras_model(run, monkeypatch):
+def test_fine_tuning_with_a_base_rate_saves_a_plain_keras_model(run, monkeypatch, predicted):
     import importlib
 
     import keras
 
     train = importlib.import_module("pipeline.finetune.train")  # `pipeline.finetune` is the function
-    predicted, probabilities, fine_tune = [], train._probabilities, train._Training._fine_tune
-    monkeypatch.setattr(train, "_probabilities", lambda *a: predicted.append(a[1]) or probabilities(*a))
+    fine_tune = train._Training._fine_tune
 
     def no_better_epoch(self, before, done):
         fine_tune(self, before, done)
@@ -224,7 +229,6 @@ def test_fine_tuning_with_a_base_rate_saves_a_plain_keras_model(run, monkeypatch
     assert type(saved.optimizer).__name__ == "Adam"
     # The start is kept, so its validation predictions are too: validation is predicted once, then test.
     assert len(predicted) == 2 and predicted[0] is not predicted[1] and result.after == result.before
-
 
 
 MIRRORED = """
