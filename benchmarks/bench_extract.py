@@ -216,13 +216,17 @@ def subset(data: Path, n: int, into: Path) -> Path:
     return into
 
 
-def peak_rss_mb(data: Path, batch: int, tmp: Path) -> int:
-    code = PEAK_RSS.format(root=str(ROOT), data=str(data), cache=str(tmp / "rss-cache"), batch=batch)
+def child_output(code: str, what: str) -> str:
+    """The last line a fresh Python process running ``code`` prints; its stderr if it fails."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode:
-        raise SystemExit(f"the peak-memory extraction of {data} failed (exit {out.returncode}):\n"
-                         f"{out.stderr[-3000:]}")
-    return int(out.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{what} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def peak_rss_mb(data: Path, batch: int, tmp: Path) -> int:
+    code = PEAK_RSS.format(root=str(ROOT), data=str(data), cache=str(tmp / "rss-cache"), batch=batch)
+    return int(child_output(code, f"the peak-memory extraction of {data}"))
 
 
 def large_copies(data: Path, n: int, into: Path, side: int = 2000) -> Path:

@@ -22,9 +22,10 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from bench_extract import child_output  # this folder is on sys.path when the script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,8 +56,7 @@ print(json.dumps({{"rate": result.images_per_second, "cpu_ms": loop["cpu"] / res
 
 def one(root: Path, data: Path, cache: Path) -> dict:
     code = CHILD.format(root=str(root), data=str(data), cache=str(cache))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(child_output(code, f"the extraction with the code in {root}"))
 
 
 def main() -> None:
