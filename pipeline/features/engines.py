@@ -14,15 +14,15 @@ Keras when TensorFlow sees a GPU or OpenVINO is not installed. A backbone
 OpenVINO cannot convert falls back to Keras with a warning.
 
 An engine maps batches ``(indices, images)`` to ``(indices, features)`` in
-order. OpenVINO's runs through an ``AsyncInferQueue``: inference releases
-the GIL, so tf.data decodes the next batches while the current ones run.
+order. OpenVINO's keeps several inference requests in flight: inference
+releases the GIL, so tf.data decodes the next batches while they run.
 Its model is compiled for a fixed batch size (static shapes are faster on
 its CPU plugin); a short last batch is padded and the padding dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -99,20 +99,38 @@ def choose(engine: str, precision: str = "float32", images: int = AUTO_MIN_IMAGE
 
 
 class KerasEngine:
-    """TensorFlow's forward pass (every GPU of the machine when it has several)."""
+    """TensorFlow's forward pass (every GPU of the machine when it has several).
+
+    Without a multi-GPU strategy, the last network built and traced is kept
+    for the process: the next extraction with the same spec, weights and seed
+    (a notebook's next call, or predict's after extract) skips building and
+    tracing it, seconds for the larger backbones. The weights are named by
+    their identity (a file by its hash), so a changed file is built anew.
+    """
 
     def __init__(self, spec: backbones.BackboneSpec, seed: int):
         strategy = backbones.gpu_strategy()
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            model = backbones.build(spec, seed=seed)
-        self.forward = backbones.compiled_forward(model, strategy)
-        self.feature_shape = tuple(int(d) for d in model.output_shape[1:])
+        if strategy is None:
+            self.forward, self.feature_shape = _last_forward(spec, spec.weights_identity, seed)
+        else:
+            with strategy.scope():
+                self.forward, self.feature_shape = _forward(spec, seed, strategy)
         self.name = "keras"
         self.conversion_seconds = 0.0
 
     def map(self, batches):
         for idx, images in batches:
             yield idx, self.forward(images).numpy()
+
+
+def _forward(spec: backbones.BackboneSpec, seed: int, strategy) -> tuple:
+    model = backbones.build(spec, seed=seed)
+    return backbones.compiled_forward(model, strategy), tuple(int(d) for d in model.output_shape[1:])
+
+
+@functools.lru_cache(maxsize=1)
+def _last_forward(spec: backbones.BackboneSpec, weights_identity: str, seed: int) -> tuple:
+    return _forward(spec, seed, None)
 
 
 class OpenVINOEngine:

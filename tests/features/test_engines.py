@@ -120,6 +120,38 @@ def test_the_engine_is_built_run_and_dropped_200_times_without_a_hang(tmp_path):
         del out, engine  # dropped with requests in flight
 
 
+def test_the_last_keras_network_is_kept_for_its_spec_and_weights_and_built_anew_when_they_change(
+        tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    built = []
+    build = backbones.build
+    monkeypatch.setattr(backbones, "build", lambda spec, **kw: built.append(spec) or build(spec, **kw))
+    engines._last_forward.cache_clear()  # another test's network may be kept in this process
+    path = tmp_path / "quarter.weights.h5"
+    quarter = backbones.resolve("mobilenet", image_size=32, weights="none")
+    build(quarter, seed=1).layers[-1].save_weights(path)
+    spec = backbones.resolve("mobilenet", image_size=32, weights=str(path))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    first = engines.KerasEngine(spec, seed=0)
+    again = engines.KerasEngine(spec, seed=0)
+    assert again.forward is first.forward and len(built) == 1  # neither built nor traced again
+    # The same path with other weights in it: built anew, and its features are the new weights'.
+    changed = build(quarter, seed=2)
+    changed.layers[-1].save_weights(path)
+    anew = engines.KerasEngine(spec, seed=0)
+    assert len(built) == 2
+    np.testing.assert_allclose(anew.forward(pixels).numpy(), changed.predict(pixels, verbose=0), rtol=1e-5,
+                               atol=0)
+    # (MobileNet's random-weight features are about 1e-16: compared relatively.)
+    assert not np.allclose(anew.forward(pixels).numpy(), first.forward(pixels).numpy(), rtol=1e-3, atol=0)
+    # Under a multi-GPU strategy nothing is kept: each network is built in that strategy's scope.
+    monkeypatch.setattr(backbones, "gpu_strategy", lambda: tf.distribute.get_strategy())
+    engines.KerasEngine(spec, seed=0)
+    engines.KerasEngine(spec, seed=0)
+    assert len(built) == 4
+
+
 @pytest.fixture(scope="module")
 def small_engine():
     """OpenVINO running a random-weight VGG16 at 32 px, batches of 4."""
