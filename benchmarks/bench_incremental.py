@@ -5,7 +5,11 @@ Parts (each prints its figures):
 1. ``--data``: the real photos, each step as the command a user runs
    (``run_pipeline.py extract --json`` in a fresh process, so TensorFlow's
    import is counted): a full extraction into an empty cache, the same
-   folder with 10 new photos, then a no-change rerun.
+   folder with 10 new photos, then a no-change rerun. Then, from Python in
+   one process as in a notebook, a 200-photo folder (below ``auto``'s
+   OpenVINO threshold, so Keras runs it) gains 10 photos a call: each
+   call's wall time with the network kept from the call before, and with
+   it dropped first, alternated.
 2. A synthetic store of ``--rows`` rows (``--dim`` float32 features, one
    segment per ``--chunk-size`` rows): resolving a view of every row against
    it (index + materialised view file), in a child process so its peak
@@ -51,8 +55,6 @@ def extract(data: Path, cache: Path) -> dict:
 
 
 def real_photos(data: Path, work: Path) -> None:
-    from PIL import Image
-
     from pipeline.features.hashing import RACY_SECONDS
 
     copy = shutil.copytree(data, work / "photos")
@@ -61,10 +63,7 @@ def real_photos(data: Path, work: Path) -> None:
     rows = []
     full = extract(copy, cache)
     rows.append(("full extraction", full))
-    sources = sorted((copy / "train" / "cats").glob("*.jpg"))[:10]
-    for i, source in enumerate(sources):  # 10 new photos: mirrored copies, new bytes
-        Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
-            source.with_name(f"new_{i}.jpg"), quality=90)
+    flipped_copies(sorted((copy / "train" / "cats").glob("*.jpg"))[:10], "new_")
     time.sleep(RACY_SECONDS)
     rows.append(("10 photos added", extract(copy, cache)))
     rows.append(("no-change rerun", extract(copy, cache)))
@@ -73,6 +72,46 @@ def real_photos(data: Path, work: Path) -> None:
     for name, r in rows:
         print(f"{name:<18} {r['computed']:>8} {r['reused']:>7} {r['fingerprinted']:>6} "
               f"{r['seconds']:>15.3f} {r['command_seconds']:>10.2f} {r['images_per_second']:>9.1f}")
+
+
+def flipped_copies(sources: list[Path], prefix: str) -> None:
+    """New photos with new bytes: mirrored copies beside their sources."""
+    from PIL import Image
+
+    for i, source in enumerate(sources):
+        Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+            source.with_name(f"{prefix}{i}.jpg"), quality=90)
+
+
+def in_one_process(data: Path, work: Path, rounds: int = 3) -> None:
+    from pipeline import ExtractConfig, extract_features
+    from pipeline.features import engines
+    from pipeline.features.hashing import RACY_SECONDS
+
+    small = work / "small"
+    for cls in ("cats", "dogs"):
+        (small / "train" / cls).mkdir(parents=True)
+        for photo in sorted((data / "train" / cls).glob("*.jpg"))[:100]:
+            shutil.copy(photo, small / "train" / cls / photo.name)
+    sources = sorted((small / "train" / "cats").glob("*.jpg"))
+    config = ExtractConfig(cache_dir=str(work / "small-cache"))
+    time.sleep(RACY_SECONDS)
+    first = extract_features(small, config, progress=False)  # imports, the network built and traced
+    times: dict[str, list[float]] = {"kept": [], "built again": []}
+    for r in range(2 * rounds):
+        flipped_copies(sources[10 * r:10 * r + 10], f"added_{r}_")
+        time.sleep(RACY_SECONDS)
+        how = ("kept", "built again")[r % 2]
+        if how == "built again":
+            engines._last_forward.cache_clear()
+        started = time.perf_counter()
+        result = extract_features(small, config, progress=False)
+        times[how].append(time.perf_counter() - started)
+        assert result.computed == 10, result.computed
+    print(f"in one process: {first.computed} photos first ({first.seconds:.2f} s, engine "
+          f"{first.open().extraction['engine']}), then 10 added a call:")
+    for how, t in times.items():
+        print(f"  network {how:<12}: " + " / ".join(f"{x:.2f}" for x in t) + " s a call")
 
 
 def synthetic_store(folder: Path, rows: int, dim: int, chunk: int) -> list[str]:
@@ -172,7 +211,11 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--resolve-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--one-process", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_process:
+        in_one_process(*(Path(p) for p in args.one_process))
+        return 0
     if args.resolve_child:
         resolve_child(*(Path(p) for p in args.resolve_child))
         return 0
@@ -181,6 +224,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
     if args.data:
         real_photos(Path(args.data), work)
+        # In a child: a parent holding TensorFlow would lend its resident size to the next
+        # child's peak (Linux keeps the high-water mark across fork and exec).
+        print(subprocess.run([sys.executable, __file__, "--one-process", args.data, str(work)],
+                             check=True, capture_output=True, text=True).stdout, end="")
     started = time.perf_counter()
     fps = synthetic_store(work / "store", args.rows, args.dim, args.chunk_size)
     print(f"synthetic store: {args.rows:,} rows x {args.dim} float32 in "
