@@ -5,10 +5,13 @@ Nothing here imports another module of the package.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -42,6 +45,24 @@ def sha256_file(path: str | os.PathLike) -> str:
     """The sha256 of a file's bytes, hex."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+@contextlib.contextmanager
+def hashed_copy(path: str | os.PathLike) -> Iterator[tuple[Path, str]]:
+    """A private copy of a file, under its own name, and ``sha256:`` of the bytes copied.
+
+    The file is read once: a loader given the copy reads exactly the bytes
+    hashed, whatever is written to ``path`` meanwhile. The copy is removed
+    on leaving.
+    """
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="pipeline-copy-") as folder:
+        copy = Path(folder) / Path(path).name
+        with open(path, "rb") as source, open(copy, "wb") as target:
+            while block := source.read(2**20):
+                digest.update(block)
+                target.write(block)
+        yield copy, "sha256:" + digest.hexdigest()
 
 
 def sha256_tree(path: str | os.PathLike) -> str:

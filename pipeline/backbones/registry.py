@@ -12,7 +12,7 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import keras_home, sha256_file
+from .._files import hashed_copy, keras_home, sha256_file
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
 
 # How each family expects its pixels (the `mode` of keras' preprocess_input):
@@ -98,10 +98,8 @@ class Backbone:
         return getattr(keras.applications, self.module).preprocess_input
 
     def weights_identity(self, spec: "BackboneSpec") -> str:
-        """What the weights are, for the cache key (a file by its hash)."""
-        if spec.weights in NAMED_WEIGHTS:
-            return spec.weights
-        return "sha256:" + sha256_file(Path(spec.weights))
+        """What the weights are, for the cache key (a file by the hash taken as it was resolved)."""
+        return spec.weights if spec.weights in NAMED_WEIGHTS else spec.weights_hash
 
     def build_base(self, spec: "BackboneSpec", seed: int = 0):
         """The ``keras.applications`` model itself, with its pooling, no top.
@@ -112,8 +110,6 @@ class Backbone:
         """
         import keras
 
-        from .seeding import seeded
-
         kwargs = dict(
             include_top=False,
             input_shape=(spec.image_size, spec.image_size, 3),
@@ -123,13 +119,17 @@ class Backbone:
         if self.alphas:
             kwargs["alpha"] = spec.alpha
         constructor = getattr(keras.applications, self.constructor)
-        try:
-            if spec.weights == "none":
-                with seeded(seed):
-                    return constructor(**kwargs)
-            return constructor(**kwargs)
-        except Exception as exc:  # urllib, h5py and keras raise many types here
-            raise _weights_error(spec, exc) from exc
+        if spec.weights in NAMED_WEIGHTS:
+            return _constructed(constructor, kwargs, spec, seed)
+        # Keras reads a private copy of the file, so the weights it loads are the bytes hashed
+        # here, and those must be the bytes the spec (and so the cache key) was resolved with.
+        with hashed_copy(spec.weights) as (copy, identity):
+            if identity != spec.weights_hash:
+                raise WeightsError(
+                    f"The weights file {spec.weights} changed after it was read for the cache key "
+                    f"({spec.weights_hash}; now {identity}), so nothing is computed with it. "
+                    "Fix: run again once the file is no longer being written.")
+            return _constructed(constructor, {**kwargs, "weights": str(copy)}, spec, seed)
 
     def feature_shape(self, pooling: str = "avg") -> tuple[int, ...]:
         """Feature shape at the default size and alpha."""
@@ -190,6 +190,7 @@ class BackboneSpec:
     pooling: str
     alpha: float | None
     weights: str  # "imagenet", "none" or a path to a weights file
+    weights_hash: str | None = None  # a weights file's "sha256:...", taken once as it is resolved
 
     @property
     def weights_identity(self) -> str:
@@ -240,13 +241,13 @@ def resolve_application(
         )
     weights = str(weights)
     if weights.lower() in NAMED_WEIGHTS:
-        weights = weights.lower()
-    elif not Path(weights).is_file():
+        return BackboneSpec(backbone, size, pooling, alpha, weights.lower())
+    if not Path(weights).is_file():
         raise WeightsError(
             f"`--weights` must be 'imagenet', 'none' or a weights file. Got "
             f"{weights!r}, which is not a file."
         )
-    return BackboneSpec(backbone, size, pooling, alpha, weights)
+    return BackboneSpec(backbone, size, pooling, alpha, weights, "sha256:" + sha256_file(weights))
 
 
 
@@ -267,6 +268,18 @@ def check_pooling(pooling: str | None, allowed: tuple[str, ...], name: str) -> s
 def keras_models_dir() -> Path:
     """Where Keras keeps downloaded weights (``$KERAS_HOME/models``)."""
     return keras_home() / "models"
+
+
+def _constructed(constructor, kwargs: dict, spec: BackboneSpec, seed: int):
+    from .seeding import seeded
+
+    try:
+        if spec.weights == "none":
+            with seeded(seed):
+                return constructor(**kwargs)
+        return constructor(**kwargs)
+    except Exception as exc:  # urllib, h5py and keras raise many types here
+        raise _weights_error(spec, exc) from exc
 
 
 def _weights_error(spec: BackboneSpec, exc: Exception) -> WeightsError:

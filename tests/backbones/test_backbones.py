@@ -1,5 +1,7 @@
 """The backbone registry, parametrised so a new entry is tested for free."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,39 @@ def test_weights_file_that_fits_is_loaded(tmp_path):
     loaded = backbones.build(backbones.resolve("mobilenet", image_size=32, weights=str(path)))
     pixels = np.full((1, 32, 32, 3), 100.0, "float32")
     np.testing.assert_allclose(loaded.predict(pixels, verbose=0), source.predict(pixels, verbose=0), rtol=1e-5)
+
+
+def test_weights_that_change_after_they_were_hashed_are_not_loaded(tmp_path, monkeypatch):
+    """Keras loads a private copy of the bytes hashed, and those must be the ones the cache key has."""
+    from pipeline import _files
+
+    spec = backbones.resolve("mobilenet", image_size=32, weights="none")
+    path = tmp_path / "quarter.weights.h5"
+    backbones.build(spec, seed=1).layers[-1].save_weights(path)
+    resolved = backbones.resolve("mobilenet", image_size=32, weights=str(path))
+    assert resolved.weights_identity == "sha256:" + _files.sha256_file(path)
+    backbones.build(spec, seed=2).layers[-1].save_weights(path)  # rewritten since it was resolved
+    with pytest.raises(WeightsError, match=r"The weights file .*quarter\.weights\.h5 changed after it was "
+                                           r"read for the cache key \(sha256:[0-9a-f]{64}; now sha256:"
+                                           r"[0-9a-f]{64}\), so nothing is computed with it\. Fix: run "
+                                           r"again once the file is no longer being written\."):
+        backbones.build(resolved)
+    # Written to as Keras is about to read it: Keras reads the copy, which holds the bytes hashed.
+    again = backbones.resolve("mobilenet", image_size=32, weights=str(path))
+    copies, copy = [], _files.hashed_copy
+
+    @contextlib.contextmanager
+    def then_overwritten(source):
+        with copy(source) as (copied, identity):
+            path.write_bytes(b"not weights")
+            copies.append(copied)
+            yield copied, identity
+
+    monkeypatch.setattr("pipeline.backbones.registry.hashed_copy", then_overwritten)
+    pixels = np.full((1, 32, 32, 3), 100.0, "float32")
+    np.testing.assert_allclose(backbones.build(again).predict(pixels, verbose=0),
+                               backbones.build(spec, seed=2).predict(pixels, verbose=0), rtol=1e-5, atol=0)
+    assert len(copies) == 1 and not copies[0].exists()  # the private copy is gone
 
 
 def test_imagenet_weights_missing_offline(tmp_path, monkeypatch):

@@ -137,9 +137,11 @@ def test_the_last_keras_network_is_kept_for_its_spec_and_weights_and_built_anew_
     first = engines.KerasEngine(spec, seed=0)
     again = engines.KerasEngine(spec, seed=0)
     assert again.forward is first.forward and len(built) == 1  # neither built nor traced again
-    # The same path with other weights in it: built anew, and its features are the new weights'.
+    # The same path with other weights in it, resolved again as each call does: built anew, and
+    # its features are the new weights'.
     changed = build(quarter, seed=2)
     changed.layers[-1].save_weights(path)
+    spec = backbones.resolve("mobilenet", image_size=32, weights=str(path))
     anew = engines.KerasEngine(spec, seed=0)
     assert len(built) == 2
     np.testing.assert_allclose(anew.forward(pixels).numpy(), changed.predict(pixels, verbose=0), rtol=1e-5,
