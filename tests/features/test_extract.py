@@ -184,3 +184,24 @@ def test_large_jpegs_decode_at_reduced_scale_close_to_full(tmp_path):
     assert not np.array_equal(auto, full)
     assert np.abs(auto - full).mean() < 3.0  # gray levels of 255
     assert load_image(path, Decoding(400, "auto")).numpy().shape == (400, 400, 3)
+
+
+def test_a_weights_file_is_named_by_its_hash_and_must_be_given_again_unchanged(tmp_path):
+    from pipeline.errors import WeightsError
+    from pipeline.features.spec import feature_spec, spec_from_key
+
+    path = tmp_path / "quarter.weights.h5"
+    random = backbones.resolve("mobilenet", image_size=32, weights="none")
+    backbones.build(random, seed=1).layers[-1].save_weights(path)
+    spec = backbones.resolve("mobilenet", image_size=32, weights=str(path))
+    key = feature_spec(spec, ExtractConfig(weights=str(path), image_size=32))
+    assert key["weights"] == spec.weights_identity and key["weights"].startswith("sha256:")
+    assert spec_from_key(key, path) == spec
+    with pytest.raises(WeightsError, match=r"^Stage 1 used a weights file \(sha256:[0-9a-f]{64}\)\. "
+                                           r"Fix: pass it again with `--weights PATH`\.$"):
+        spec_from_key(key)
+    backbones.build(random, seed=2).layers[-1].save_weights(path)
+    with pytest.raises(WeightsError, match=r"^`weights` .*quarter\.weights\.h5 is not what stage 1 used "
+                                           r"\(sha256:[0-9a-f]{64}\)\. Fix: pass the weights or model stage "
+                                           r"1 used, or extract again\.$"):
+        spec_from_key(key, path)
