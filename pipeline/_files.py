@@ -49,20 +49,35 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 @contextlib.contextmanager
 def hashed_copy(path: str | os.PathLike) -> Iterator[tuple[Path, str]]:
-    """A private copy of a file, under its own name, and ``sha256:`` of the bytes copied.
+    """A private copy of a file or folder, under its own name, and its identity as
+    :func:`sha256_tree` gives it, taken from the bytes copied.
 
-    The file is read once: a loader given the copy reads exactly the bytes
+    Each file is read once: a loader given the copy reads exactly the bytes
     hashed, whatever is written to ``path`` meanwhile. The copy is removed
     on leaving.
     """
-    digest = hashlib.sha256()
+    path = Path(path)
     with tempfile.TemporaryDirectory(prefix="pipeline-copy-") as folder:
-        copy = Path(folder) / Path(path).name
-        with open(path, "rb") as source, open(copy, "wb") as target:
-            while block := source.read(2**20):
-                digest.update(block)
-                target.write(block)
-        yield copy, "sha256:" + digest.hexdigest()
+        copy = Path(folder) / path.name
+        if path.is_dir():
+            parts = []
+            for source in sorted(p for p in path.rglob("*") if p.is_file()):
+                target = copy / source.relative_to(path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                parts.append(_copied(source, target)[:16])
+            yield copy, "sha256:" + "+".join(parts)
+        else:
+            yield copy, "sha256:" + _copied(path, copy)
+
+
+def _copied(source: Path, target: Path) -> str:
+    """Copy ``source`` to ``target`` in one read; the sha256 of the bytes copied, hex."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as read, open(target, "wb") as write:
+        while block := read.read(2**20):
+            digest.update(block)
+            write.write(block)
+    return digest.hexdigest()
 
 
 def sha256_tree(path: str | os.PathLike) -> str:

@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import sha256_tree
+from .._files import hashed_copy
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
-from .registry import BACKBONES, MAP_POOLINGS, BackboneSpec, check_pooling, get_backbone
+from .registry import BACKBONES, MAP_POOLINGS, BackboneSpec, as_hashed, check_pooling, get_backbone
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class ModelFile:
         return Path(self.path).is_dir()
 
     def weights_identity(self, spec: BackboneSpec) -> str:
-        return sha256_tree(self.path)
+        return spec.weights_hash
 
     def preprocessing_text(self, spec: BackboneSpec) -> str:
         if self.preprocess_name is None:
@@ -78,7 +78,8 @@ class ModelFile:
         """Preprocessed pixels in, the chosen layer's output (pooled when a map) out."""
         import keras
 
-        model = _load(self.path)
+        with as_hashed(self.path, spec.weights_hash, "model") as copy:
+            model = _load(str(copy), self.path)
         size = spec.image_size
         if self.saved_model:
             pixels = keras.Input((size, size, 3), name="pixels")
@@ -94,8 +95,9 @@ class ModelFile:
         return keras.Model(pixels, out, name=self.slug.replace("-", "_").replace(".", "_"))
 
 
-def _load(path: str):
-    """A fresh copy each call: stage 3 trains the one it is given."""
+def _load(path: str, named: str):
+    """The model at ``path`` (a private copy of ``named``), loaded afresh: stage 3 trains the one
+    it is given."""
     import keras
 
     try:
@@ -103,7 +105,7 @@ def _load(path: str):
             return keras.layers.TFSMLayer(path, call_endpoint="serving_default")
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # keras, h5py and TensorFlow raise many types here
-        raise WeightsError(f"Could not load the model {path}: {first_line(exc)}. Fix: pass a "
+        raise WeightsError(f"Could not load the model {named}: {first_line(exc)}. Fix: pass a "
                            "`.keras` file saved by model.save() or a SavedModel folder.") from exc
 
 
@@ -136,7 +138,8 @@ def resolve(name: str, *, image_size: int | None, pooling: str | None, alpha: fl
         raise UnknownNameError(f"`--preprocess` names the registry backbone whose preprocess_input "
                                f"to apply: one of {', '.join(BACKBONES)}. Got {preprocess!r}.")
     resolved = str(path.resolve())
-    model = _load(resolved)
+    with hashed_copy(resolved) as (copy, identity):  # inspected as hashed
+        model = _load(str(copy), resolved)
     if path.is_dir():
         outputs = {name: tuple(spec.shape) for name, spec in
                    sorted(model.call_endpoint_fn.structured_outputs.items())}
@@ -173,4 +176,4 @@ def resolve(name: str, *, image_size: int | None, pooling: str | None, alpha: fl
         raise ConfigError(f"{path.name} accepts any input size. Fix: pass `--image-size`.")
     allowed = MAP_POOLINGS if out_rank == 4 else ("none",)
     pooling = check_pooling(pooling, allowed, f"layer {layer} of {path.name}")
-    return BackboneSpec(ModelFile(resolved, layer, preprocess), int(size), pooling, None, "imagenet")
+    return BackboneSpec(ModelFile(resolved, layer, preprocess), int(size), pooling, None, "imagenet", identity)

@@ -8,6 +8,7 @@ listing backbones and answering cache hits stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,14 +122,7 @@ class Backbone:
         constructor = getattr(keras.applications, self.constructor)
         if spec.weights in NAMED_WEIGHTS:
             return _constructed(constructor, kwargs, spec, seed)
-        # Keras reads a private copy of the file, so the weights it loads are the bytes hashed
-        # here, and those must be the bytes the spec (and so the cache key) was resolved with.
-        with hashed_copy(spec.weights) as (copy, identity):
-            if identity != spec.weights_hash:
-                raise WeightsError(
-                    f"The weights file {spec.weights} changed after it was read for the cache key "
-                    f"({spec.weights_hash}; now {identity}), so nothing is computed with it. "
-                    "Fix: run again once the file is no longer being written.")
+        with as_hashed(spec.weights, spec.weights_hash, "weights file") as copy:
             return _constructed(constructor, {**kwargs, "weights": str(copy)}, spec, seed)
 
     def feature_shape(self, pooling: str = "avg") -> tuple[int, ...]:
@@ -268,6 +262,23 @@ def check_pooling(pooling: str | None, allowed: tuple[str, ...], name: str) -> s
 def keras_models_dir() -> Path:
     """Where Keras keeps downloaded weights (``$KERAS_HOME/models``)."""
     return keras_home() / "models"
+
+
+@contextlib.contextmanager
+def as_hashed(path: str, identity: str, what: str):
+    """A private copy of ``path`` whose bytes have ``identity``, the hash the spec (and so the
+    cache key) was resolved with: what is loaded from it is what the key names.
+
+    Raises:
+        WeightsError: ``path`` changed since it was hashed.
+    """
+    with hashed_copy(path) as (copy, now):
+        if now != identity:
+            raise WeightsError(
+                f"The {what} {path} changed after it was read for the cache key ({identity}; "
+                f"now {now}), so nothing is computed with it. Fix: run again once it is no "
+                "longer being written.")
+        yield copy
 
 
 def _constructed(constructor, kwargs: dict, spec: BackboneSpec, seed: int):

@@ -101,7 +101,7 @@ def test_weights_that_change_after_they_were_hashed_are_not_loaded(tmp_path, mon
     with pytest.raises(WeightsError, match=r"The weights file .*quarter\.weights\.h5 changed after it was "
                                            r"read for the cache key \(sha256:[0-9a-f]{64}; now sha256:"
                                            r"[0-9a-f]{64}\), so nothing is computed with it\. Fix: run "
-                                           r"again once the file is no longer being written\."):
+                                           r"again once it is no longer being written\."):
         backbones.build(resolved)
     # Written to as Keras is about to read it: Keras reads the copy, which holds the bytes hashed.
     again = backbones.resolve("mobilenet", image_size=32, weights=str(path))

@@ -1,6 +1,7 @@
 """The user's own network as a backbone: a .keras file cut at a layer, or a SavedModel."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -126,3 +127,28 @@ def test_the_files_hash_is_its_identity_and_runs_go_through_it(tmp_path, model_f
     capsys.readouterr()
     assert main(["predict", "--run", str(tmp_path / "run"), str(data / "test"), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["predictions"]) == 16
+
+
+@pytest.mark.parametrize("saved_model", [False, True], ids=["keras-file", "saved-model"])
+def test_a_model_rewritten_after_it_was_hashed_is_not_loaded(tmp_path, model_file, saved_model):
+    """Keras loads a private copy of the bytes hashed, and those must be the ones the cache key has."""
+    import keras
+
+    path = tmp_path / ("served" if saved_model else "mine.keras")
+    if saved_model:
+        keras.saving.load_model(model_file).export(str(path), verbose=False)
+    else:
+        shutil.copy(model_file, path)
+    spec = backbones.resolve(str(path))
+    expected = backbones.build(spec).predict(_pixels(), verbose=0)
+    if saved_model:
+        _classifier(seed=1).export(str(path), verbose=False)
+    else:
+        _classifier(seed=1).save(path)
+    with pytest.raises(WeightsError, match=rf"^The model {re.escape(str(path))} changed after it was read "
+                                           r"for the cache key \(sha256:[0-9a-f+]+; now sha256:[0-9a-f+]+\), "
+                                           r"so nothing is computed with it\."):
+        backbones.build(spec)
+    again = backbones.resolve(str(path))  # resolved anew, as every run does: built from the new bytes
+    assert again.weights_identity != spec.weights_identity
+    assert not np.allclose(backbones.build(again).predict(_pixels(), verbose=0), expected)
