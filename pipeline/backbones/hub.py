@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .._files import sha256_tree
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
-from .registry import NAMED_WEIGHTS, POOLINGS_OF, BackboneSpec, check_pooling
+from .registry import NAMED_WEIGHTS, POOLINGS_OF, BackboneSpec, as_hashed, check_pooling
 
 PREFIX = "hub:"
 
@@ -95,8 +95,8 @@ class HubBackbone:
         """``none``, the hash of a local preset's files, or the versioned Kaggle handle."""
         if spec.weights == "none":
             return "none"
-        if self.local:  # every file, at any depth, as a model folder of the user's
-            return sha256_tree(self.preset)
+        if self.local:  # every file, at any depth, hashed once as the spec was resolved
+            return spec.weights_hash
         return _named_presets()[self.preset][1]
 
     def preprocessing_text(self, spec: BackboneSpec) -> str:
@@ -128,8 +128,13 @@ class HubBackbone:
             if spec.weights == "none":
                 with seeded(seed):
                     hub = keras_hub.models.Backbone.from_preset(self.preset, load_weights=False, **sized)
+            elif self.local:  # from a private copy of the files hashed, as an own model is
+                with as_hashed(self.preset, spec.weights_hash, "preset folder") as copy:
+                    hub = keras_hub.models.Backbone.from_preset(str(copy), **sized)
             else:
                 hub = keras_hub.models.Backbone.from_preset(self.preset, **sized)
+        except WeightsError:  # the folder changed since it was hashed: said as it is
+            raise
         except Exception as exc:  # kagglehub, h5py and keras raise many types here
             raise WeightsError(
                 f"Could not load the KerasHub preset {self.preset!r} at {size} px: {first_line(exc)}. "
@@ -239,4 +244,5 @@ def resolve(name: str, image_size: int | None, pooling: str | None, alpha: float
                            "weights as a preset folder, hub:PATH.")
     pooling = check_pooling(pooling, POOLINGS_OF[backbone.kind], name)
     size = backbone.default_size() if image_size is None else int(image_size)
-    return BackboneSpec(backbone, size, pooling, None, weights)
+    local = backbone.local and weights != "none"
+    return BackboneSpec(backbone, size, pooling, None, weights, sha256_tree(backbone.preset) if local else None)

@@ -1,6 +1,8 @@
 """KerasHub presets as backbones, built offline from tiny random presets."""
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,18 @@ def test_a_local_preset_is_identified_by_every_file_in_it_at_any_depth(presets, 
     (folder / "assets" / "extra.txt").write_text("two")
     after = backbones.resolve(f"hub:{folder}").weights_identity
     assert before.startswith("sha256:") and after.startswith("sha256:") and before != after
+
+
+def test_a_preset_folder_rewritten_after_it_was_hashed_is_not_loaded(presets, tmp_path):
+    """keras_hub loads a private copy of the files hashed, and those must be the ones the key has."""
+    folder = shutil.copytree(presets["resnet"][0], tmp_path / "preset")
+    spec = backbones.resolve(f"hub:{folder}")
+    assert spec.weights_identity.startswith("sha256:") and backbones.build(spec).output_shape[1:] == \
+        (presets["resnet"][1],)
+    with open(folder / "model.weights.h5", "ab") as weights:
+        weights.write(b"\0")
+    with pytest.raises(WeightsError, match=rf"^The preset folder {re.escape(str(folder))} changed after it "
+                                           r"was read for the cache key \(sha256:[0-9a-f+]+; now "
+                                           r"sha256:[0-9a-f+]+\), so nothing is computed with it\."):
+        backbones.build(spec)
+    assert backbones.resolve(f"hub:{folder}").weights_identity != spec.weights_identity
