@@ -56,22 +56,14 @@ def hashed_copy(path: str | os.PathLike) -> Iterator[tuple[Path, str]]:
     hashed, whatever is written to ``path`` meanwhile. The copy is removed
     on leaving.
     """
-    path = Path(path)
     with tempfile.TemporaryDirectory(prefix="pipeline-copy-") as folder:
-        copy = Path(folder) / path.name
-        if path.is_dir():
-            parts = []
-            for source in sorted(p for p in path.rglob("*") if p.is_file()):
-                target = copy / source.relative_to(path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                parts.append(_copied(source, target)[:16])
-            yield copy, "sha256:" + "+".join(parts)
-        else:
-            yield copy, "sha256:" + _copied(path, copy)
+        copy = Path(folder) / Path(path).name
+        yield copy, _tree_identity(path, lambda source, relative: _copied(source, copy / relative))
 
 
 def _copied(source: Path, target: Path) -> str:
     """Copy ``source`` to ``target`` in one read; the sha256 of the bytes copied, hex."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     with open(source, "rb") as read, open(target, "wb") as write:
         while block := read.read(2**20):
@@ -83,11 +75,17 @@ def _copied(source: Path, target: Path) -> str:
 def sha256_tree(path: str | os.PathLike) -> str:
     """``sha256:`` and the sha256 of a file, or of every file under a folder (sorted by path,
     at any depth, 16 hex digits each): what identifies a model or preset stage 1 read."""
+    return _tree_identity(path, lambda source, relative: sha256_file(source))
+
+
+def _tree_identity(path: str | os.PathLike, digest) -> str:
+    """``sha256:`` and ``digest(file, its path relative to path)`` of a file, or of every file
+    under a folder (sorted by path, at any depth, 16 hex digits each)."""
     path = Path(path)
     if not path.is_dir():
-        return "sha256:" + sha256_file(path)
+        return "sha256:" + digest(path, Path())
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    return "sha256:" + "+".join(sha256_file(p)[:16] for p in files)
+    return "sha256:" + "+".join(digest(p, p.relative_to(path))[:16] for p in files)
 
 
 def keras_home() -> Path:

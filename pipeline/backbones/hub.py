@@ -20,6 +20,7 @@ cache); a folder written by ``save_to_preset`` works offline.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from dataclasses import dataclass
@@ -92,11 +93,9 @@ class HubBackbone:
         return _converter(self.preset)
 
     def weights_identity(self, spec: BackboneSpec) -> str:
-        """``none``, the hash of a local preset's files, or the versioned Kaggle handle."""
+        """``none`` or the versioned Kaggle handle (a local preset is named by its files' hash)."""
         if spec.weights == "none":
             return "none"
-        if self.local:  # every file, at any depth, hashed once as the spec was resolved
-            return spec.weights_hash
         return _named_presets()[self.preset][1]
 
     def preprocessing_text(self, spec: BackboneSpec) -> str:
@@ -124,24 +123,22 @@ class HubBackbone:
         # Convolutional families take any size; transformers are built at
         # this one (their position embeddings are interpolated or rotary).
         sized = {"image_shape": (size, size, 3)} if self.kind == "tokens" else {}
-        try:
-            if spec.weights == "none":
-                with seeded(seed):
-                    hub = keras_hub.models.Backbone.from_preset(self.preset, load_weights=False, **sized)
-            elif self.local:  # from a private copy of the files hashed, as an own model is
-                with as_hashed(self.preset, spec.weights_hash, "preset folder") as copy:
-                    hub = keras_hub.models.Backbone.from_preset(str(copy), **sized)
-            else:
-                hub = keras_hub.models.Backbone.from_preset(self.preset, **sized)
-        except WeightsError:  # the folder changed since it was hashed: said as it is
-            raise
-        except Exception as exc:  # kagglehub, h5py and keras raise many types here
-            raise WeightsError(
-                f"Could not load the KerasHub preset {self.preset!r} at {size} px: {first_line(exc)}. "
-                "Fix: with network access it downloads once into keras-hub's cache; offline, pass a "
-                "folder written by save_to_preset as hub:PATH"
-                + ("" if size == self.default_size() else
-                   f"; or use the preset's own size, {self.default_size()} px") + ".") from exc
+        # A local folder's weights are read from a private copy of the files hashed.
+        with as_hashed(self.preset, spec.weights_hash, "preset folder") if spec.weights_hash else \
+                contextlib.nullcontext(self.preset) as preset:
+            try:
+                if spec.weights == "none":
+                    with seeded(seed):
+                        hub = keras_hub.models.Backbone.from_preset(self.preset, load_weights=False, **sized)
+                else:
+                    hub = keras_hub.models.Backbone.from_preset(str(preset), **sized)
+            except Exception as exc:  # kagglehub, h5py and keras raise many types here
+                raise WeightsError(
+                    f"Could not load the KerasHub preset {self.preset!r} at {size} px: {first_line(exc)}. "
+                    "Fix: with network access it downloads once into keras-hub's cache; offline, pass "
+                    "a folder written by save_to_preset as hub:PATH"
+                    + ("" if size == self.default_size() else
+                       f"; or use the preset's own size, {self.default_size()} px") + ".") from exc
         tower = hub.vision_encoder if self.kind == "tower" else hub
         images = keras.Input((size, size, 3), name="images")
         given = {k: images for k in tower.input} if isinstance(tower.input, dict) else images

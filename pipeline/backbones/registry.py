@@ -99,8 +99,8 @@ class Backbone:
         return getattr(keras.applications, self.module).preprocess_input
 
     def weights_identity(self, spec: "BackboneSpec") -> str:
-        """What the weights are, for the cache key (a file by the hash taken as it was resolved)."""
-        return spec.weights if spec.weights in NAMED_WEIGHTS else spec.weights_hash
+        """What named weights are, for the cache key (files are named by ``spec.weights_hash``)."""
+        return spec.weights
 
     def build_base(self, spec: "BackboneSpec", seed: int = 0):
         """The ``keras.applications`` model itself, with its pooling, no top.
@@ -184,12 +184,14 @@ class BackboneSpec:
     pooling: str
     alpha: float | None
     weights: str  # "imagenet", "none" or a path to a weights file
-    weights_hash: str | None = None  # a weights file's "sha256:...", taken once as it is resolved
+    # The "sha256:..." of the files the weights are read from (a weights file, an own model, a
+    # local preset), taken once as the spec is resolved; building loads exactly those bytes.
+    weights_hash: str | None = None
 
     @property
     def weights_identity(self) -> str:
-        """What the weights are, for the cache key (a file by its hash)."""
-        return self.backbone.weights_identity(self)
+        """What the weights are, for the cache key: files by their hash, else as the kind names them."""
+        return self.weights_hash or self.backbone.weights_identity(self)
 
     @property
     def preprocessing(self) -> str:

@@ -104,14 +104,15 @@ class KerasEngine:
     Without a multi-GPU strategy, the last network built and traced is kept
     for the process: the next extraction with the same spec, weights and seed
     (a notebook's next call, or predict's after extract) skips building and
-    tracing it, seconds for the larger backbones. The weights are named by
-    their identity (a file by its hash), so a changed file is built anew.
+    tracing it, seconds for the larger backbones. A spec carries the hash of
+    the files its weights come from, so a changed file, resolved again, is
+    built anew.
     """
 
     def __init__(self, spec: backbones.BackboneSpec, seed: int):
         strategy = backbones.gpu_strategy()
         if strategy is None:
-            self.forward, self.feature_shape = _last_forward(spec, spec.weights_identity, seed)
+            self.forward, self.feature_shape = _last_forward(spec, seed)
         else:
             with strategy.scope():
                 self.forward, self.feature_shape = _forward(spec, seed, strategy)
@@ -129,7 +130,7 @@ def _forward(spec: backbones.BackboneSpec, seed: int, strategy) -> tuple:
 
 
 @functools.lru_cache(maxsize=1)
-def _last_forward(spec: backbones.BackboneSpec, weights_identity: str, seed: int) -> tuple:
+def _last_forward(spec: backbones.BackboneSpec, seed: int) -> tuple:
     return _forward(spec, seed, None)
 
 
