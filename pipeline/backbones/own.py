@@ -58,9 +58,6 @@ class ModelFile:
     def saved_model(self) -> bool:
         return Path(self.path).is_dir()
 
-    def weights_identity(self, spec: BackboneSpec) -> str:
-        return spec.weights_hash
-
     def preprocessing_text(self, spec: BackboneSpec) -> str:
         if self.preprocess_name is None:
             return "none (the model's own layers)"
@@ -126,6 +123,9 @@ def resolve(name: str, *, image_size: int | None, pooling: str | None, alpha: fl
     if not path.exists():
         raise ConfigError(f"`--backbone` {name} is neither a registry name nor an existing model file "
                           "or folder. Fix: check the path, or list registry names with `backbones`.")
+    if not (path.is_dir() or path.is_file()):  # reading a FIFO or a device would never end
+        raise ConfigError(f"`--backbone` {name} is not a regular file (a device, FIFO or socket), so "
+                          "it is not read. Fix: pass a `.keras` file or a SavedModel folder.")
     if path.is_dir() and not (path / "saved_model.pb").is_file():
         raise ConfigError(f"{path} is a folder without saved_model.pb, so not a SavedModel. Fix: "
                           "pass the SavedModel folder itself, or a `.keras` file.")

@@ -1,6 +1,7 @@
 """The user's own network as a backbone: a .keras file cut at a layer, or a SavedModel."""
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -152,3 +153,11 @@ def test_a_model_rewritten_after_it_was_hashed_is_not_loaded(tmp_path, model_fil
     again = backbones.resolve(str(path))  # resolved anew, as every run does: built from the new bytes
     assert again.weights_identity != spec.weights_identity
     assert not np.allclose(backbones.build(again).predict(_pixels(), verbose=0), expected)
+
+
+def test_a_model_path_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
+    fifo = tmp_path / "mine.keras"
+    os.mkfifo(fifo)  # opening it to read would wait for a writer forever
+    with pytest.raises(ConfigError, match=r"is not a regular file \(a device, FIFO or socket\), so it is "
+                                          r"not read\. Fix: pass a `\.keras` file or a SavedModel folder\."):
+        backbones.resolve(str(fifo))
