@@ -1,5 +1,6 @@
 """KerasHub presets as backbones, built offline from tiny random presets."""
 
+import contextlib
 import json
 import re
 import shutil
@@ -122,14 +123,27 @@ def test_a_local_preset_is_identified_by_every_file_in_it_at_any_depth(presets, 
     assert before.startswith("sha256:") and after.startswith("sha256:") and before != after
 
 
-def test_a_preset_folder_rewritten_after_it_was_hashed_is_not_loaded(presets, tmp_path):
+def test_a_preset_folder_rewritten_after_it_was_hashed_is_not_loaded(presets, tmp_path, monkeypatch):
     """keras_hub loads a private copy of the files hashed, and those must be the ones the key has."""
+    from pipeline import _files
+
     folder = shutil.copytree(presets["resnet"][0], tmp_path / "preset")
     spec = backbones.resolve(f"hub:{folder}")
-    assert spec.weights_identity.startswith("sha256:") and backbones.build(spec).output_shape[1:] == \
-        (presets["resnet"][1],)
-    with open(folder / "model.weights.h5", "ab") as weights:
-        weights.write(b"\0")
+    assert spec.weights_identity.startswith("sha256:")
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    expected = backbones.build(spec).predict(pixels, verbose=0)
+    # Junk written into the folder as keras_hub is about to read it: the copy holds the bytes hashed.
+    copy = _files.hashed_copy
+
+    @contextlib.contextmanager
+    def then_overwritten(source):
+        with copy(source) as copied:
+            (folder / "model.weights.h5").write_bytes(b"not weights")
+            yield copied
+
+    monkeypatch.setattr("pipeline.backbones.registry.hashed_copy", then_overwritten)
+    np.testing.assert_allclose(backbones.build(spec).predict(pixels, verbose=0), expected, rtol=1e-5)
+    monkeypatch.undo()
     with pytest.raises(WeightsError, match=rf"^The preset folder {re.escape(str(folder))} changed after it "
                                            r"was read for the cache key \(sha256:[0-9a-f+]+; now "
                                            r"sha256:[0-9a-f+]+\), so nothing is computed with it\."):
