@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,9 +273,16 @@ def as_hashed(path: str, identity: str, what: str):
     cache key) was resolved with: what is loaded from it is what the key names.
 
     Raises:
-        WeightsError: ``path`` changed since it was hashed.
+        WeightsError: ``path`` changed since it was hashed, or could not be copied.
     """
-    with hashed_copy(path) as (copy, now):
+    with contextlib.ExitStack() as stack:
+        try:
+            copy, now = stack.enter_context(hashed_copy(path))
+        except OSError as exc:  # the temporary folder is full, or the file went away
+            raise WeightsError(
+                f"Could not copy the {what} {path} into a private temporary folder to load it "
+                f"({first_line(exc)}). Fix: free space in {tempfile.gettempdir()}, or set TMPDIR to "
+                "a folder with room for it.") from exc
         if now != identity:
             raise WeightsError(
                 f"The {what} {path} changed after it was read for the cache key ({identity}; "

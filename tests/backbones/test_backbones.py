@@ -121,6 +121,26 @@ def test_weights_that_change_after_they_were_hashed_are_not_loaded(tmp_path, mon
     assert len(copies) == 1 and not copies[0].exists()  # the private copy is gone
 
 
+def test_a_weights_file_that_cannot_be_copied_says_where_room_is_needed(tmp_path, monkeypatch):
+    import errno
+
+    from pipeline import _files
+
+    path = tmp_path / "quarter.weights.h5"
+    backbones.build(backbones.resolve("mobilenet", image_size=32, weights="none")).layers[-1].save_weights(path)
+    spec = backbones.resolve("mobilenet", image_size=32, weights=str(path))
+
+    def full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_files, "_copied", full)
+    with pytest.raises(WeightsError, match=r"^Could not copy the weights file .*quarter\.weights\.h5 into a "
+                                           r"private temporary folder to load it \(\[Errno 28\] No space left "
+                                           r"on device\)\. Fix: free space in .+, or set TMPDIR to a folder "
+                                           r"with room for it\.$"):
+        backbones.build(spec)
+
+
 def test_imagenet_weights_missing_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     import keras.src.utils.file_utils as file_utils
