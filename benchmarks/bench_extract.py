@@ -8,10 +8,13 @@ noisy: rates swing by +-20 % within a minute), each measuring side by side:
    with autotuned parallelism), nothing of ours, nothing computed (images/s),
    with glibc keeping freed memory as the extraction has it (every measure
    here runs under that setting, so the limit is the plain reader at its best);
-2. the runtime's best forward pass: OpenVINO f32 compiled with the
-   THROUGHPUT hint, as many requests kept in flight as it asks for, on
-   in-memory batches of 16, 32 and 64, without our engine (the best batch
-   counts);
+   the same map with one thread per core and autotuning off is measured too,
+   and the faster of the two counts (the autotuner at times settles on half
+   the rate, which would lower the limit);
+2. the runtime's best forward pass: OpenVINO f32 in each configuration of
+   ``RUNTIME_CONFIGS`` (one stream or THROUGHPUT's several, threads pinned
+   or not), at least two requests kept in flight, on in-memory batches of
+   16, 32 and 64, without our engine (the best of them counts);
 3. the two-core limit: ``1 / (1/plain decode + 1/best forward)``, what a loop
    reaches if decoding and inference share the cores perfectly;
 4. our extraction into a fresh cache (``images_per_second``: the loop alone,
@@ -88,9 +91,9 @@ def all_paths(data: Path) -> list[str]:
     return [str(data / p) for split in discover(data).splits.values() for p, _ in split]
 
 
-def plain_reader(paths: list[str], size: int, batch: int):
+def plain_reader(paths: list[str], size: int, batch: int, fixed: bool = False):
     """image_dataset_from_directory's reader: read, decode, resize, autotuned; batches of
-    ``(indices, images)``."""
+    ``(indices, images)``. ``fixed``: one thread per core instead, autotuning off."""
     import tensorflow as tf
 
     def load(i, path):
@@ -98,15 +101,23 @@ def plain_reader(paths: list[str], size: int, batch: int):
         return i, tf.image.resize(image, (size, size), method="bilinear")
 
     ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
-    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
+    if not fixed:
+        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    ds = ds.map(load, num_parallel_calls=len(os.sched_getaffinity(0))).batch(batch).prefetch(2)
+    return ds.with_options(options)
 
 
 def plain_decode(paths: list[str], size: int, batch: int) -> float:
-    """Images/s of the plain reader alone."""
-    started = time.perf_counter()
-    for _ in plain_reader(paths, size, batch):
-        pass
-    return len(paths) / (time.perf_counter() - started)
+    """Images/s of the plain reader alone, autotuned or with one thread per core: the faster."""
+    rates = []
+    for fixed in (False, True):
+        started = time.perf_counter()
+        for _ in plain_reader(paths, size, batch, fixed):
+            pass
+        rates.append(len(paths) / (time.perf_counter() - started))
+    return max(rates)
 
 
 def plain_into_engine(engine, paths: list[str], size: int, batch: int) -> float:
@@ -127,38 +138,49 @@ def our_decode(paths: list[str], size: int, batch: int, mode: str = "auto") -> f
     return len(paths) / (time.perf_counter() - started)
 
 
-def runtime_forward(xml: Path, pixels: np.ndarray, batch: int, precision: str = "f32") -> float:
-    """Images/s of OpenVINO alone: THROUGHPUT hint, its optimal number of requests in flight."""
+# What the runtime can be asked for: each layout of the engine's (one stream, or THROUGHPUT's
+# several), with OpenVINO's own thread pinning and without it. The best of them counts.
+RUNTIME_CONFIGS = {f"{layout.lower()}{'' if pinned else ', unpinned'}":
+                   {"PERFORMANCE_HINT": layout, **({} if pinned else {"ENABLE_CPU_PINNING": False})}
+                   for layout in engines.LAYOUTS for pinned in (True, False)}
+
+
+def runtime_forward(xml: Path, pixels: np.ndarray, batch: int, precision: str = "f32") -> tuple[float, str]:
+    """Images/s of OpenVINO alone, the best of :data:`RUNTIME_CONFIGS`, each with at least two
+    requests (and as many as it asks for) in flight; and which config that was."""
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(xml)
     size = pixels.shape[1]
     model.reshape({model.inputs[0].get_any_name(): [batch, size, size, 3]})
-    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT",
-                                                 "INFERENCE_PRECISION_HINT": precision})
-    requests = [compiled.create_infer_request()
-                for _ in range(int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))]
     inputs = [pixels[i:i + batch] for i in range(0, len(pixels) - batch + 1, batch)]
+    rates = {}
+    for name, config in RUNTIME_CONFIGS.items():
+        compiled = core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision})
+        requests = [compiled.create_infer_request() for _ in range(
+            max(2, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))]
 
-    def run(rounds: int) -> int:
-        free, busy = deque(requests), deque()
-        for _ in range(rounds):
-            for x in inputs:
-                if not free:
-                    busy[0].wait()
-                    free.append(busy.popleft())
-                request = free.popleft()
-                request.start_async({0: x})
-                busy.append(request)
-        for request in busy:
-            request.wait()
-        return rounds * len(inputs) * batch
+        def run(rounds: int) -> int:
+            free, busy = deque(requests), deque()
+            for _ in range(rounds):
+                for x in inputs:
+                    if not free:
+                        busy[0].wait()
+                        free.append(busy.popleft())
+                    request = free.popleft()
+                    request.start_async({0: x})
+                    busy.append(request)
+            for request in busy:
+                request.wait()
+            return rounds * len(inputs) * batch
 
-    run(1)  # warm
-    started = time.perf_counter()
-    n = run(3)
-    return n / (time.perf_counter() - started)
+        run(1)  # warm
+        started = time.perf_counter()
+        n = run(3)
+        rates[name] = n / (time.perf_counter() - started)
+    best = max(rates, key=rates.get)
+    return rates[best], best
 
 
 def per_image_ms(paths: list[str], size: int, batch: int, store_folder: Path) -> dict[str, float]:
@@ -266,7 +288,7 @@ def probe_accuracy(cache_path: Path) -> tuple[np.ndarray, float]:
 
 def bf16_trade(args, tmp: Path, xml: Path, pixels: np.ndarray, rows: list[dict], f32_cache: Path) -> None:
     """bf16's forward pass, limit and extraction, and what it moves in the features and accuracy."""
-    batches = {b: runtime_forward(xml, pixels, b, "bf16") for b in (16, 32, 64)}
+    batches = {b: runtime_forward(xml, pixels, b, "bf16")[0] for b in (16, 32, 64)}
     forward = max(batches.values())
     decode = median(r["plain_decode"] for r in rows)
     limit = 1 / (1 / decode + 1 / forward)
@@ -306,7 +328,8 @@ def main() -> None:
         keras_engine = engines.KerasEngine(spec, seed=0)
         (tmp / "ov").mkdir()
         ov_engine = engines.OpenVINOEngine(spec, 0, batch, tmp / "ov")
-        print(f"OpenVINO conversion (once per feature spec): {ov_engine.conversion_seconds:.1f} s")
+        print(f"OpenVINO conversion (once per feature spec): {ov_engine.conversion_seconds:.1f} s; "
+              f"the engine's layout, measured on this CPU: {ov_engine.layout}")
         xml = engines.kept_model(tmp / "ov")
         size = spec.image_size
         pixels = decoded_pixels(args.data, size, args.forward_images).numpy()
@@ -314,7 +337,8 @@ def main() -> None:
         rows = []
         for round_ in range(args.rounds):
             r = {"plain_decode": plain_decode(paths, size, batch), "our_decode": our_decode(paths, size, batch)}
-            r.update({f"fwd{b}": runtime_forward(xml, pixels, b) for b in (16, 32, 64)})
+            for b in (16, 32, 64):
+                r[f"fwd{b}"], r[f"fwd{b}_config"] = runtime_forward(xml, pixels, b)
             config = ExtractConfig(cache_dir=str(tmp / f"cache{round_}"), batch_size=batch)
             result = extract_features(args.data, config, progress=False)
             r["ours"], r["cache"] = result.images_per_second, result.path
@@ -324,7 +348,8 @@ def main() -> None:
             r["limit"] = 1 / (1 / r["plain_decode"] + 1 / r["forward"])
             rows.append(r)
             print(f"round {round_ + 1}: plain decode {r['plain_decode']:.0f}, ours {r['our_decode']:.0f}; "
-                  f"OpenVINO forward batch 16/32/64 {r['fwd16']:.0f}/{r['fwd32']:.0f}/{r['fwd64']:.0f}; "
+                  f"OpenVINO forward batch 16/32/64 {r['fwd16']:.0f}/{r['fwd32']:.0f}/{r['fwd64']:.0f} "
+                  f"({r['fwd16_config']}/{r['fwd32_config']}/{r['fwd64_config']}); "
                   f"limit {r['limit']:.0f}; extraction {r['ours']:.0f}; plain decoding into our engine "
                   f"{r['plain_ov']:.0f}; plain Keras loop {r['plain']:.0f} "
                   f"images/s; extraction/limit {r['ours'] / r['limit']:.2f}, /plain loop "
