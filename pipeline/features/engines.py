@@ -23,7 +23,6 @@ its CPU plugin); a short last batch is padded and the padding dropped.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import shutil
@@ -35,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import backbones
-from .._files import atomic_write
 from ..config import ENGINES
 from ..errors import ConfigError, first_line
 
@@ -139,13 +137,9 @@ def _last_forward(spec: backbones.BackboneSpec, seed: int) -> tuple:
 class OpenVINOEngine:
     """OpenVINO's CPU runtime, on the network converted once per feature spec.
 
-    Its threads are laid over the cores as measured fastest on this CPU
-    (:func:`_fastest_layout`; ``layout`` says which).
-
     Args:
         folder: where the converted model is kept (the store's folder), so it
-            is converted once per spec and its layout measured once per CPU;
-            None converts and measures it every time.
+            is converted once per spec; None converts it every time.
     """
 
     def __init__(self, spec: backbones.BackboneSpec, seed: int, batch_size: int,
@@ -165,10 +159,13 @@ class OpenVINOEngine:
                 "`--precision bf16`: this CPU has no bfloat16 units (OpenVINO's "
                 "OPTIMIZATION_CAPABILITIES lists no BF16), so its rows would not be bf16 ones. "
                 "Fix: extract on a CPU with AVX512_BF16 or AMX, or use `--precision float32`.")
-        kept = kept_model(folder)
-        self.layout, self.compiled = _fastest_layout(core, model, "bf16" if precision == "bf16" else "f32",
-                                                     kept.parent / _LAYOUTS_FILE if kept else None)
-        self.requests = _in_flight(self.compiled)
+        # Threads unpinned: the decoders run on the same cores, and inference threads pinned to
+        # them could not make way (pinned, the extraction loop ran 8-13 % slower on a 2-core
+        # Xeon with AVX-512; BENCHMARKS.md).
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False,
+                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
     def _converted(self, ov, spec, seed: int, folder: Path | None):
         kept = kept_model(folder)
@@ -236,91 +233,6 @@ class OpenVINOEngine:
         finally:  # nothing runs on after the caller stops reading
             for request, _, _ in pending:
                 request.wait()
-
-
-# How OpenVINO lays its work over the cores: one stream of inference using all
-# of them, or THROUGHPUT's several streams of fewer threads each. Which runs a
-# network faster depends on the CPU and the network (one stream ran MobileNet
-# 0.25 about 10 % faster on a 2-core Xeon with AVX-512; BENCHMARKS.md), so it
-# is measured on the CPU at hand, once per kept model, CPU and batch size.
-# Threads are never pinned to cores: decoding runs on the same cores, and
-# pinned inference threads could not make way for it (pinned, the whole
-# extraction ran about 12 % slower there).
-LAYOUTS = ("LATENCY", "THROUGHPUT")
-_LAYOUTS_FILE = "layouts.json"
-
-
-def _compile(core, model, layout: str, precision: str):
-    return core.compile_model(model, "CPU", {"PERFORMANCE_HINT": layout, "ENABLE_CPU_PINNING": False,
-                                             "INFERENCE_PRECISION_HINT": precision})
-
-
-def _in_flight(compiled) -> int:
-    """Requests to keep in flight: what OpenVINO asks for, and at least two, so that a
-    stream finds the next batch waiting while the last one's features are taken."""
-    return max(2, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-
-
-def _batches_per_second(compiled, pixels: np.ndarray, seconds: float) -> float:
-    """A compiled model's rate on ``pixels`` with its requests kept busy, for at least
-    ``seconds`` and two rounds of requests."""
-    free = deque(compiled.create_infer_request() for _ in range(_in_flight(compiled)))
-    busy: deque = deque()
-    done, least = 0, 2 * len(free)
-    started = time.perf_counter()
-    while done < least or time.perf_counter() - started < seconds:
-        if not free:
-            busy[0].wait()
-            free.append(busy.popleft())
-            done += 1
-        request = free.popleft()
-        request.start_async({0: pixels}, share_inputs=True)
-        busy.append(request)
-    for request in busy:
-        request.wait()
-    return (done + len(busy)) / (time.perf_counter() - started)
-
-
-def _machine(core, model, precision: str) -> str:
-    """What a layout's measure holds for: the CPU, the cores this process may use, the batch."""
-    return (f"{core.get_property('CPU', 'FULL_DEVICE_NAME')}; "
-            f"{' '.join(map(str, core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES')))}; "
-            f"{len(os.sched_getaffinity(0))} cores; input {model.inputs[0].get_partial_shape()}; "
-            f"{precision}")
-
-
-def _fastest_layout(core, model, precision: str, kept: Path | None, seconds: float = 0.1):
-    """The faster layout (of :data:`LAYOUTS`) on this CPU and the model compiled with it.
-
-    Measured on zeros (a network's arithmetic does not depend on its input),
-    alternating three times and keeping each layout's best, then kept in
-    ``kept`` (a JSON object, machine -> layout) for the next extraction.
-    Both layouts give the same features: they differ in threads, not kernels.
-    """
-    machine, known = _machine(core, model, precision), {}
-    if kept is not None:
-        try:
-            known = json.loads(kept.read_text())
-        except (OSError, ValueError):  # none measured yet, or torn: measured again
-            pass
-        known = known if isinstance(known, dict) else {}
-        if known.get(machine) in LAYOUTS:
-            return known[machine], _compile(core, model, known[machine], precision)
-    compiled = {layout: _compile(core, model, layout, precision) for layout in LAYOUTS}
-    pixels = np.zeros(model.inputs[0].get_shape(), np.float32)
-    best = dict.fromkeys(LAYOUTS, 0.0)
-    for _ in range(3):
-        for layout, candidate in compiled.items():
-            best[layout] = max(best[layout], _batches_per_second(candidate, pixels, seconds))
-    layout = max(LAYOUTS, key=best.get)
-    log.info("OpenVINO layout on this CPU: %s (%s)", layout,
-             ", ".join(f"{name} {rate:.1f} batches/s" for name, rate in best.items()))
-    if kept is not None:
-        try:
-            atomic_write(kept, json.dumps({**known, machine: layout}, indent=1).encode())
-        except OSError as exc:
-            log.info("could not keep the measured layout in %s (%s)", kept, first_line(exc))
-    return layout, compiled[layout]
 
 
 def cpu_has_bf16() -> bool:
