@@ -8,8 +8,9 @@ bfloat16 changes the numbers, so ``precision="bf16"`` is its own spec.
 ``auto`` is the faster engine for the job: OpenVINO on a machine without a
 GPU (it runs the same network 2-4x faster than TensorFlow on a CPU) once
 its one conversion pays, that is when the spec's converted model is already
-kept or at least :data:`AUTO_MIN_IMAGES` images are to be computed (a few
-seconds of conversion cost more than a Keras pass over a handful of images);
+kept or its store will hold at least :data:`AUTO_MIN_IMAGES` rows once this
+run is done (a few seconds of conversion cost more than a Keras pass over a
+handful of images, but a store that has grown that large grows on);
 Keras when TensorFlow sees a GPU or OpenVINO is not installed. A backbone
 OpenVINO cannot convert falls back to Keras with a warning.
 
@@ -78,6 +79,8 @@ def choose(engine: str, precision: str = "float32", images: int = AUTO_MIN_IMAGE
     """The engine ``engine`` resolves to on this machine for ``images`` images: "keras" or "openvino".
 
     Args:
+        images: what the conversion would serve: the images to compute, and
+            for an extraction the rows its store holds already.
         folder: the store folder where a converted model may be kept already.
     """
     if engine not in ENGINES:

@@ -314,7 +314,10 @@ class Plan:
             return index
         config = self.config
         if work.engine is None:
-            name = engines.choose(config.engine, config.precision, todo, store.folder)
+            # The store's rows count too: a store that grew this large a few photos at a time
+            # grows on, and the conversion, kept, serves each of its later runs.
+            name = engines.choose(config.engine, config.precision, todo + len(index.fingerprints),
+                                  store.folder)
             work.engine = engines.build(name, self.spec, config.seed, config.batch_size,
                                         store.folder, config.precision)
         started = time.perf_counter()  # the loop alone: decode, forward, write

@@ -81,6 +81,21 @@ def test_the_converted_model_is_kept_and_converted_once_per_spec(tmp_path, monke
     assert second.computed == 1 and calls == []
 
 
+def test_auto_converts_once_a_store_grown_a_few_photos_at_a_time_reaches_the_threshold(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(engines, "_gpu_visible", lambda: False)
+    monkeypatch.setattr(engines, "AUTO_MIN_IMAGES", 10)
+    data = make_dataset(tmp_path / "data", per_class=2)  # 8 images: fewer than 10
+    first = extract_features(data, config(tmp_path / "cache"))
+    assert first.open().extraction["engine"] == "keras"
+    write_image(data / "train" / "cats" / "new.jpg", seed=5)  # 1 to compute, 8 rows held: 9
+    assert extract_features(data, config(tmp_path / "cache")).open().extraction["engine"] == "keras"
+    write_image(data / "train" / "dogs" / "new.jpg", seed=6)  # 1 to compute, 9 rows held: 10
+    third = extract_features(data, config(tmp_path / "cache"))
+    assert third.computed == 1 and third.open().extraction["engine"].startswith("openvino")
+    assert list((tmp_path / "cache" / "store").glob("*/openvino-*/model.xml"))  # kept for the next
+
+
 def test_a_backbone_openvino_cannot_convert_falls_back_to_keras(tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operation FancyOp")
