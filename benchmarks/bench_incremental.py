@@ -9,7 +9,8 @@ Parts (each prints its figures):
    one process as in a notebook, a 200-photo folder (below ``auto``'s
    OpenVINO threshold, so Keras runs it) gains 10 photos a call: each
    call's wall time with the network kept from the call before, and with
-   it dropped first, alternated.
+   it dropped first, alternated. Then a store that grows by 200 photos a
+   run from 900, as commands: ``auto`` against Keras in a twin cache.
 2. A synthetic store of ``--rows`` rows (``--dim`` float32 features, one
    segment per ``--chunk-size`` rows): resolving a view of every row against
    it (index + materialised view file), in a child process so its peak
@@ -42,9 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def extract(data: Path, cache: Path) -> dict:
+def extract(data: Path, cache: Path, *extra: str) -> dict:
     command = [sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data", str(data),
-               "--cache-dir", str(cache), "--json", "--no-progress"]
+               "--cache-dir", str(cache), "--json", "--no-progress", *extra]
     started = time.perf_counter()
     out = subprocess.run(command, check=True, capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
@@ -71,6 +72,41 @@ def real_photos(data: Path, work: Path) -> None:
     for name, r in rows:
         print(f"{name:<18} {r['computed']:>8} {r['reused']:>7} {r['fingerprinted']:>6} "
               f"{r['seconds']:>15.3f} {r['command_seconds']:>10.2f} {r['images_per_second']:>9.1f}")
+
+
+def growing_store(data: Path, work: Path, steps: int = 2) -> None:
+    """A store that grows by 200 photos a run from 900: ``auto`` (which converts for OpenVINO
+    once the store reaches 1000 rows) against Keras in a twin cache (what ``auto`` ran for
+    such a store when only the images of one run counted), each run a whole command."""
+    from pipeline.features import FeatureCache
+    from pipeline.features.hashing import RACY_SECONDS
+
+    photos = {cls: sorted((data / "train" / cls).glob("*.jpg")) for cls in ("cats", "dogs")}
+    folder = work / "growing"
+
+    def grow(upto: int) -> None:
+        for cls, sources in photos.items():
+            (folder / "train" / cls).mkdir(parents=True, exist_ok=True)
+            for photo in sources[:upto // 2]:
+                if not (folder / "train" / cls / photo.name).exists():
+                    shutil.copy(photo, folder / "train" / cls / photo.name)
+        time.sleep(RACY_SECONDS)
+
+    def engine(result: dict) -> str:
+        extraction = FeatureCache(result["cache"]).extraction
+        return f"{extraction['engine']}, conversion {extraction['conversion_seconds']:.1f} s"
+
+    grow(900)
+    first = extract(folder, work / "grow-auto")
+    shutil.copytree(work / "grow-auto", work / "grow-keras")
+    print(f"a store grown by 200 photos a run: 900 first ({engine(first)}, "
+          f"{first['command_seconds']:.2f} s as a command), then:")
+    for step in range(1, steps + 1):
+        grow(900 + 200 * step)
+        auto, keras = extract(folder, work / "grow-auto"), extract(folder, work / "grow-keras", "--engine", "keras")
+        print(f"  to {900 + 200 * step} rows: auto ({engine(auto)}) {auto['command_seconds']:.2f} s, "
+              f"loop {auto['images_per_second']:.0f} images/s; keras {keras['command_seconds']:.2f} s, "
+              f"loop {keras['images_per_second']:.0f} images/s")
 
 
 def flipped_copies(sources: list[Path], prefix: str) -> None:
@@ -224,6 +260,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
     if args.data:
         real_photos(Path(args.data), work)
+        growing_store(Path(args.data), work)
         # In a child: a parent holding TensorFlow would lend its resident size to the next
         # child's peak (Linux keeps the high-water mark across fork and exec).
         print(subprocess.run([sys.executable, __file__, "--one-process", args.data, str(work)],
