@@ -163,7 +163,7 @@ class OpenVINOEngine:
                 "OPTIMIZATION_CAPABILITIES lists no BF16), so its rows would not be bf16 ones. "
                 "Fix: extract on a CPU with AVX512_BF16 or AMX, or use `--precision float32`.")
         # Threads unpinned: the decoders run on the same cores, and inference threads pinned to
-        # them could not make way (pinned, the extraction loop ran 8-13 % slower on a 2-core
+        # them could not make way (pinned, the extraction loop ran 6-9 % slower on a 2-core
         # Xeon with AVX-512; BENCHMARKS.md).
         config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False,
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
