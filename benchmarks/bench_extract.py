@@ -69,11 +69,11 @@ from pipeline.features import engines  # noqa: E402
 PEAK_RSS = """
 import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {here!r}]
 from pipeline import ExtractConfig, extract_features
+from _peak import peak_mb
 extract_features({data!r}, ExtractConfig(cache_dir={cache!r}, batch_size={batch}), progress=False)
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
-print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024)
+print(peak_mb())
 """
 
 
@@ -247,7 +247,8 @@ def child_output(code: str, what: str) -> str:
 
 
 def peak_rss_mb(data: Path, batch: int, tmp: Path) -> int:
-    code = PEAK_RSS.format(root=str(ROOT), data=str(data), cache=str(tmp / "rss-cache"), batch=batch)
+    code = PEAK_RSS.format(root=str(ROOT), here=str(Path(__file__).parent), data=str(data),
+                           cache=str(tmp / "rss-cache"), batch=batch)
     return int(child_output(code, f"the peak-memory extraction of {data}"))
 
 

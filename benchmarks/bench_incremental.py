@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _peak import peak_mb  # this folder is on sys.path when the script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -81,15 +83,10 @@ def growing_store(data: Path, work: Path, steps: int = 2) -> None:
     from pipeline.features import FeatureCache
     from pipeline.features.hashing import RACY_SECONDS
 
-    photos = {cls: sorted((data / "train" / cls).glob("*.jpg")) for cls in ("cats", "dogs")}
     folder = work / "growing"
 
     def grow(upto: int) -> None:
-        for cls, sources in photos.items():
-            (folder / "train" / cls).mkdir(parents=True, exist_ok=True)
-            for photo in sources[:upto // 2]:
-                if not (folder / "train" / cls / photo.name).exists():
-                    shutil.copy(photo, folder / "train" / cls / photo.name)
+        train_photos(data, folder, upto // 2)
         time.sleep(RACY_SECONDS)
 
     def engine(result: dict) -> str:
@@ -109,6 +106,16 @@ def growing_store(data: Path, work: Path, steps: int = 2) -> None:
               f"loop {keras['images_per_second']:.0f} images/s")
 
 
+def train_photos(data: Path, folder: Path, per_class: int) -> None:
+    """The first ``per_class`` training photos of each class copied into ``folder`` (those
+    already there are left as they are)."""
+    for cls in ("cats", "dogs"):
+        (folder / "train" / cls).mkdir(parents=True, exist_ok=True)
+        for photo in sorted((data / "train" / cls).glob("*.jpg"))[:per_class]:
+            if not (folder / "train" / cls / photo.name).exists():
+                shutil.copy(photo, folder / "train" / cls / photo.name)
+
+
 def flipped_copies(sources: list[Path], prefix: str) -> None:
     """New photos with new bytes: mirrored copies beside their sources."""
     from PIL import Image
@@ -124,10 +131,7 @@ def in_one_process(data: Path, work: Path, rounds: int = 3) -> None:
     from pipeline.features.hashing import RACY_SECONDS
 
     small = work / "small"
-    for cls in ("cats", "dogs"):
-        (small / "train" / cls).mkdir(parents=True)
-        for photo in sorted((data / "train" / cls).glob("*.jpg"))[:100]:
-            shutil.copy(photo, small / "train" / cls / photo.name)
+    train_photos(data, small, 100)
     sources = sorted((small / "train" / "cats").glob("*.jpg"))
     config = ExtractConfig(cache_dir=str(work / "small-cache"))
     time.sleep(RACY_SECONDS)
@@ -178,9 +182,7 @@ def resolve_child(folder: Path, fps_file: Path, view: Path) -> None:
     key = {"synthetic": True}
     write_view(view, {"train": manifest}, index, {}, base_attrs(key, ["a", "b"], folder, {}), folder)
     total = time.perf_counter() - started
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
-    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
-    print(json.dumps({"index_s": round(indexed, 3), "resolve_s": round(total, 3), "peak_rss_mb": round(peak)}))
+    print(json.dumps({"index_s": round(indexed, 3), "resolve_s": round(total, 3), "peak_rss_mb": peak_mb()}))
 
 
 def virtual_view(path: Path, store: Path, fps: list[str], order: np.ndarray, dim: int) -> None:

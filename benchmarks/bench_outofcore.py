@@ -35,26 +35,28 @@ sys.path.insert(0, str(ROOT))
 from pipeline.features.view import base_attrs  # noqa: E402
 from pipeline.heads.outofcore import in_memory_bytes  # noqa: E402
 
-PEAK = 'next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024'
+HERE = str(Path(__file__).resolve().parent)  # for _peak, in the children
 RUN = """
 import json, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {here!r}]
+from _peak import peak_mb
 from pipeline import CompareConfig, compare
 from pipeline.heads import outofcore
 outofcore.SGD_EPOCHS = {sgd_epochs}
 result = compare({path!r}, CompareConfig(classifiers=({name!r},), params={params!r},
                                         memory_budget_mb={budget}, out={out!r}, overwrite=True))
-print(json.dumps({{"row": result.leaderboard[0], "seconds": result.seconds, "peak_mb": {peak}}}))
+print(json.dumps({{"row": result.leaderboard[0], "seconds": result.seconds, "peak_mb": peak_mb()}}))
 """
 BASELINE = """
 import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {here!r}]
+from _peak import peak_mb
 import h5py, keras, sklearn.linear_model, tensorflow
 from pipeline import compare
 from pipeline.heads import dense, outofcore
-print({peak})
+print(peak_mb())
 """
 
 
@@ -120,7 +122,7 @@ def main() -> None:
     need = in_memory_bytes({"train": train, "validation": args.rows // 10}, (args.dim,)) / 2**20
     print(f"{args.rows} rows x {args.dim} {args.dtype}; in memory, train + validation would need "
           f"{need:.0f} MB; budget {args.budget_mb:.0f} MB")
-    baseline = int(run(BASELINE.format(root=str(ROOT), peak=PEAK)))
+    baseline = int(run(BASELINE.format(root=str(ROOT), here=HERE)))
     print(f"imports alone (TensorFlow, Keras, scikit-learn, h5py): peak {baseline} MB")
     # Passes over train: logreg fits its scaler first; the head validates every epoch.
     for name, params, passes in (
@@ -131,7 +133,7 @@ def main() -> None:
             continue
         out = run(RUN.format(root=str(ROOT), sgd_epochs=args.sgd_epochs, path=str(path), name=name,
                              params=params, budget=args.budget_mb, out=str(work / f"run-{name}"),
-                             peak=PEAK))
+                             here=HERE))
         result = json.loads(out)
         row = result["row"]
         print(f"{name:<7} {row['path']}: fit {row['fit_seconds']:.0f} s "

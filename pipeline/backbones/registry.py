@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import hashed_copy, keras_home, sha256_file
+from .._files import hashed_copy, keras_home, sha256_tree
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
 
 # How each family expects its pixels (the `mode` of keras' preprocess_input):
@@ -244,7 +244,7 @@ def resolve_application(
             f"`--weights` must be 'imagenet', 'none' or a weights file. Got "
             f"{weights!r}, which is not a file."
         )
-    return BackboneSpec(backbone, size, pooling, alpha, weights, "sha256:" + sha256_file(weights))
+    return BackboneSpec(backbone, size, pooling, alpha, weights, sha256_tree(weights))
 
 
 
