@@ -81,6 +81,39 @@ def test_the_converted_model_is_kept_and_converted_once_per_spec(tmp_path, monke
     assert second.computed == 1 and calls == []
 
 
+@pytest.mark.parametrize("damage", ["flipped bytes", "truncated", "no checksums"])
+def test_a_kept_model_that_does_not_match_its_checksums_is_converted_again(tmp_path, monkeypatch, caplog,
+                                                                          damage):
+    # A damaged kept model gave wrong features (a third of the scale off) under the spec's name.
+    data = make_dataset(tmp_path / "data", per_class=2)
+    settings = {"backbone": "vgg16", "engine": "openvino"}
+    extract_features(data, config(tmp_path / "cache", **settings))
+    kept = engines.kept_model(next((tmp_path / "cache" / "store").iterdir())).parent
+    raw = bytearray((kept / "model.bin").read_bytes())
+    if damage == "flipped bytes":
+        for at in range(3, len(raw), len(raw) // 64 & ~3):
+            raw[at] ^= 0x40  # a bit of a float's exponent
+        (kept / "model.bin").write_bytes(bytes(raw))
+    elif damage == "truncated":
+        (kept / "model.bin").write_bytes(bytes(raw[:len(raw) // 2]))
+    else:
+        (kept / "checksums.json").unlink()  # as a folder kept by an older version
+    calls = []
+    real = ov.convert_model
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    write_image(data / "train" / "cats" / "new.jpg", seed=5)
+    with caplog.at_level(logging.WARNING):
+        damaged = extract_features(data, config(tmp_path / "cache", **settings))
+    assert damaged.computed == 1 and calls == [1]
+    assert f"the converted model kept in {kept} does not match the checksums saved with it (" in caplog.text
+    fresh = extract_features(data, config(tmp_path / "fresh", **settings))
+    np.testing.assert_array_equal(features(damaged), features(fresh))
+    # Kept again, whole and checked: the next run converts nothing.
+    calls.clear()
+    write_image(data / "train" / "dogs" / "new.jpg", seed=6)
+    assert extract_features(data, config(tmp_path / "cache", **settings)).computed == 1 and calls == []
+
+
 def test_auto_converts_once_a_store_grown_a_few_photos_at_a_time_reaches_the_threshold(
         tmp_path, monkeypatch):
     monkeypatch.setattr(engines, "_gpu_visible", lambda: False)
