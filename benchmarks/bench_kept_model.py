@@ -1,0 +1,57 @@
+"""What checking a kept OpenVINO model costs: reading it by path (OpenVINO maps the weights
+lazily, nothing checked) against reading its bytes and checking them against the checksums
+saved with it, as the engine does, and the whole engine build with that check.
+
+Usage (the real weights are in ../shared; see its README):
+
+    KERAS_HOME=... python benchmarks/bench_kept_model.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import backbones  # noqa: E402
+from pipeline.features import engines  # noqa: E402
+
+
+def main() -> None:
+    import openvino as ov
+
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    print(next(line for line in lscpu.splitlines() if line.startswith("Model name")))
+    for label, kwargs in (("MobileNet 0.25 @224, ImageNet weights", {}),
+                          ("VGG16 @224, random weights", {"name": "vgg16", "weights": "none"})):
+        spec = backbones.resolve(**kwargs)
+        folder = Path(tempfile.mkdtemp())
+        engines.OpenVINOEngine(spec, 0, 16, folder)  # converts and keeps it
+        xml = engines.kept_model(folder)
+        by_path, checked, builds = [], [], []
+        for _ in range(5):
+            started = time.perf_counter()
+            ov.Core().read_model(xml)
+            by_path.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            engines._read_kept(ov, xml)
+            checked.append(time.perf_counter() - started)
+        for _ in range(3):
+            started = time.perf_counter()
+            engines.OpenVINOEngine(spec, 0, 16, folder)
+            builds.append(time.perf_counter() - started)
+        size = (xml.parent / "model.bin").stat().st_size / 1e6
+        print(f"{label}: model.bin {size:.0f} MB; read by path {statistics.median(by_path) * 1e3:.0f} ms, "
+              f"read and checked {statistics.median(checked) * 1e3:.0f} ms; engine built from the kept "
+              f"model {statistics.median(builds):.2f} s (medians)")
+
+
+if __name__ == "__main__":
+    main()
