@@ -12,7 +12,6 @@ comes from one run on one machine.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,8 +98,7 @@ def main() -> None:
         print(f"compare, whole command: {whole:.2f} s; its checked reads take {loads * 1e3:.1f} ms "
               f"against {unchecked * 1e3:.1f} ms unchecked ({dtype}); with the view's opening, "
               f"checks cost {extra * 1e3:.1f} ms = {extra / whole:.2%} of the command")
-    print(f"cpu: {os.cpu_count()} cores; lscpu model: "
-          f"{subprocess.run(['lscpu'], capture_output=True, text=True).stdout.split('Model name:')[1].splitlines()[0].strip()}")
+    print(f"CPU: {cpu_line()}")
 
 
 if __name__ == "__main__":

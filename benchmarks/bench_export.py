@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,10 +124,7 @@ def main() -> None:
     paths, _ = _check_images(manifest, "validation", args.images, None)
     size = manifest["cache"]["key"]["image_size"]
     pixels = _pixels(paths, manifest["cache"]["key"], size).astype("float32")
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
-    print(f"model {args.model} of {run}; {len(pixels)} validation images at {size} px; CPU {cpu}, "
-          f"{os.cpu_count()} cores")
+    print(f"model {args.model} of {run}; {len(pixels)} validation images at {size} px; CPU {cpu_line()}")
     print(f"{'format':<16} {'size MiB':>8} {'max |dp|':>9} {'acc change':>10} {'1 image ms':>10} "
           f"{'img/s @32':>9}")
     for fmt, quantize in FORMATS:

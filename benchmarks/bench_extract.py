@@ -54,6 +54,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -317,11 +319,7 @@ def main() -> None:
     args = parser.parse_args()
     batch = args.batch_size
     allocator.keep_freed_memory()
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
-    flags = set(next((l.split(":", 1)[1].split() for l in lscpu.splitlines() if l.startswith("Flags")), []))
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    print(f"CPU: {model}, {os.cpu_count()} cores, flags {' '.join(shown)}; bf16 in OpenVINO: "
+    print(f"CPU: {cpu_line()}; bf16 in OpenVINO: "
           f"{engines.cpu_has_bf16()}; mobilenet alpha 0.25 @224, extraction batch {batch}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _peak import peak_mb  # this folder is on sys.path when the script runs
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
+from _peak import peak_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -257,8 +258,7 @@ def main() -> int:
     if args.resolve_child:
         resolve_child(*(Path(p) for p in args.resolve_child))
         return 0
-    print(subprocess.run(["sh", "-c", "lscpu | grep 'Model name'"], capture_output=True,
-                         text=True).stdout.strip())
+    print(f"CPU: {cpu_line()}")
     work = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
     if args.data:
         real_photos(Path(args.data), work)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,8 +28,7 @@ from pipeline.features import engines  # noqa: E402
 def main() -> None:
     import openvino as ov
 
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    print(next(line for line in lscpu.splitlines() if line.startswith("Model name")))
+    print(f"CPU: {cpu_line()}")
     for label, kwargs in (("MobileNet 0.25 @224, ImageNet weights", {}),
                           ("VGG16 @224, random weights", {"name": "vgg16", "weights": "none"})):
         spec = backbones.resolve(**kwargs)
