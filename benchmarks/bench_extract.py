@@ -28,7 +28,8 @@ noisy: rates swing by +-20 % within a minute), each measuring side by side:
 then the medians of the ratios (extraction / limit, extraction / plain
 loop) and where the extraction's time goes per image, each part measured
 alone on one thread (reading the bytes, fingerprinting them, probing the
-header, our decoding, the forward pass, writing the store). Where OpenVINO
+header, TensorFlow's JPEG decoding and its resize, our whole decoding, the
+forward pass, writing the store). Where OpenVINO
 lists BF16, the same for ``--precision bf16``: its forward pass, its limit,
 its extraction, and how far its features and a logistic regression's
 validation accuracy move from f32's. Then a cache-hit rerun through the
@@ -55,6 +56,7 @@ from collections import deque
 from pathlib import Path
 
 from _cpu import cpu_line  # this folder is on sys.path when the script runs
+from bench_decoders import tf_rate
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -204,6 +206,8 @@ def per_image_ms(paths: list[str], size: int, batch: int, store_folder: Path) ->
     for d in data:
         probe(d, decoding)
     out["probe the header"] = (time.perf_counter() - started) / n * 1e3
+    decode_ms = out["decode the JPEG (TensorFlow)"] = 1e3 / tf_rate(data, None, 1)
+    out[f"resize it to {size} px (TensorFlow)"] = 1e3 / tf_rate(data, size, 1) - decode_ms
     store = FeatureStore.create(store_folder, {"bench": True})
     features = np.random.default_rng(0).random((n, 256), dtype=np.float32)
     started = time.perf_counter()
