@@ -1,0 +1,28 @@
+"""The decoding benchmarks run on small generated photos (one of them once called the
+pipeline's functions with arguments they no longer take, and nothing noticed)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_dataset
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("script, prints", [
+    ("bench_decode.py", ["the header probe alone", "median ratios per round: our reader / plain"]),
+    ("bench_decoders.py", ["TensorFlow, one thread (ms per image): decode", "simplejpeg"]),
+])
+def test_a_decoding_benchmark_runs_to_its_figures(tmp_path, script, prints):
+    data = make_dataset(tmp_path / "photos", per_class=4)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--data", str(data), "--size", "16",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in prints:
+        assert line in done.stdout
+    assert "CPU: " in done.stdout  # every figure names the CPU it was measured on
