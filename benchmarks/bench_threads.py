@@ -31,9 +31,11 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from _cpu import cpu_line  # noqa: E402 - this folder is on sys.path when the script runs
+
 from pipeline.features import FeatureCache  # noqa: E402
 from pipeline.heads.registry import CLASSIFIERS, configure  # noqa: E402
-from pipeline.compare import _select  # noqa: E402
+from pipeline.compare.fitting import select  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -46,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cache", type=Path)
     args = parser.parse_args()
+    print(f"CPU: {cpu_line()}")
     cache = FeatureCache(args.cache)
     train, validation = cache.load("train"), cache.load("validation")
     X = StandardScaler().fit_transform(train.features)
@@ -74,12 +77,12 @@ def main() -> None:
     jobs = [(n, *configure(CLASSIFIERS[n], 0, {}, None, "flatten")) for n in names]
 
     def in_process():
-        return [_select(n, e, g, train, validation, "accuracy", {}) for n, e, g in jobs]
+        return [select(CLASSIFIERS[n], e, g, train, validation, scoring="accuracy") for n, e, g in jobs]
 
     def workers():
         with parallel_config(backend="loky", inner_max_num_threads=1):
-            return Parallel(n_jobs=2)(delayed(_select)(n, e, g, train, validation, "accuracy", {})
-                                      for n, e, g in jobs)
+            return Parallel(n_jobs=2)(delayed(select)(CLASSIFIERS[n], e, g, train, validation,
+                                                      scoring="accuracy") for n, e, g in jobs)
 
     print(f"four scikit-learn selections: one after another here {timed(in_process):.2f} s, "
           f"two fresh workers {timed(workers):.2f} s, the same workers again {timed(workers):.2f} s")

@@ -26,3 +26,12 @@ def test_a_decoding_benchmark_runs_to_its_figures(tmp_path, script, prints):
     for line in prints:
         assert line in done.stdout
     assert "CPU: " in done.stdout  # every figure names the CPU it was measured on
+
+
+def test_the_stage_2_threads_benchmark_runs_to_its_figures(feature_cache):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_threads.py"), str(feature_cache)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in ("CPU: ", "logreg, 5 C values", "hist_gbdt fit", "four scikit-learn selections"):
+        assert line in done.stdout
