@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.features import checked  # noqa: E402
 from pipeline.features.view import base_attrs  # noqa: E402
 from pipeline.heads.outofcore import in_memory_bytes  # noqa: E402
 
@@ -61,7 +62,7 @@ print(peak_mb())
 
 
 def write_cache(path: Path, rows: int, dim: int, dtype: str, classes: int = 10) -> None:
-    """A cache file in the stage-1 layout, written block by block."""
+    """A cache file in the stage-1 layout, checksummed as extraction writes it, block by block."""
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 1, (classes, dim)).astype("float32")
     sizes = {"train": rows * 8 // 10, "validation": rows // 10}
@@ -70,24 +71,24 @@ def write_cache(path: Path, rows: int, dim: int, dtype: str, classes: int = 10) 
            "image_size": 0, "pooling": "avg", "preprocessing": "none", "decode": "full",
            "dtype": dtype, "classes": [f"c{i}" for i in range(classes)], "rows": rows, "dim": dim}
     text = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as h5:
+    with h5py.File(path, "w", libver=checked.LIBVER) as h5:
         for split, n in sizes.items():
             group = h5.create_group(split)
-            features = group.create_dataset("features", (n, dim), dtype=dtype, chunks=(1024, dim))
+            features = checked.create(group, "features", shape=(n, dim), dtype=dtype)
             labels = rng.integers(0, classes, n).astype("int32")
             for start in range(0, n, 65536):
                 y = labels[start:start + 65536]
                 noise = rng.standard_normal((len(y), dim), dtype="float32") * 10.0
                 features[start:start + len(y)] = (centres[y] + noise).astype(dtype)
-            group.create_dataset("labels", data=labels)
+            checked.create(group, "labels", labels)
             names = np.char.add(f"{split}/img", np.arange(n).astype(str)).astype(object)
-            group.create_dataset("paths", data=names, dtype=text)
-            group.create_dataset("fingerprints", data=names, dtype=text)
-            quarantine = group.create_group("quarantine")
-            quarantine.create_dataset("paths", shape=(0,), dtype=text)
-            quarantine.create_dataset("reasons", shape=(0,), dtype=text)
+            checked.create(group, "paths", names, dtype=text)
+            checked.create(group, "fingerprints", names, dtype=text)
+            checked.create(group, "quarantine/paths", [], dtype=text)
+            checked.create(group, "quarantine/reasons", [], dtype=text)
         for name, value in base_attrs(key, key["classes"], path.parent, {}).items():
             h5.attrs[name] = value
+        checked.seal(h5)  # the view refuses a file without checksums
 
 
 def run(code: str) -> str:

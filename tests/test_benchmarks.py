@@ -35,3 +35,13 @@ def test_the_stage_2_threads_benchmark_runs_to_its_figures(feature_cache):
     assert done.returncode == 0, done.stderr[-2000:]
     for line in ("CPU: ", "logreg, 5 C values", "hist_gbdt fit", "four scikit-learn selections"):
         assert line in done.stdout
+
+
+def test_the_out_of_core_benchmark_runs_to_its_figures(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_outofcore.py"), "--rows", "3000", "--dim",
+                           "32", "--budget-mb", "64", "--work", str(tmp_path)],
+                          capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    for path in ("logreg", "dense"):
+        assert any(line.startswith(path) and "validation accuracy" in line for line in done.stdout.splitlines())
