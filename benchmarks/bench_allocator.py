@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(shared) / "data" / "cats_and_dogs_filtered")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    print(f"CPU: {cpu_line()}", flush=True)
     runs: dict[str, list[dict]] = {"kept": [], "default": []}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -74,6 +76,7 @@ def main() -> None:
     lists = args.classifiers or ["logreg,dense,linear_svm,knn,hist_gbdt"]
     if args.in_process:
         return in_process(args.data, args.in_process, lists, args.rounds)
+    print(f"CPU: {cpu_line()}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         extract_s, out = timed(["extract", "--data", str(args.data), "--cache-dir", tmp,

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", help="reuse a cache folder (default: a temporary one)")
     parser.add_argument("--plot", type=Path, help="copy the learning curves here")
     args = parser.parse_args()
+    print(f"CPU: {cpu_line()}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

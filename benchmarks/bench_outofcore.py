@@ -28,6 +28,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--paths", default="logreg,dense", help="which paths to run")
     parser.add_argument("--work", type=Path, help="folder for the file (kept; reused when present)")
     args = parser.parse_args()
+    print(f"CPU: {cpu_line()}", flush=True)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ooc-"))
     work.mkdir(parents=True, exist_ok=True)

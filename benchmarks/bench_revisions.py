@@ -25,7 +25,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench_extract import child_output  # this folder is on sys.path when the script runs
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
+from bench_extract import child_output
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(shared) / "data" / "cats_and_dogs_filtered")
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
+    print(f"CPU: {cpu_line()}", flush=True)
     runs: dict[str, list[dict]] = {"base": [], "this": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

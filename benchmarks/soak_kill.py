@@ -32,6 +32,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from _cpu import cpu_line  # this folder is on sys.path when the script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("features", "labels", "paths", "fingerprints", "quarantine/paths", "quarantine/reasons")
@@ -56,6 +57,7 @@ def main() -> int:
                         help="seconds before a kill during start-up, at most")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(f"CPU: {cpu_line()}", flush=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="soak-"))
