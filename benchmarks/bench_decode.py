@@ -4,8 +4,9 @@ In one process, rounds alternated, over the photos at ``--size`` px, batches
 of ``--batch-size``, one decoding thread per core and tf.data's autotuning off
 in every variant (images/s):
 
-1. plain: ``read_file``, ``decode_jpeg`` and the bilinear resize in a parallel
-   ``tf.data`` map, nothing of ours;
+1. plain: ``read_file``, ``decode_image`` and the bilinear resize in a
+   parallel ``tf.data`` map, nothing of ours (``bench_extract.py``'s plain
+   reader, with one thread per core);
 2. our reader: :func:`pipeline.data.decode.image_batches` (each file read
    once on a Python thread, its header probed, the bytes handed to tf.data a
    block at a time) into a bare ``decode_jpeg`` and resize, so what differs
@@ -36,19 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tensorflow as tf  # noqa: E402
 from _cpu import cpu_line  # noqa: E402 - this folder is on sys.path when the script runs
+from bench_extract import plain_reader  # noqa: E402
 
 from pipeline.data import decode, discover  # noqa: E402
 from pipeline.data.files import MAX_FILE_BYTES, read_bytes  # noqa: E402
-
-
-def plain(paths: list[str], size: int, batch: int) -> tf.data.Dataset:
-    def load(path):
-        return tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(path), channels=3), (size, size))
-
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(load, num_parallel_calls=len(os.sched_getaffinity(0)))
-    return ds.batch(batch).prefetch(2).with_options(options)
 
 
 def ours(paths: list[str], size: int, batch: int, bare: bool = False) -> tf.data.Dataset:
@@ -88,7 +80,7 @@ def main() -> None:
     for d in data:
         decode.probe(d, decode.Decoding(size))
     print(f"the header probe alone, bytes in memory: {n / (time.perf_counter() - started):.0f} images/s")
-    variants = {"plain": lambda: plain(paths, size, batch),
+    variants = {"plain": lambda: plain_reader(paths, size, batch, fixed=True),
                 "our reader, bare decoding": lambda: ours(paths, size, batch, bare=True),
                 "ours": lambda: ours(paths, size, batch)}
     for make in variants.values():  # traced and warmed once before anything counts
