@@ -28,8 +28,8 @@ noisy: rates swing by +-20 % within a minute), each measuring side by side:
 then the medians of the ratios (extraction / limit, extraction / plain
 loop) and where the extraction's time goes per image, each part measured
 alone on one thread (reading the bytes, fingerprinting them, probing the
-header, TensorFlow's JPEG decoding and its resize, our whole decoding, the
-forward pass, writing the store). Where OpenVINO
+header, TensorFlow's JPEG decoding and its resize, writing the store), beside
+our whole decoding and the forward pass on every core. Where OpenVINO
 lists BF16, the same for ``--precision bf16``: its forward pass, its limit,
 its extraction, and how far its features and a logistic regression's
 validation accuracy move from f32's. ``--bf16-emulated`` runs those on a CPU
@@ -387,7 +387,7 @@ def main() -> None:
             print(f"  {label:<36} {ms:6.3f}")
         print(f"  the loop, as extraction ran it     {1e3 / median(r['ours'] for r in rows):6.3f}")
 
-        if engines.cpu_has_bf16():
+        if units or args.bf16_emulated:
             bf16_trade(args, tmp, xml, pixels, rows, rows[0]["cache"], units)
         else:
             print("bf16: OpenVINO lists no BF16 on this CPU, so --precision bf16 is refused here")

@@ -25,32 +25,35 @@ from pipeline import backbones  # noqa: E402
 from pipeline.features import engines  # noqa: E402
 
 
+def measure(ov, label: str, spec, folder: Path) -> None:
+    engines.OpenVINOEngine(spec, 0, 16, folder)  # converts and keeps it
+    xml = engines.kept_model(folder)
+    by_path, checked, builds = [], [], []
+    for _ in range(5):
+        started = time.perf_counter()
+        ov.Core().read_model(xml)
+        by_path.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        engines._read_kept(ov, xml)
+        checked.append(time.perf_counter() - started)
+    for _ in range(3):
+        started = time.perf_counter()
+        engines.OpenVINOEngine(spec, 0, 16, folder)
+        builds.append(time.perf_counter() - started)
+    size = (xml.parent / "model.bin").stat().st_size / 1e6
+    print(f"{label}: model.bin {size:.0f} MB; read by path {statistics.median(by_path) * 1e3:.0f} ms, "
+          f"read and checked {statistics.median(checked) * 1e3:.0f} ms; engine built from the kept "
+          f"model {statistics.median(builds):.2f} s (medians)")
+
+
 def main() -> None:
     import openvino as ov
 
     print(f"CPU: {cpu_line()}")
     for label, kwargs in (("MobileNet 0.25 @224, ImageNet weights", {}),
                           ("VGG16 @224, random weights", {"name": "vgg16", "weights": "none"})):
-        spec = backbones.resolve(**kwargs)
-        folder = Path(tempfile.mkdtemp())
-        engines.OpenVINOEngine(spec, 0, 16, folder)  # converts and keeps it
-        xml = engines.kept_model(folder)
-        by_path, checked, builds = [], [], []
-        for _ in range(5):
-            started = time.perf_counter()
-            ov.Core().read_model(xml)
-            by_path.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            engines._read_kept(ov, xml)
-            checked.append(time.perf_counter() - started)
-        for _ in range(3):
-            started = time.perf_counter()
-            engines.OpenVINOEngine(spec, 0, 16, folder)
-            builds.append(time.perf_counter() - started)
-        size = (xml.parent / "model.bin").stat().st_size / 1e6
-        print(f"{label}: model.bin {size:.0f} MB; read by path {statistics.median(by_path) * 1e3:.0f} ms, "
-              f"read and checked {statistics.median(checked) * 1e3:.0f} ms; engine built from the kept "
-              f"model {statistics.median(builds):.2f} s (medians)")
+        with tempfile.TemporaryDirectory() as folder:  # the kept model goes with it
+            measure(ov, label, backbones.resolve(**kwargs), Path(folder))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The decoding benchmarks run on small generated photos (one of them once called the
-pipeline's functions with arguments they no longer take, and nothing noticed)."""
+"""The benchmarks that need neither the real weights nor minutes run to their figures on small
+generated data (some had called the pipeline's functions with arguments they no longer take,
+or written files it no longer accepts, and nothing noticed)."""
 
 import os
 import subprocess
@@ -13,35 +14,34 @@ from conftest import make_dataset
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+def figures(script: str, *args: str) -> str:
+    """What ``script`` prints, run with ``args``; it must exit cleanly and name its CPU."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True,
+                          text=True, timeout=400, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CPU: " in done.stdout  # every figure names the CPU it was measured on
+    return done.stdout
+
+
 @pytest.mark.parametrize("script, prints", [
     ("bench_decode.py", ["the header probe alone", "median ratios per round: our reader / plain"]),
     ("bench_decoders.py", ["TensorFlow, one thread (ms per image): decode", "simplejpeg"]),
 ])
 def test_a_decoding_benchmark_runs_to_its_figures(tmp_path, script, prints):
     data = make_dataset(tmp_path / "photos", per_class=4)
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--data", str(data), "--size", "16",
-                           "--rounds", "1"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    out = figures(script, "--data", str(data), "--size", "16", "--rounds", "1")
     for line in prints:
-        assert line in done.stdout
-    assert "CPU: " in done.stdout  # every figure names the CPU it was measured on
+        assert line in out
 
 
 def test_the_stage_2_threads_benchmark_runs_to_its_figures(feature_cache):
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_threads.py"), str(feature_cache)],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    for line in ("CPU: ", "logreg, 5 C values", "hist_gbdt fit", "four scikit-learn selections"):
-        assert line in done.stdout
+    out = figures("bench_threads.py", str(feature_cache))
+    for line in ("logreg, 5 C values", "hist_gbdt fit", "four scikit-learn selections"):
+        assert line in out
 
 
 def test_the_out_of_core_benchmark_runs_to_its_figures(tmp_path):
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_outofcore.py"), "--rows", "3000", "--dim",
-                           "32", "--budget-mb", "64", "--work", str(tmp_path)],
-                          capture_output=True, text=True, timeout=400,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    out = figures("bench_outofcore.py", "--rows", "3000", "--dim", "32", "--budget-mb", "64",
+                  "--work", str(tmp_path))
     for path in ("logreg", "dense"):
-        assert any(line.startswith(path) and "validation accuracy" in line for line in done.stdout.splitlines())
+        assert any(line.startswith(path) and "validation accuracy" in line for line in out.splitlines())
