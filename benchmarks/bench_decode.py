@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tensorflow as tf  # noqa: E402
 from _cpu import cpu_line  # noqa: E402 - this folder is on sys.path when the script runs
+from bench_decoders import decodable  # noqa: E402
 from bench_extract import plain_reader  # noqa: E402
 
 from pipeline.data import decode, discover  # noqa: E402
-from pipeline.data.files import MAX_FILE_BYTES, read_bytes  # noqa: E402
 
 
 def ours(paths: list[str], size: int, batch: int, bare: bool = False) -> tf.data.Dataset:
@@ -72,10 +72,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    paths = [str(args.data / p) for split in discover(args.data).splits.values() for p, _ in split]
+    photos = decodable(args.data / p for split in discover(args.data).splits.values() for p, _ in split)
+    paths, data = list(photos), list(photos.values())
     n, size, batch = len(paths), args.size, args.batch_size
     print(f"CPU: {cpu_line()}; {n} photos at {size} px, batches of {batch}")
-    data = [read_bytes(p, MAX_FILE_BYTES) for p in paths]
     started = time.perf_counter()
     for d in data:
         decode.probe(d, decode.Decoding(size))

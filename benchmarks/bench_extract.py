@@ -59,7 +59,7 @@ from collections import deque
 from pathlib import Path
 
 from _cpu import cpu_line  # this folder is on sys.path when the script runs
-from bench_decoders import tf_rate
+from bench_decoders import decodable, tf_rate
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -95,7 +95,8 @@ def decoded_pixels(data: Path, size: int, n: int):
 
 
 def all_paths(data: Path) -> list[str]:
-    return [str(data / p) for split in discover(data).splits.values() for p, _ in split]
+    """The photos of every split that decode (the plain readers would stop at any other)."""
+    return list(decodable(data / p for split in discover(data).splits.values() for p, _ in split))
 
 
 def plain_reader(paths: list[str], size: int, batch: int, fixed: bool = False):

@@ -29,9 +29,12 @@ def figures(script: str, *args: str) -> str:
 ])
 def test_a_decoding_benchmark_runs_to_its_figures(tmp_path, script, prints):
     data = make_dataset(tmp_path / "photos", per_class=4)
+    damaged = data / "train" / "cats" / "cats0.jpg"
+    damaged.write_bytes(damaged.read_bytes()[:100])  # TensorFlow's decoder fails on it
     out = figures(script, "--data", str(data), "--size", "16", "--rounds", "1")
     for line in prints:
         assert line in out
+    assert f"left out {damaged}: " in out  # named, and measured without it
 
 
 def test_the_stage_2_threads_benchmark_runs_to_its_figures(feature_cache):
