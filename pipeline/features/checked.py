@@ -7,6 +7,12 @@ attributes live in HDF5's global heap, which no filter covers; their sha256
 is kept in the file attribute :data:`DIGEST` and checked when the file is
 opened (:func:`check_metadata`). Files are written in the HDF5 1.10 format,
 whose object headers carry checksums of their own.
+
+A declared shape is a claim: before anything is read, every array's
+declared size is held to the bytes the file stores for it
+(:func:`check_sizes`), so a file of a few kilobytes that declares 10^9
+rows is refused as damaged instead of allocating gigabytes, and strings
+are digested in bounded blocks.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ LIBVER = ("v110", "latest")
 DIGEST = "checksum"  # sha256 of every attribute and every string array of the file
 CHUNK_ROWS = 1024  # rows per checked chunk, at most: Fletcher-32 costs ~0.4 us a row at this size
 CHUNK_BYTES = 4 * 2**20  # and at most about this many bytes: a spatial map's row is ~250 kB
+TEXT_BLOCK = 2**16  # strings digested at a time: bounds the memory a check takes
+_VLEN_BYTES = 16  # what one variable-length string takes in its array (a global heap id)
 
 
 # What fixes a view whose bytes fail their check.
@@ -73,12 +81,38 @@ def _digest(h5) -> str:
     h5.visititems(lambda name, obj: texts.append(name) if isinstance(obj, h5py.Dataset)
                   and _is_text(obj.dtype) else None)
     for name in sorted(texts):
-        values = h5[name][()]
-        digest.update(f"{name}:{len(values)}:".encode())
-        for value in values:
-            raw = value if isinstance(value, bytes) else str(value).encode()
-            digest.update(len(raw).to_bytes(8, "little") + raw)
+        dataset = h5[name]
+        n = dataset.shape[0] if dataset.shape else 1
+        digest.update(f"{name}:{n}:".encode())
+        for start in range(0, n, TEXT_BLOCK):
+            values = dataset[start:start + TEXT_BLOCK] if dataset.shape else [dataset[()]]
+            for value in values:
+                raw = value if isinstance(value, bytes) else str(value).encode()
+                digest.update(len(raw).to_bytes(8, "little") + raw)
     return digest.hexdigest()
+
+
+def check_sizes(h5, path: Path) -> None:
+    """Raise :class:`DamagedFile` where an array declares more than the file stores for it.
+
+    Reads no array: the shapes, and the bytes HDF5 allocated for each, are
+    in the file's headers. Virtual arrays (a merged view's) map other files,
+    which are checked when they are opened.
+    """
+    total = Path(path).stat().st_size
+    arrays = []
+    h5.visititems(lambda name, obj: arrays.append(obj) if isinstance(obj, h5py.Dataset) else None)
+    for dataset in arrays:
+        if dataset.is_virtual:
+            continue
+        per = _VLEN_BYTES if h5py.check_vlen_dtype(dataset.dtype) or _is_text(dataset.dtype) \
+            else dataset.dtype.itemsize
+        declared = int(np.prod(dataset.shape, dtype=object)) * per if dataset.shape is not None else 0
+        stored = min(dataset.id.get_storage_size(), total)
+        if declared > stored:
+            raise DamagedFile(path, f"{dataset.name} declares shape {tuple(dataset.shape)} "
+                                    f"({declared:,} bytes), more than the {stored:,} bytes the "
+                                    "file stores for it")
 
 
 def seal(h5) -> None:
@@ -91,8 +125,10 @@ def sealed(h5) -> bool:
 
 
 def check_metadata(h5, path: Path) -> None:
-    """Raise :class:`DamagedFile` unless the attributes and strings match their digest."""
+    """Raise :class:`DamagedFile` unless the shapes fit the file (:func:`check_sizes`) and the
+    attributes and strings match their digest."""
     try:
+        check_sizes(h5, path)
         same = _digest(h5) == str(h5.attrs[DIGEST])
     except (OSError, KeyError, RuntimeError, ValueError, UnicodeDecodeError) as exc:
         raise DamagedFile(path, f"its metadata cannot be read ({first_line(exc)})") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ from ..data import Dataset, discover
 from ..data.files import CHANGED
 from ..errors import CacheError
 from . import engines, shards
-from .hashing import STAT_CACHE, fingerprint_files
+from .hashing import STAT_CACHE, fingerprint_files, forget
 from .spec import backbone_of, feature_spec, store_folder_name, view_file_name, view_key
 from .store import FeatureStore, Index, store_root
 from .view import FeatureCache, SplitManifest, base_attrs, write_view
@@ -103,9 +104,8 @@ class ExtractResult:
 def _prepare_cache_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A file without a name (O_TMPFILE where the system has it): nothing is left behind.
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:
         raise CacheError(
             f"`--cache-dir` {folder} cannot be written ({exc.strerror or exc}). "
@@ -147,13 +147,34 @@ def carry_out(work: "Plan", progress: bool | None = None) -> ExtractResult:
     # A whole extraction holds the store alone, so a second one of the same
     # spec waits and then reuses what this one computes; shards share it.
     with store.locked(exclusive=work.shard is None, what=work.path.name):
-        return work.hit() or work.run(store, progress)
+        try:
+            return work.hit() or work.run(store, progress)
+        except _StaleHints as stale:
+            paths = stale.paths
+    # The stat cache is a hint: the bytes decoded did not confirm these digests,
+    # so they are hashed again and the extraction planned anew (each round has
+    # fewer hints than the one before, so this ends).
+    log.warning("%d images' remembered fingerprints did not match their bytes (e.g. %s); "
+                "hashing them again", len(paths), paths[0])
+    forget(work.config.cache_path / STAT_CACHE, [str(work.dataset.root / p) for p in paths])
+    return carry_out(_planned(work.dataset, work.config, work.started).for_shard(work.shard), progress)
+
+
+class _StaleHints(Exception):
+    """Digests from the stat cache that the bytes decoded did not confirm."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__(paths)
+        self.paths = paths
 
 
 def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
     """What an extraction would write, and where: the view key, from every image's bytes."""
     started = time.perf_counter()
-    dataset = discover(data, config.split)
+    return _planned(discover(data, config.split), config, started)
+
+
+def _planned(dataset: Dataset, config: ExtractConfig, started: float) -> "Plan":
     spec = backbone_of(config)
     feature = feature_spec(spec, config)
     cache_dir = config.cache_path
@@ -173,7 +194,7 @@ def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
     return Plan(dataset, spec, config, feature, manifests, prints.unreadable, key,
                 cache_dir / view_file_name(key),
                 store_root(cache_dir) / store_folder_name(feature),
-                fingerprinted=prints.read, started=started)
+                fingerprinted=prints.read, started=started, hinted=prints.hinted)
 
 
 @dataclass
@@ -192,6 +213,7 @@ class Plan:
     shard: tuple[int, int] | None = None
     fingerprinted: int = 0
     started: float = 0.0
+    hinted: frozenset[str] = frozenset()  # paths whose digest the stat cache gave, unread
 
     def for_shard(self, shard: tuple[int, int] | None) -> "Plan":
         """The same extraction, limited to shard ``(i, n)`` and its own file (None: all of it)."""
@@ -280,6 +302,10 @@ class Plan:
 
         def fill_and_write():
             index = self._fill(store, owned, tag, work, progress)
+            stale = [rel for m in owned.values() for rel, fp in zip(m.paths, m.fingerprints)
+                     if rel in self.hinted and work.refused.get(fp) == CHANGED]
+            if stale:
+                raise _StaleHints(stale)
             # Refused by a setting of this view (pixel budget) or changed while read: not stored.
             unreadable = {**self.unreadable, **{rel: work.refused[fp] for m in owned.values()
                                                  for rel, fp in zip(m.paths, m.fingerprints)

@@ -8,13 +8,23 @@ always hashed again. A file changed within :data:`RACY_SECONDS` of being
 hashed could be changed again within the same clock tick, unseen by stat, so
 such "racy" entries are not remembered (they are hashed again next time).
 A stat cache that cannot be written only costs speed: the run goes on.
+
+The stat cache is a hint, never the truth. Each entry carries a checksum
+of its path, stat and digest, so an entry that was edited, swapped with
+another or damaged is not served: the file is hashed again. A digest it
+served is still checked against the bytes stage 1 decodes (see
+:func:`forget`). It is opened only as a regular file of this tool's own
+layout: a link planted in its place, or a database of another program, is
+never followed or changed; the run hashes every image instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -39,34 +49,98 @@ class Fingerprints:
         unreadable: relative path -> why it could not be read (a dangling
             link, no permission, a folder named like an image).
         read: how many files were read (the others matched the stat cache).
+        hinted: the relative paths whose digest came from the stat cache,
+            unread: a hint that the bytes decoded must confirm.
     """
 
     digests: list[str | None]
     unreadable: dict[str, str]
     read: int
+    hinted: frozenset[str] = frozenset()
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-def _connect(db: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db, timeout=30)
-    conn.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
-                 "mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, digest TEXT)")
+_VERSION = 2  # PRAGMA user_version of this layout: entries with a checksum
+_COLUMNS = "path, size, mtime_ns, ctime_ns, ino, digest, seal"
+
+
+def _seal(path: str, size: int, mtime_ns: int, ctime_ns: int, ino: int, digest: str) -> str:
+    """The checksum of one entry: edited, swapped or damaged entries fail it."""
+    text = "\0".join(map(str, (path, size, mtime_ns, ctime_ns, ino, digest)))
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+class _NotOurs(Exception):
+    """The stat cache's name holds something this tool did not write there."""
+
+
+def _identity(db: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the stat cache, None when absent; a link or anything but a
+    regular file is refused, never followed."""
+    try:
+        st = os.lstat(db)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotOurs(f"{db} is a link or not a regular file")
+    return st.st_dev, st.st_ino
+
+
+def _connect(db: Path, create: bool) -> sqlite3.Connection | None:
+    """The stat cache, checked to be this tool's own file (None: absent and not created)."""
+    before = _identity(db)
+    if before is None:
+        if not create:
+            return None
+        try:  # O_EXCL | O_NOFOLLOW: never a file (or a link) that appeared meanwhile
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+        except FileExistsError:
+            pass
+        before = _identity(db)
+    conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
+    try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables - {"files"}:
+            raise _NotOurs(f"{db} holds tables of another program ({', '.join(sorted(tables))})")
+        if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
+            # An older layout, or an empty file: disposable, so rebuilt.
+            with conn:
+                conn.execute("DROP TABLE IF EXISTS files")
+                conn.execute("CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+                             "ctime_ns INTEGER, ino INTEGER, digest TEXT, seal TEXT)")
+                conn.execute(f"PRAGMA user_version = {_VERSION}")
+        if _identity(db) != before:  # replaced while it was opened
+            raise _NotOurs(f"{db} was replaced while it was opened")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
+def _not_ours(db: Path, exc: _NotOurs) -> None:
+    log.warning("%s, so it is neither read nor changed: every image is hashed. Fix: remove it "
+                "(this tool keeps its own stat cache there, a regular file)", exc)
+
+
 def _known(db: Path, root: Path) -> dict[str, tuple]:
-    """Remembered entries of the files below ``root``: path -> (signature, digest)."""
-    if not db.is_file():
-        return {}
+    """Remembered entries of the files below ``root``: path -> (signature, digest).
+
+    Entries that fail their checksum are left out (their files are hashed again).
+    """
     prefix = str(root).rstrip("/") + "/"
     try:
-        with closing(_connect(db)) as conn:
-            rows = conn.execute("SELECT path, size, mtime_ns, ctime_ns, ino, digest FROM files "
-                                "WHERE path >= ? AND path < ?", (prefix, prefix[:-1] + "0"))
-            return {path: (tuple(sig), digest) for path, *sig, digest in rows}
+        conn = _connect(db, create=False)
+        if conn is None:
+            return {}
+        with closing(conn):
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM files WHERE path >= ? AND path < ?",
+                                (prefix, prefix[:-1] + "0")).fetchall()
+    except _NotOurs as exc:
+        _not_ours(db, exc)
+        return {}
     except sqlite3.Error as exc:
         # Only speed is lost: set it aside once, and the next write starts a new one.
         aside = db.with_name(db.name + ".damaged")
@@ -78,18 +152,36 @@ def _known(db: Path, root: Path) -> dict[str, tuple]:
         log.warning("could not read the fingerprint cache %s (%s); %s every image", db,
                     first_line(exc), moved)
         return {}
+    known = {path: (tuple(sig), digest) for path, *sig, digest, seal in rows
+             if seal == _seal(path, *sig, digest)}
+    if len(known) < len(rows):
+        log.warning("%d entries of the fingerprint cache %s fail their checksum (edited or "
+                    "damaged); those images are hashed again", len(rows) - len(known), db)
+    return known
 
 
-def _remember(db: Path, entries: list[tuple]) -> None:
-    if not entries:
+def _write(db: Path, sql: str, rows: list[tuple]) -> None:
+    if not rows:
         return
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
-        with closing(_connect(db)) as conn, conn:
-            conn.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", entries)
+        with closing(_connect(db, create=True)) as conn, conn:
+            conn.executemany(sql, rows)
+    except _NotOurs as exc:
+        _not_ours(db, exc)
     except (OSError, sqlite3.Error) as exc:
         log.warning("could not update the fingerprint cache %s (%s); the next run hashes "
                     "these images again", db, first_line(exc))
+
+
+def _remember(db: Path, entries: list[tuple]) -> None:
+    _write(db, f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+           [(*entry, _seal(*entry)) for entry in entries])
+
+
+def forget(db: Path, paths: list[str]) -> None:
+    """Drop the entries of ``paths`` (absolute), hints the bytes decoded did not confirm."""
+    _write(db, "DELETE FROM files WHERE path = ?", [(p,) for p in paths])
 
 
 def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
@@ -106,6 +198,7 @@ def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
     unreadable: dict[str, str] = {}
     known = _known(stat_cache, root) if stat_cache is not None else {}
     todo: list[tuple[int, str, tuple]] = []
+    hinted = set()
     for i, rel in enumerate(relpaths):
         path = str(root / rel)
         try:
@@ -121,6 +214,7 @@ def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
         entry = known.get(path)
         if entry is not None and entry[0] == signature:
             digests[i] = entry[1]
+            hinted.add(rel)
         else:
             todo.append((i, path, signature))
 
@@ -145,4 +239,4 @@ def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
             fresh.append((path, *signature, result))
     if stat_cache is not None:
         _remember(stat_cache, fresh)
-    return Fingerprints(digests, unreadable, len(todo))
+    return Fingerprints(digests, unreadable, len(todo), frozenset(hinted))

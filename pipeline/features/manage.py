@@ -10,9 +10,11 @@ works, so it never runs beside an extraction of the same spec.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
+import re
+import stat
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +29,9 @@ from .view import FeatureCache
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
+SET_ASIDE = "set-aside.txt"  # in <cache_dir>/damaged/: the views `verify --repair` moved there
+_PROBE = re.compile(r"\.write-test-[0-9]+")  # what older versions left when killed mid-probe
+_VIEW = re.compile(r"[A-Za-z0-9_.-]+-[0-9a-f]{16}\.h5")  # spec.view_file_name's form
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ def collect_garbage(cache_dir: str | Path, older_than_days: float | None = None,
     if not dry_run:
         for view in dropped:
             view.path.unlink(missing_ok=True)
+        _remove_leftovers(cache_dir)
     report["unreadable"] = problems
     if problems:  # their rows cannot be told apart, so none is dropped
         log.warning("%d view files cannot be read, so no store row is dropped (a damaged view is "
@@ -149,11 +155,11 @@ def _collect_store(store: FeatureStore, keep: set[str], live: list, dry_run: boo
                 "rows_kept": len(index.fingerprints) - len(drop), "bytes_freed": 0}
     store.remove_stale_temporaries()
     store.set_aside(store.index().damaged)
-    shutil.rmtree(store.folder / DAMAGED, ignore_errors=True)  # set aside by extract, verify or here
+    store.remove_set_aside()  # set aside by extract, verify or here
     if not live:
-        freed = sum(p.stat().st_size for p in store.folder.iterdir() if p.is_file())
-        rows = store.usage()["rows"]
-        shutil.rmtree(store.folder)
+        usage = store.usage()
+        rows, freed = usage["rows"], usage["bytes"]
+        store.remove()
         return {"store": str(store.folder), "views": 0, "rows_dropped": rows, "rows_kept": 0,
                 "bytes_freed": freed, "removed": True}
     for _ in range(len(store.segments()) + 1):
@@ -201,9 +207,56 @@ def verify_cache(cache_dir: str | Path, repair: bool = False) -> dict:
         if problem:
             damaged.append({"path": str(view), "kind": "view", "problem": problem})
             if repair:
-                (cache_dir / DAMAGED).mkdir(exist_ok=True)
-                os.replace(view, cache_dir / DAMAGED / view.name)
+                _set_view_aside(cache_dir, view)
     return {"cache_dir": str(cache_dir), "checked": count, "damaged": damaged, "repaired": repair}
+
+
+def _aside_folder(cache_dir: Path) -> Path | None:
+    """``<cache_dir>/damaged``, made if absent; None where a link or a file holds its name."""
+    aside = cache_dir / DAMAGED
+    with contextlib.suppress(FileExistsError):
+        aside.mkdir()
+    if stat.S_ISDIR(os.lstat(aside).st_mode):
+        return aside
+    log.warning("%s is a link or not a folder; nothing is moved into it. Fix: remove it", aside)
+    return None
+
+
+def _set_view_aside(cache_dir: Path, view: Path) -> None:
+    """Move a damaged view into ``damaged/``, listed there so that gc removes it and nothing else."""
+    aside = _aside_folder(cache_dir)
+    if aside is None:
+        return
+    fd = os.open(aside / SET_ASIDE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        os.write(fd, f"{view.name}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(view, aside / view.name)
+
+
+def _remove_leftovers(cache_dir: Path) -> None:
+    """The views ``verify --repair`` set aside (those its list names; before the list, those of a
+    view's name), and the write probes of killed older versions; never anything else."""
+    for path in cache_dir.iterdir():
+        if _PROBE.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+    aside = cache_dir / DAMAGED
+    if aside.is_symlink() or not aside.is_dir():
+        return
+    try:
+        names = (aside / SET_ASIDE).read_text().split("\n") if not (aside / SET_ASIDE).is_symlink() \
+            else []
+    except FileNotFoundError:
+        names = [p.name for p in aside.iterdir()]
+    for name in names:
+        if _VIEW.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(aside / name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(aside / SET_ASIDE)
+    with contextlib.suppress(OSError):  # a person's file kept in it keeps it
+        aside.rmdir()
 
 
 def _problem(path: Path) -> str | None:

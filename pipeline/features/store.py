@@ -3,6 +3,7 @@
 Layout of ``<cache_dir>/store/<backbone>-<size>-<pooling>-<spec hash>/``::
 
     spec.json                    the feature spec (see :mod:`.spec`)
+    segments.txt                 the store's own list of the segments it wrote, one name a line
     seg-<hash>.h5                immutable segments, one per chunk of computed images:
         fingerprints (n,) S32    blake2b-128 hex of each image's bytes
         features (n, *shape)     the backbone's output, as stored (float32/float16)
@@ -13,6 +14,13 @@ A segment is written whole in memory, then to a temporary name, flushed and
 renamed: a row is either whole or absent, and a run killed at any moment
 loses at most the chunk in flight. Segments are never changed; ``gc`` writes
 the rows still needed into new segments before it removes old ones.
+
+A store reads, sets aside and removes only the segments its list names
+(a segment is listed before it is renamed into place), never a glob: a
+store folder moved to another disk and linked back may share that folder
+with a person's files, and they are never read, moved or deleted. A name
+of the store's that is a link (planted where a segment should be) is not
+followed.
 
 Concurrency: extractions hold an ``flock`` on the store folder itself (no
 lock file): exclusive for a whole extraction, so a second one of the same
@@ -30,7 +38,9 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +58,9 @@ log = logging.getLogger(__name__)
 STORE = "store"
 SPEC_FILE = "spec.json"
 DAMAGED = "damaged"
+SEGMENTS = "segments.txt"
+_SEGMENT = re.compile(r"seg-[0-9a-f]{20}\.h5")  # what write_segment names a segment
+_TEMPORARY = re.compile(r"seg-[0-9a-f]{20}\.h5\.tmp-[0-9]+|\.openvino-[0-9]+")
 FP = "S32"  # a fingerprint as 32 ASCII hex characters
 _STR = h5py.string_dtype("utf-8")
 
@@ -129,13 +142,81 @@ class FeatureStore:
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / SPEC_FILE).is_file():
             atomic_write(folder / SPEC_FILE, json.dumps(spec, sort_keys=True, indent=1).encode())
-        return cls(folder)
+        store = cls(folder)
+        store._start_list()
+        return store
 
     def spec(self) -> dict:
         return json.loads((self.folder / SPEC_FILE).read_text())
 
+    def _found(self) -> list[str]:
+        """Names of a segment's form in the folder: a store older than its list wrote them."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p.name for p in self.folder.iterdir() if _SEGMENT.fullmatch(p.name))
+
+    def listed(self) -> list[str]:
+        """The segment names the store's list holds."""
+        ledger = self.folder / SEGMENTS
+        try:
+            fd = os.open(ledger, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return self._found()
+        except OSError as exc:  # ELOOP: a link planted in its place
+            raise CacheError(f"{ledger} cannot be opened as the store's own list of segments "
+                             f"({exc.strerror or exc}; a link is never followed). Fix: remove "
+                             "it, then run the same command again") from None
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CacheError(f"{ledger} is not a regular file. Fix: remove it, then run the "
+                                 "same command again")
+            text = fh.read().decode(errors="replace")
+        return sorted({line for line in text.split("\n") if _SEGMENT.fullmatch(line)})
+
+    def _start_list(self) -> None:
+        """Make the store's list where it has none, holding the segments an older store has."""
+        try:
+            fd = os.open(self.folder / SEGMENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
+                         | os.O_NOFOLLOW, 0o666)
+        except FileExistsError:
+            return
+        try:
+            os.write(fd, "".join(f"{name}\n" for name in self._found()).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def segments(self) -> list[Path]:
-        return sorted(self.folder.glob("seg-*.h5"))
+        """The listed segments that are there, as regular files (a link is not followed)."""
+        found = []
+        for name in self.listed():
+            path = self.folder / name
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:  # listed, then killed before it was renamed into place
+                continue
+            if stat.S_ISREG(mode):
+                found.append(path)
+            else:
+                log.warning("%s is a link or not a regular file where the store keeps a segment; "
+                            "it is not read. Fix: remove it", path)
+        return found
+
+    def _list(self, name: str) -> None:
+        """Add a segment's name to the store's list, before the segment is renamed into place."""
+        self._start_list()
+        fd = os.open(self.folder / SEGMENTS, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        try:
+            os.write(fd, f"{name}\n".encode())  # one small append: whole, beside other writers
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _relist(self) -> None:
+        """Rewrite the list as the segments there and set aside; hold the exclusive lock."""
+        names = [n for n in self.listed() if os.path.lexists(self.folder / n)
+                 or os.path.lexists(self.folder / DAMAGED / n)]
+        atomic_write(self.folder / SEGMENTS, "".join(f"{n}\n" for n in names).encode())
 
     @contextmanager
     def locked(self, exclusive: bool, what: str):
@@ -191,7 +272,12 @@ class FeatureStore:
         if not segments:
             return
         aside = self.folder / DAMAGED
-        aside.mkdir(exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            aside.mkdir()
+        if not stat.S_ISDIR(os.lstat(aside).st_mode):
+            log.warning("%s is a link or not a folder, so damaged segments are left where they are "
+                        "(they are never read). Fix: remove it", aside)
+            return
         for path in segments:
             with contextlib.suppress(FileNotFoundError):  # another writer moved it first
                 os.replace(path, aside / path.name)
@@ -221,6 +307,7 @@ class FeatureStore:
         name = hashlib.blake2b("".join([view, "|", *fingerprints, "|", *sorted(bad)]).encode(),
                                digest_size=10).hexdigest()
         path = self.folder / f"seg-{name}.h5"
+        self._list(path.name)
         buffer = io.BytesIO()
         with h5py.File(buffer, "w", libver=checked.LIBVER) as h5:
             checked.create(h5, "fingerprints", np.asarray(fingerprints, dtype=FP))
@@ -233,11 +320,50 @@ class FeatureStore:
         return path
 
     def remove_stale_temporaries(self) -> None:
-        """Remove what killed writers left; call with the exclusive lock (no writer runs)."""
-        for tmp in self.folder.glob("seg-*.tmp-*"):
-            tmp.unlink(missing_ok=True)
-        for staging in self.folder.glob(".openvino-*"):  # a converted model being saved
-            shutil.rmtree(staging, ignore_errors=True)
+        """Remove what killed writers left; call with the exclusive lock (no writer runs).
+
+        Only names of the form the store writes (``seg-<hash>.h5.tmp-<pid>``, a
+        converted model's ``.openvino-<pid>`` staging folder), never a link.
+        """
+        for path in self.folder.iterdir():
+            if not _TEMPORARY.fullmatch(path.name) or path.is_symlink():
+                continue
+            if path.is_dir():  # a converted model being saved
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def remove_set_aside(self) -> None:
+        """Remove the listed segments set aside in ``damaged/``, and the folder once empty."""
+        aside = self.folder / DAMAGED
+        if not os.path.isdir(aside) or os.path.islink(aside):
+            return
+        for name in self.listed():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(aside / name)
+        with contextlib.suppress(OSError):  # a person's file kept in it keeps it
+            os.rmdir(aside)
+        self._relist()
+
+    def remove(self) -> None:
+        """Remove everything the store wrote; the folder too, unless it holds other files
+        or is a link (then the folder it points to stays, emptied of the store's files)."""
+        self.remove_stale_temporaries()
+        self.remove_set_aside()
+        for path in self.segments():
+            path.unlink(missing_ok=True)
+        for kept in self.folder.glob("openvino-*/model.xml"):  # converted models (engines)
+            if not kept.parent.is_symlink():
+                for name in ("model.xml", "model.bin", "checksums.json"):
+                    (kept.parent / name).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    kept.parent.rmdir()
+        for name in (SEGMENTS, SPEC_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.folder / name)
+        if not self.folder.is_symlink():
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
 
     def usage(self) -> dict:
         """Rows, rejected images and bytes on disk."""
@@ -279,6 +405,7 @@ class FeatureStore:
         for s in partly:
             if index.segments[s] not in written:
                 index.segments[s].unlink()
+        self._relist()
         return {"rows_dropped": int((~kept).sum()), "rows_kept": int(kept.sum()),
                 "segments_removed": len(partly), "segments_written": len(written),
                 "bytes_freed": before - sum(p.stat().st_size for p in self.segments())}
@@ -290,6 +417,8 @@ def _read_segment(path: Path) -> tuple[np.ndarray, dict[str, str], str, tuple]:
         with h5py.File(path, "r") as h5:
             if checked.sealed(h5):  # segments written before checksums are read unchecked
                 checked.check_metadata(h5, path)
+            else:
+                checked.check_sizes(h5, path)
             got = checked.read(h5["fingerprints"])
             bad = dict(zip((f.decode() for f in checked.read(h5["bad/fingerprints"])),
                            (r.decode() for r in h5["bad/reasons"][()])))

@@ -1,0 +1,298 @@
+"""The second round of attacks: links planted in what the tool owns, a stat cache that lies,
+files whose declared shapes lie, and bad values that must get one sentence.
+
+Each test asserts the exit status or the sentence, that a user's file is
+byte-identical afterwards, and that rows equal a clean run's.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import make_dataset
+from pipeline import ExtractConfig, extract_features
+from pipeline.cli import main
+from pipeline.config import SplitConfig
+from pipeline.features import checked, hashing
+from pipeline.features.view import FeatureCache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(folder: Path, **kwargs) -> ExtractConfig:
+    return ExtractConfig(**{"weights": "none", "image_size": 32, "batch_size": 4, "chunk_size": 8,
+                            "cache_dir": str(folder / "cache"), **kwargs})
+
+
+def by_path(result) -> dict[str, np.ndarray]:
+    """Every row of a view, by the image's path."""
+    cache = FeatureCache(result.path)
+    rows = {}
+    for split in cache.splits:
+        data = cache.load(split)
+        rows.update(zip(data.paths, data.features))
+    return rows
+
+
+def settled_dataset(folder: Path) -> Path:
+    """A dataset whose files are old enough for the stat cache to remember them."""
+    data = make_dataset(folder)
+    time.sleep(hashing.RACY_SECONDS + 0.1)
+    return data
+
+
+# The stat cache is a hint.
+
+def stat_entries(cache: Path) -> dict[str, list]:
+    with sqlite3.connect(cache / hashing.STAT_CACHE) as conn:
+        return {row[0]: list(row) for row in conn.execute("SELECT * FROM files")}
+
+
+def write_entries(cache: Path, rows: list[list]) -> None:
+    with sqlite3.connect(cache / hashing.STAT_CACHE) as conn:
+        conn.executemany(f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(rows[0]))})", rows)
+
+
+def test_swapped_digests_in_the_stat_cache_never_give_a_photo_anothers_features(tmp_path, caplog):
+    data = settled_dataset(tmp_path / "data")
+    clean = by_path(extract_features(data, config(tmp_path), progress=False))
+    entries = stat_entries(tmp_path / "cache")
+    cat, dog = (str(data / "train" / name) for name in ("cats/cats1.jpg", "dogs/dogs1.jpg"))
+    entries[cat][5], entries[dog][5] = entries[dog][5], entries[cat][5]
+    write_entries(tmp_path / "cache", [entries[cat], entries[dog]])
+    again = extract_features(data, config(tmp_path), progress=False)
+    assert "2 entries of the fingerprint cache" in caplog.text and "fail their checksum" in caplog.text
+    assert again.fingerprinted == 2 and again.quarantined == []
+    got = by_path(again)
+    for path, row in clean.items():
+        np.testing.assert_array_equal(got[path], row)
+
+
+def test_a_stale_digest_that_passes_its_checksum_is_replaced_and_the_photo_kept(tmp_path, caplog):
+    data = settled_dataset(tmp_path / "data")
+    clean = by_path(extract_features(data, config(tmp_path), progress=False))
+    entries = stat_entries(tmp_path / "cache")
+    cat = str(data / "train" / "cats" / "cats0.jpg")
+    true_digest = entries[cat][5]
+    entry = entries[cat][:5] + [("0" if true_digest[0] != "0" else "1") + true_digest[1:]]
+    write_entries(tmp_path / "cache", [entry + [hashing._seal(*entry)]])  # a well-formed lie
+    again = extract_features(data, config(tmp_path), progress=False)
+    assert "1 images' remembered fingerprints did not match their bytes" in caplog.text
+    assert again.quarantined == []
+    assert stat_entries(tmp_path / "cache")[cat][5] == true_digest
+    got = by_path(again)
+    for path, row in clean.items():
+        np.testing.assert_array_equal(got[path], row)
+    caplog.clear()
+    third = extract_features(data, config(tmp_path), progress=False)
+    assert third.hit and third.fingerprinted == 0 and "did not match" not in caplog.text
+
+
+def test_an_edited_digest_is_hashed_again_not_quarantined_forever(tmp_path):
+    data = settled_dataset(tmp_path / "data")
+    extract_features(data, config(tmp_path), progress=False)
+    entries = stat_entries(tmp_path / "cache")
+    cat = str(data / "train" / "cats" / "cats0.jpg")
+    entries[cat][5] = "f" + entries[cat][5][1:] if entries[cat][5][0] != "f" else "e" + entries[cat][5][1:]
+    write_entries(tmp_path / "cache", [entries[cat]])
+    again = extract_features(data, config(tmp_path), progress=False)
+    assert again.quarantined == [] and again.splits["train"] == 12
+
+
+@pytest.mark.parametrize("target", ["database", "empty"])
+def test_a_stat_cache_linked_to_a_users_file_is_neither_read_nor_changed(tmp_path, caplog, target):
+    data = make_dataset(tmp_path / "data")
+    users = tmp_path / "app.db"
+    if target == "database":
+        with sqlite3.connect(users) as conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+            conn.execute("INSERT INTO notes VALUES ('mine')")
+    else:
+        users.write_bytes(b"")
+    before = users.read_bytes()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / hashing.STAT_CACHE).symlink_to(users)
+    result = extract_features(data, config(tmp_path), progress=False)
+    assert result.splits == {"train": 12, "validation": 12}
+    assert users.read_bytes() == before
+    assert f"{tmp_path / 'cache' / hashing.STAT_CACHE} is a link or not a regular file" in caplog.text
+    assert "Fix: remove it" in caplog.text
+
+
+def test_another_programs_database_in_the_stat_caches_place_is_left_alone(tmp_path, caplog):
+    data = make_dataset(tmp_path / "data")
+    (tmp_path / "cache").mkdir()
+    db = tmp_path / "cache" / hashing.STAT_CACHE
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    before = db.read_bytes()
+    extract_features(data, config(tmp_path), progress=False)
+    assert db.read_bytes() == before and "holds tables of another program (notes)" in caplog.text
+
+
+# Declared sizes never take memory.
+
+def forge(view: Path, split: str, name: str, shape: tuple, dtype) -> None:
+    """Replace ``split/name`` by an array that declares ``shape`` and stores nothing."""
+    with h5py.File(view, "r+") as h5:
+        del h5[split][name]
+        h5[split].create_dataset(name, shape=shape, dtype=dtype, chunks=(1, *shape[1:]) if len(shape) > 1
+                                 else (1024,))
+
+
+CAPPED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))
+sys.path.insert(0, {root!r})
+from pipeline.cli import main
+from pipeline.config import SplitConfig
+sys.exit(main({args!r}))
+"""
+
+
+def capped(args: list[str], cap: int = 3 * 2**30 // 2) -> subprocess.CompletedProcess:
+    """A command under a 1.5 GB address-space cap and 60 s."""
+    code = CAPPED.format(cap=cap, root=str(ROOT), args=args)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+@pytest.fixture(scope="module")
+def a_view(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("view")
+    return extract_features(make_dataset(folder / "data"), config(folder), progress=False).path
+
+
+def forged_copy(a_view: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / a_view.name
+    copy.write_bytes(a_view.read_bytes())
+    return copy
+
+
+@pytest.mark.parametrize("command", ["inspect", "compare"])
+def test_a_view_declaring_a_billion_rows_is_refused_within_a_bounded_memory(a_view, tmp_path, command):
+    view = forged_copy(a_view, tmp_path)
+    for name, dtype in [("features", "float32"), ("labels", "int32"), ("paths", h5py.string_dtype()),
+                        ("fingerprints", h5py.string_dtype())]:
+        with h5py.File(view, "r") as h5:
+            shape = (10**9, *h5["train"][name].shape[1:])
+        forge(view, "train", name, shape, dtype)
+    args = ["inspect", str(view)] if command == "inspect" else \
+        ["compare", "--features", str(view), "--out", str(tmp_path / "run"), "--classifiers", "logreg"]
+    run = capped(args)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert f"{view} is damaged: /train/features declares shape (1000000000, 256)" in run.stderr \
+        or f"{view} is damaged: /train/fingerprints declares shape (1000000000,)" in run.stderr
+    assert "Fix: run the same `python run_pipeline.py extract` command again" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_features_declaring_a_billion_columns_get_the_damaged_sentence(a_view, tmp_path, capsys):
+    view = forged_copy(a_view, tmp_path)
+    with h5py.File(view, "r") as h5:
+        rows = h5["train/features"].shape[0]
+    forge(view, "train", "features", (rows, 10**9), "float32")
+    code = main(["compare", "--features", str(view), "--out", str(tmp_path / "run"),
+                 "--classifiers", "logreg"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{view} is damaged: /train/features declares shape ({rows}, 1000000000)" in err
+
+
+def test_strings_are_digested_in_bounded_blocks(a_view, tmp_path, monkeypatch):
+    with h5py.File(a_view, "r") as h5:
+        whole = checked._digest(h5)
+    monkeypatch.setattr(checked, "TEXT_BLOCK", 5)
+    with h5py.File(a_view, "r") as h5:
+        assert checked._digest(h5) == whole  # the same digest, read five strings at a time
+        assert h5["train/paths"].shape[0] > 5
+
+
+# Links in the store, and cleaning that removes only what the store listed.
+
+def linked_store(tmp_path: Path, data: Path) -> tuple[Path, Path, dict[str, bytes]]:
+    """An extraction whose store folder was moved to another disk, linked back, and shares
+    that folder with a person's files (one named like a segment)."""
+    extract_features(data, config(tmp_path), progress=False)
+    store = next((tmp_path / "cache" / "store").iterdir())
+    target = tmp_path / "bigdisk" / store.name
+    target.parent.mkdir()
+    store.rename(target)
+    store.symlink_to(target, target_is_directory=True)
+    users = {"seg-notes.h5": b"a person's notes", "notes.txt": b"mine", "damaged/keep.txt": b"also mine"}
+    for name, data_ in users.items():
+        (target / name).parent.mkdir(exist_ok=True)
+        (target / name).write_bytes(data_)
+    return store, target, users
+
+
+def test_gc_in_a_linked_store_folder_touches_only_the_segments_it_listed(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data")
+    store, target, users = linked_store(tmp_path, data)
+    again = extract_features(data, config(tmp_path, split=SplitConfig(test_from_validation=0.5)), progress=False)
+    assert again.computed == 0  # the linked store serves its rows
+    assert main(["cache", "gc", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert {n: (target / n).read_bytes() for n in users} == users
+    assert main(["cache", "gc", "--cache-dir", str(tmp_path / "cache"), "--older-than", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "damaged segment" not in err
+    assert {n: (target / n).read_bytes() for n in users} == users
+    assert not list(target.glob("seg-*[0-9a-f].h5")) and not (target / "spec.json").exists()
+    assert store.is_symlink()  # the person's link and folder stay
+
+
+def test_a_link_planted_as_a_segment_is_never_read_and_never_removed(tmp_path, caplog):
+    data = make_dataset(tmp_path / "data")
+    extract_features(data, config(tmp_path), progress=False)
+    store = next((tmp_path / "cache" / "store").iterdir())
+    segment = sorted(store.glob("seg-*.h5"))[0]
+    users = tmp_path / "thesis.h5"
+    users.write_bytes(segment.read_bytes())
+    segment.unlink()
+    segment.symlink_to(users)
+    again = extract_features(data, config(tmp_path, split=SplitConfig(test_from_validation=0.5)), progress=False)
+    assert f"{segment} is a link or not a regular file where the store keeps a segment" in caplog.text
+    assert again.computed > 0
+    from pipeline.features.manage import collect_garbage
+    collect_garbage(tmp_path / "cache", older_than_days=0)
+    assert users.read_bytes() and segment.is_symlink()
+
+
+def test_a_store_without_its_list_keeps_its_segments(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    extract_features(data, config(tmp_path), progress=False)
+    store = next((tmp_path / "cache" / "store").iterdir())
+    (store / "segments.txt").unlink()  # as a store written before the list
+    again = extract_features(data, config(tmp_path, split=SplitConfig(test_from_validation=0.5)), progress=False)
+    assert again.computed == 0 and again.reused == 24
+    assert len((store / "segments.txt").read_text().split()) == len(list(store.glob("seg-*.h5")))
+
+
+def test_gc_removes_what_was_set_aside_and_stale_probes_and_nothing_else(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    first = extract_features(data, config(tmp_path), progress=False)
+    cache = tmp_path / "cache"
+    with open(first.path, "r+b") as fh:  # a flipped byte in the view's features
+        with h5py.File(first.path, "r") as h5:
+            offset = h5["train/features"].id.get_chunk_info(0).byte_offset + 8
+        fh.seek(offset)
+        fh.write(b"\xff" * 8)
+    assert main(["cache", "verify", "--cache-dir", str(cache), "--repair"]) == 0
+    assert (cache / "damaged" / first.path.name).is_file()
+    (cache / "damaged" / "mine.txt").write_text("a person's file")
+    (cache / ".write-test-4242").write_bytes(b"")
+    extract_features(data, config(tmp_path), progress=False)
+    assert main(["cache", "gc", "--cache-dir", str(cache)]) == 0
+    assert not (cache / "damaged" / first.path.name).exists()
+    assert not (cache / ".write-test-4242").exists()
+    assert (cache / "damaged" / "mine.txt").read_text() == "a person's file"
