@@ -94,10 +94,32 @@ def keras_home() -> Path:
 
 
 def write_new(path: Path, data: bytes) -> None:
-    """Write a file that does not exist yet, whole; never replace one (FileExistsError)."""
+    """Write a file that does not exist yet, whole, making its folder; never replace one
+    (FileExistsError)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_bytes(data)
         os.link(tmp, path)  # fails, atomically, when the name is taken meanwhile
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the system says (Linux's status)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # elsewhere: set and put back at once
+    os.umask(old)
+    return old
+
+
+def made_by_umask(folder: Path) -> Path:
+    """Give a folder made private (``mkdtemp``'s 0700) the mode ``mkdir`` would have given it."""
+    folder.chmod(0o777 & ~umask())
+    return folder

@@ -7,8 +7,8 @@ byte-identical afterwards, and that rows equal a clean run's.
 
 from __future__ import annotations
 
+import json
 import os
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -296,3 +296,177 @@ def test_gc_removes_what_was_set_aside_and_stale_probes_and_nothing_else(tmp_pat
     assert not (cache / "damaged" / first.path.name).exists()
     assert not (cache / ".write-test-4242").exists()
     assert (cache / "damaged" / "mine.txt").read_text() == "a person's file"
+
+
+# One sentence for every bad value, before any work.
+
+@pytest.mark.parametrize("command, sentence", [
+    (["compare", "--seed", "-1"], "`--seed` must be an integer from 0 to 4294967295. Got -1."),
+    (["compare", "--classifiers", "dense", "--param", "dense.units=-4"],
+     "`--param dense.units=-4` is refused: The 'units' parameter of DenseHead must be an int in "
+     "the range [0, inf)"),
+    (["compare", "--classifiers", "dense", "--param", "dense.learning_rate=-1"],
+     "`--param dense.learning_rate=-1` is refused: The 'learning_rate' parameter of DenseHead must "
+     "be a float in the range (0.0, inf)"),
+    (["finetune", "--learning-rate", "-1"], "`--learning-rate` must be a positive number. Got -1.0."),
+    (["run", "--set", "finetune.learning_rate=-1"], "`--learning-rate` must be a positive number"),
+    (["extract", "--weights", "none", "--seed", "-1"],
+     "`--seed` must be an integer from 0 to 4294967295. Got -1."),
+    (["drift", "--permutations", "100000000"], "`--permutations` must be at most 100,000"),
+])
+def test_bad_values_get_one_sentence_naming_the_flag(tmp_path, stage2_run, feature_cache, capsys,
+                                                     command, sentence):
+    data = make_dataset(tmp_path / "data", per_class=2)
+    where = {"compare": ["--features", str(feature_cache), "--out", str(tmp_path / "out")],
+             "finetune": ["--run", str(stage2_run)],
+             "run": ["--data", str(data), "--weights", "none", "--cache-dir", str(tmp_path / "cache"),
+                     "--out", str(tmp_path / "out")],
+             "extract": ["--data", str(data), "--cache-dir", str(tmp_path / "cache")],
+             "drift": ["--run", str(stage2_run), "--batch", str(data)]}[command[0]]
+    assert main([command[0], *where, *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert sentence in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("content", [b'{"broken', b"[]", bytes(range(256)) * 4, b'{"stage": "compare"}',
+                                     b'{"stage": "compare", "models": {"x": {"file": "../../etc/passwd", '
+                                     b'"format": "joblib", "sha256": "0"}}}'])
+@pytest.mark.parametrize("command", ["predict", "suggest", "drift", "export", "finetune"])
+def test_a_corrupt_manifest_gets_one_sentence(run, tmp_path, capsys, command, content):
+    data = make_dataset(tmp_path / "data", per_class=2)
+    (run / "manifest.json").write_bytes(content)
+    args = {"predict": ["predict", "--run", str(run), str(data)],
+            "suggest": ["suggest", "--run", str(run), "--pool", str(data)],
+            "drift": ["drift", "--run", str(run), "--batch", str(data)],
+            "export": ["export", "--run", str(run), "--out", str(tmp_path / "exported")],
+            "finetune": ["finetune", "--run", str(run)]}[command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'manifest.json'} is damaged or was not written by this tool (" in err
+    assert "Fix: run `python run_pipeline.py compare` again" in err and "Traceback" not in err
+
+
+def test_out_into_folders_that_do_not_exist_yet_is_made(tmp_path, stage2_run, capsys):
+    data = make_dataset(tmp_path / "data", splits=("new", "more"), per_class=2)  # not the run's photos
+    page, table = tmp_path / "new" / "sub" / "x.html", tmp_path / "new2" / "p.json"
+    assert main(["suggest", "--run", str(stage2_run), "--pool", str(data), "--n", "2",
+                 "--out", str(page)]) == 0
+    assert main(["predict", "--run", str(stage2_run), str(data), "--out", str(table)]) == 0
+    assert page.stat().st_size > 0 and len(json.loads(table.read_text())["predictions"]) == 8
+    cache = tmp_path / "cache"
+    for i in (1, 2):
+        assert main(["extract", "--data", str(data), "--weights", "none", "--image-size", "32",
+                     "--cache-dir", str(cache), "--shard", f"{i}/2", "--no-progress"]) == 0
+    merged = tmp_path / "new3" / "m.h5"
+    assert main(["merge", *map(str, sorted(cache.glob("*.shard-*.h5"))), "--out", str(merged)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert sum(FeatureCache(merged).counts.values()) == 8
+
+
+def test_an_empty_shard_on_a_fresh_store_is_written_and_merges(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=2)
+    cache = tmp_path / "cache"
+    for i in range(1, 9):  # one chunk per split: shards 1 to 7 own nothing
+        assert main(["extract", "--data", str(data), "--weights", "none", "--image-size", "32",
+                     "--cache-dir", str(cache), "--shard", f"{i}/8", "--no-progress"]) == 0, \
+            capsys.readouterr().err[-2000:]
+    assert main(["merge", *map(str, sorted(cache.glob("*.shard-*.h5")))]) == 0
+    merged = next(p for p in cache.glob("*.h5") if ".shard-" not in p.name)
+    whole = FeatureCache(merged)
+    assert whole.feature_shape == (256,) and whole.counts == {"train": 4, "validation": 4}
+    assert whole.load("train").features.shape == (4, 256)
+
+
+def test_suggest_on_a_pool_of_unreadable_files_says_none_could_be_read(tmp_path, stage2_run, capsys):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(4):
+        (pool / f"broken{i}.jpg").write_bytes(b"not a picture")
+    assert main(["suggest", "--run", str(stage2_run), "--pool", str(pool)]) == 2
+    err = capsys.readouterr().err
+    assert f"None of the 4 images under {pool} could be read" in err
+    assert "broken0.jpg" in err and "already labelled" not in err and "Traceback" not in err
+
+
+# Smaller ones.
+
+def test_inspect_into_a_closed_pipe_stops_quietly(a_view):
+    shell = f"{sys.executable} {ROOT / 'run_pipeline.py'} inspect '{a_view}' | head -1"
+    run = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == str(a_view)
+    assert "Traceback" not in run.stderr and "BrokenPipeError" not in run.stderr
+
+
+def test_inspect_refuses_a_damaged_view(a_view, tmp_path, capsys):
+    view = forged_copy(a_view, tmp_path)
+    with h5py.File(view, "r") as h5:
+        offset = h5["validation/features"].id.get_chunk_info(0).byte_offset + 8
+    with open(view, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x00\xff" * 8)
+    assert main(["inspect", str(view)]) == 2
+    captured = capsys.readouterr()
+    assert f"{view} is damaged: /validation/features fails its checksum" in captured.err
+    assert "backbone" not in captured.out
+
+
+def test_a_run_folder_follows_the_umask(tmp_path, feature_cache):
+    from pipeline import CompareConfig, compare
+
+    old = os.umask(0o022)
+    try:
+        result = compare(feature_cache, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "run")))
+    finally:
+        os.umask(old)
+    assert result.run_dir.stat().st_mode & 0o777 == 0o755
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
+    from pipeline.cli import commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(commands.COMMANDS, "backbones", (commands.COMMANDS["backbones"][0], interrupted))
+    assert main(["backbones"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted; run the same command again to resume"
+
+
+def test_ctrl_c_in_a_real_extraction_exits_130_and_the_rerun_resumes(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    args = [sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data", str(data),
+            "--weights", "none", "--image-size", "32", "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress"]
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    time.sleep(3)  # inside the imports or the extraction
+    process.send_signal(2)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted; run the same command again" in err
+    assert main(args[2:]) == 0
+
+
+def test_file_names_that_are_not_utf8_are_kept_as_their_bytes(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=3)
+    odd = os.fsdecode(b"bad\xff\xfe.jpg")
+    (data / "train" / "cats" / "cats0.jpg").rename(data / "train" / "cats" / odd)
+    result = extract_features(data, config(tmp_path), progress=False)
+    paths = FeatureCache(result.path).load("train").paths
+    stored = next(p for p in paths if p.startswith("train/cats/bad"))
+    assert os.fsencode(stored) == b"train/cats/bad\xff\xfe.jpg"
+    assert (data / stored).is_file()
+
+
+def test_a_changed_keras_model_is_refused_without_talking_of_joblib(run, tmp_path, capsys):
+    from pipeline.runs import load_model
+
+    keras_file = run / "models" / "dense.keras"
+    keras_file.write_bytes(keras_file.read_bytes() + b"\0")
+    with pytest.raises(Exception) as refused:
+        load_model(run, "dense")
+    assert "does not match the checksum" in str(refused.value)
+    assert "joblib" not in str(refused.value)
+    assert "it would not be the model the run measured" in str(refused.value)

@@ -101,7 +101,9 @@ def add_inspect(sub) -> None:
 def run_inspect(args) -> int:
     from ..features import FeatureCache
 
-    summary = FeatureCache(args.file, allow_shard=True).summary()
+    cache = FeatureCache(args.file, allow_shard=True)
+    cache.verify()  # every byte, in bounded blocks: a damaged view is refused, never shown
+    summary = cache.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -89,3 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            # Every stage keeps what it finished (the store's chunks, a run's earlier folder).
+            print("interrupted; run the same command again to resume", file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            # The reader went away (`inspect V | head -3`): stop quietly, as a shell tool does,
+            # with stdout pointed at nothing so that its flush at exit cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141

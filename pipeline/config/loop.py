@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from ..loop.strategies import STRATEGIES
 from .fields import check_choices, documented, setting
-from .stages import ENGINES, _positive
+from .stages import ENGINES, _positive, _seed
 
 # Heads that fit on a handful of labels in milliseconds, every round of every seed.
 LOOP_HEADS = ("logreg", "knn")
 DEFAULT_BUDGETS = (10, 20, 40, 80, 160)
+# A p-value resolved to 1e-5 decides any level a person would set; more permutations only cost.
+MAX_PERMUTATIONS = 100_000
 
 
 def _budgets(value) -> tuple[int, ...]:
@@ -86,5 +88,9 @@ class DriftConfig:
     def __post_init__(self) -> None:
         check_choices(self)
         _positive(self, "permutations", "novel", "reference", "batch_size")
+        _seed(self)
+        if self.permutations > MAX_PERMUTATIONS:
+            raise ConfigError(f"`--permutations` must be at most {MAX_PERMUTATIONS:,}: that resolves "
+                              f"p-values to 1e-5, finer than any `--level`. Got {self.permutations:,}.")
         if not 0 < self.level < 1:
             raise ConfigError(f"`--level` must be between 0 and 1. Got {self.level!r}.")

@@ -40,6 +40,24 @@ EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "openvino")
 QUANTIZE = ("none", "int8")
 
 
+SEED_RANGE = (0, 2**32 - 1)  # what numpy, scikit-learn and Keras take as a seed
+
+
+def _seed(config) -> None:
+    if not isinstance(config.seed, int) or not SEED_RANGE[0] <= config.seed <= SEED_RANGE[1]:
+        raise ConfigError(f"`--seed` must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}. "
+                          f"Got {config.seed!r}.")
+
+
+def _rate(config, *names: str) -> None:
+    """Each named rate, when set, is a positive number."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value < float("inf")):
+            raise ConfigError(f"`--{name.replace('_', '-')}` must be a positive number. Got {value!r}.")
+
+
 def _positive(config, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
@@ -129,6 +147,7 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
+        _seed(self)
         _positive(self, "batch_size", "chunk_size", "max_pixels", "max_file_bytes")
         if self.image_size is not None:
             _positive(self, "image_size")
@@ -194,6 +213,7 @@ class CompareConfig:
     overwrite: bool = setting(False, help="replace an existing, non-empty run folder")
 
     def __post_init__(self) -> None:
+        _seed(self)
         if self.memory_budget_mb < 0:
             raise ConfigError(f"`--memory-budget` must be 0 (half of this machine's memory) or "
                               f"a number of MB. Got {self.memory_budget_mb!r}.")
@@ -259,6 +279,8 @@ class FinetuneConfig:
             raise ConfigError("Give `--unfreeze-from` or `--unfreeze-top`, not both. "
                               f"Got {self.unfreeze_from!r} and {self.unfreeze_top!r}.")
         _positive(self, "epochs", "batch_size", "handoff_samples")
+        _rate(self, "learning_rate", "base_learning_rate")
+        _seed(self)
         if self.momentum is not None and not 0 <= self.momentum < 1:
             raise ConfigError(f"`--momentum` must be in [0, 1). Got {self.momentum!r}.")
         if self.frozen_epochs < 0 or (self.unfreeze_top is not None and self.unfreeze_top < 0):

@@ -64,8 +64,12 @@ def create(group, name: str, data=None, *, shape=None, dtype=None):
         shape, dtype = data.shape, data.dtype
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
     rows = max(1, min(shape[0], CHUNK_ROWS, CHUNK_BYTES // max(row_bytes, 1)))
-    dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]),
-                                   maxshape=(None, *shape[1:]), fletcher32=True)
+    # A chunk's sides must be positive, also for an array of no rows of unknown width
+    # (an empty shard of a store that has no row yet).
+    chunks = (rows, *(max(1, side) for side in shape[1:]))
+    dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks,
+                                   maxshape=(None, *(side or None for side in shape[1:])),
+                                   fletcher32=True)
     if data is not None and data.size:
         dataset[...] = data
     return dataset

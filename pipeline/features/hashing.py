@@ -67,6 +67,12 @@ _VERSION = 2  # PRAGMA user_version of this layout: entries with a checksum
 _COLUMNS = "path, size, mtime_ns, ctime_ns, ino, digest, seal"
 
 
+def _key(path: str) -> str:
+    """A path as the stat cache keys it: SQLite takes UTF-8 only, so a name whose bytes are
+    not UTF-8 is written with escapes (the same file always gets the same key)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _seal(path: str, size: int, mtime_ns: int, ctime_ns: int, ino: int, digest: str) -> str:
     """The checksum of one entry: edited, swapped or damaged entries fail it."""
     text = "\0".join(map(str, (path, size, mtime_ns, ctime_ns, ino, digest)))
@@ -130,7 +136,7 @@ def _known(db: Path, root: Path) -> dict[str, tuple]:
 
     Entries that fail their checksum are left out (their files are hashed again).
     """
-    prefix = str(root).rstrip("/") + "/"
+    prefix = _key(str(root).rstrip("/") + "/")
     try:
         conn = _connect(db, create=False)
         if conn is None:
@@ -176,12 +182,12 @@ def _write(db: Path, sql: str, rows: list[tuple]) -> None:
 
 def _remember(db: Path, entries: list[tuple]) -> None:
     _write(db, f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-           [(*entry, _seal(*entry)) for entry in entries])
+           [(_key(path), *rest, _seal(_key(path), *rest)) for path, *rest in entries])
 
 
 def forget(db: Path, paths: list[str]) -> None:
     """Drop the entries of ``paths`` (absolute), hints the bytes decoded did not confirm."""
-    _write(db, "DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+    _write(db, "DELETE FROM files WHERE path = ?", [(_key(p),) for p in paths])
 
 
 def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
@@ -211,7 +217,7 @@ def fingerprint_files(root: Path, relpaths: list[str], max_bytes: int,
             unreadable[rel] = why
             continue
         signature = _signature(st)
-        entry = known.get(path)
+        entry = known.get(_key(path))
         if entry is not None and entry[0] == signature:
             digests[i] = entry[1]
             hinted.add(rel)

@@ -132,6 +132,7 @@ def merge(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) 
         raise CacheError(f"`--out` {out} is not a feature cache this tool wrote, and the pipeline "
                          "never replaces a file it did not write. Fix: pass a new file name with "
                          "`--out`.")
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w", libver=checked.LIBVER) as h5:
@@ -180,7 +181,9 @@ def _merge_split(group, split: str, shards, folder: Path) -> None:
         with h5py.File(cache.path, "r") as h5:
             for name, values in strings.items():
                 values += list(h5[split][name][()])
-            if cache is shards[0]:
+            # The layout of a shard with rows: an empty shard of a store that had no
+            # row yet could not know the features' width.
+            if cache is next((c for c, n in zip(shards, sizes) if n), shards[0]):
                 layouts = {name: (h5[split][name].shape[1:], h5[split][name].dtype)
                            for name in ("features", "labels")}
     total = sum(sizes)

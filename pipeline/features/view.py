@@ -39,6 +39,16 @@ from .store import Index, write_failed
 log = logging.getLogger(__name__)
 
 _STR = h5py.string_dtype("utf-8")
+
+
+def path_bytes(path: str) -> bytes:
+    """A path as stored: its bytes on disk, also where they are not UTF-8 (kept, not mangled)."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def path_text(raw: bytes) -> str:
+    """A stored path back as Python names the file (``os`` opens it as it is)."""
+    return raw.decode("utf-8", "surrogateescape")
 BLOCK_ROWS = 4096  # rows copied from the store at a time: bounds the memory a view needs
 
 
@@ -144,9 +154,10 @@ def _write_split(group, manifest: SplitManifest, index: Index, good: np.ndarray,
         rows = good[start:start + BLOCK_ROWS]
         features[start:start + len(rows)] = index.gather(positions[rows])
     checked.create(group, "labels", np.asarray([manifest.labels[i] for i in good], np.int32))
-    checked.create(group, "paths", [manifest.paths[i] for i in good], dtype=_STR)
+    checked.create(group, "paths", [path_bytes(manifest.paths[i]) for i in good], dtype=_STR)
     checked.create(group, "fingerprints", [manifest.fingerprints[i] for i in good], dtype=_STR)
-    checked.create(group, "quarantine/paths", [manifest.paths[i] for i, _ in bad], dtype=_STR)
+    checked.create(group, "quarantine/paths", [path_bytes(manifest.paths[i]) for i, _ in bad],
+                   dtype=_STR)
     checked.create(group, "quarantine/reasons", [r for _, r in bad], dtype=_STR)
     checked.create(group, "quarantine/fingerprints",
                    [manifest.fingerprints[i] or "" for i, _ in bad], dtype=_STR)
@@ -250,7 +261,7 @@ class FeatureCache:
         self.feature_shape = tuple(first.shape[1:]) if first is not None else ()
         self.dtype = str(first.dtype) if first is not None else ""
         self.quarantined = [
-            {"split": s, "path": p.decode(), "reason": r.decode()}
+            {"split": s, "path": path_text(p), "reason": r.decode()}
             for s in self.splits
             for p, r in zip(h5[s]["quarantine/paths"][()], h5[s]["quarantine/reasons"][()])
         ]
@@ -265,7 +276,7 @@ class FeatureCache:
             return SplitData(
                 features=checked.read(group["features"]),
                 labels=checked.read(group["labels"]),
-                paths=[p.decode() for p in group["paths"][()]],
+                paths=[path_text(p) for p in group["paths"][()]],
             )
 
     def take(self, split: str, rows) -> SplitData:
@@ -274,12 +285,12 @@ class FeatureCache:
         with self._reading(split) as group:
             return SplitData(features=checked.read(group["features"], rows),
                              labels=checked.read(group["labels"], rows),
-                             paths=[p.decode() for p in group["paths"][rows]])
+                             paths=[path_text(p) for p in group["paths"][rows]])
 
     def index(self, split: str) -> SplitManifest:
         """A split's images (paths, labels, fingerprints), without reading its features."""
         with self._reading(split) as group:
-            return SplitManifest(tuple(p.decode() for p in group["paths"][()]),
+            return SplitManifest(tuple(path_text(p) for p in group["paths"][()]),
                                  tuple(int(label) for label in checked.read(group["labels"])),
                                  tuple(f.decode() for f in group["fingerprints"][()]))
 

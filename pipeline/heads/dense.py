@@ -9,14 +9,16 @@ trained weights. TensorFlow is imported only when a head is fitted or loaded.
 from __future__ import annotations
 
 import re
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .outofcore import FeatureRows
 from .proba import full_proba
 from .vocabulary import OPTIMIZERS, SPATIAL, spatial_layer
@@ -62,19 +64,27 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.random_state = random_state
 
+    # Checked as scikit-learn checks its own estimators: the registry refuses a bad
+    # `--param` with this before any fit, and `fit` refuses it in Python.
+    _parameter_constraints = {
+        "units": [Interval(Integral, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "patience": [Interval(Integral, 0, None, closed="left")],
+        "spatial": [StrOptions(set(SPATIAL))],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both")],
+    }
+
     def _check_params(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"dense `optimizer` must be one of {', '.join(OPTIMIZERS)}. "
-                              f"Got {self.optimizer!r}.")
-        if self.spatial not in SPATIAL:
-            raise ConfigError(f"dense `spatial` must be one of {', '.join(SPATIAL)}. "
-                              f"Got {self.spatial!r}.")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dense `dropout` must be in [0, 1). Got {self.dropout!r}.")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"dense `{name}` must be a positive integer. "
-                                  f"Got {getattr(self, name)!r}.")
+        try:
+            self._validate_params()
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"dense: {first_line(exc)}") from None
 
     def build_layers(self, n_classes: int, feature_ndim: int) -> list:
         """The head's layers, in order; stage 3 stacks them on the backbone."""

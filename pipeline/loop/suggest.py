@@ -84,6 +84,13 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
             seen.add(fp)
             fresh.append(i)
     already = sum(fp in labelled for fp in got.fingerprints)
+    if not got.paths:
+        shown = "; ".join(f"{u['path']}: {u['reason']}" for u in got.unreadable[:3])
+        more = f"; and {len(got.unreadable) - 3} more" if len(got.unreadable) > 3 else ""
+        raise ConfigError(
+            f"None of the {counted(len(got.unreadable), 'image')} under {pool} could be read "
+            f"({shown}{more}). Fix: pass a folder of readable photos (JPEG, PNG, BMP, GIF, WebP, "
+            "TIFF).")
     if not fresh:
         raise ConfigError(
             f"Every readable image under {pool} ({counted(len(got.paths), 'image')}) is already "

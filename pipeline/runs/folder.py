@@ -18,8 +18,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .._files import sha256_file
-from ..errors import ConfigError, RunError
+from .._files import made_by_umask, sha256_file
+from ..errors import ConfigError, RunError, first_line
 from ..heads import persist
 
 # The run folder's layout: every module reads and writes a run's files by these names.
@@ -58,11 +58,9 @@ def default_run_dir(cache_path: Path) -> Path:
 def is_run(folder: Path) -> bool:
     """Whether ``folder`` holds a run this tool wrote: a manifest that reads as one."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_manifest(folder).get("stage") in ("compare", "replay")
+    except RunError:
         return False
-    return isinstance(manifest, dict) and manifest.get("stage") in ("compare", "replay") \
-        and isinstance(manifest.get("models"), dict)
 
 
 def _files(folder: Path) -> list[str]:
@@ -71,7 +69,7 @@ def _files(folder: Path) -> list[str]:
 
 def _foreign(run: Path) -> list[str]:
     """Files in a run folder that its manifest does not list (runs that list none: none)."""
-    listed = json.loads((run / MANIFEST).read_text(encoding="utf-8")).get("files")
+    listed = read_manifest(run).get("files")
     if listed is None:
         return []
     return [f for f in _files(run) if f not in set(listed) | {MANIFEST, RESOLVED}
@@ -135,7 +133,8 @@ class RunWriter:
     def __init__(self, out: Path, base: Path | None = None):
         self.out = out
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        # Readable as the umask allows, as any folder a tool makes: a team's shared folder.
+        self.tmp = made_by_umask(Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)))
         self.base: dict | None = None
         if base is not None:  # amending a finished run: start from a copy of it
             shutil.copytree(base, self.tmp, dirs_exist_ok=True)
@@ -155,7 +154,8 @@ class RunWriter:
         return target
 
     def write_text(self, relative: str, text: str) -> None:
-        self.path(relative).write_text(text, encoding="utf-8")
+        # A file name whose bytes are not UTF-8 is written as those bytes, as the disk names it.
+        self.path(relative).write_text(text, encoding="utf-8", errors="surrogateescape")
 
     def write_json(self, relative: str, data) -> None:
         self.write_text(relative, _json(data))
@@ -210,12 +210,55 @@ def _json(data) -> str:
     return json.dumps(data, indent=2, default=str) + "\n"
 
 
+MAX_MANIFEST_BYTES = 64 * 2**20  # a run of thousands of models lists well under 1 MB
+
+
 def read_manifest(run: str | os.PathLike) -> dict:
+    """A run's ``manifest.json``, checked to be one this tool wrote: the one loader of it.
+
+    Raises:
+        RunError: no manifest, or one that is damaged or not this tool's (a
+            sentence naming the file and what is wrong with it).
+    """
     path = Path(run) / MANIFEST
     if not path.is_file():
         raise RunError(f"{run} is not a finished run folder: it has no {MANIFEST}. "
                        "Fix: pass a folder written by `run_pipeline.py compare`.")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"it is {path.stat().st_size:,} bytes, more than a manifest holds")
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+        _check_manifest(manifest)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunError(f"{path} is damaged or was not written by this tool ({first_line(exc)}). "
+                       "Fix: run `python run_pipeline.py compare` again for this run (or pass "
+                       "another run folder).") from None
+    return manifest
+
+
+def _check_manifest(manifest) -> None:
+    """Raise ValueError unless ``manifest`` has the fields, of the types, readers rely on."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(what)
+
+    need(isinstance(manifest, dict), f"it holds {type(manifest).__name__}, not an object")
+    need(isinstance(manifest.get("stage"), str), "it has no stage")
+    need(isinstance(manifest.get("models"), dict), "it has no models")
+    for name, entry in manifest["models"].items():
+        need(isinstance(entry, dict) and all(isinstance(entry.get(k), str)
+                                             for k in ("file", "format", "sha256")),
+             f"model {name!r} lacks its file, format or sha256")
+        file = Path(entry["file"])
+        need(not file.is_absolute() and ".." not in file.parts,
+             f"model {name!r} is filed outside the run ({entry['file']})")
+    for name, kind in (("classes", list), ("config", dict), ("cache", dict), ("files", list)):
+        need(name not in manifest or isinstance(manifest[name], kind),
+             f"its {name} is not a {kind.__name__}")
+    if "cache" in manifest:
+        cache = manifest["cache"]
+        need(isinstance(cache.get("key"), dict) and isinstance(cache.get("path"), str)
+             and isinstance(cache.get("key_hash"), str), "its cache lacks its key, path or key hash")
 
 
 def load_model(run: str | os.PathLike, name: str):
@@ -227,9 +270,11 @@ def load_model(run: str | os.PathLike, name: str):
                        f"{', '.join(manifest['models']) or 'none'}.")
     path = Path(run) / entry["file"]
     if not path.is_file() or sha256_file(path) != entry["sha256"]:
+        why = ("a joblib file is a pickle, and loading one runs code" if entry["format"] == "joblib"
+               else "it would not be the model the run measured")
         raise RunError(
             f"{path} does not match the checksum in {Path(run) / MANIFEST}: it was "
-            "changed or replaced after the run wrote it, so it will not be loaded "
-            "(a joblib file can run code). Fix: run compare again."
+            f"changed or replaced after the run wrote it, so it will not be loaded ({why}). "
+            "Fix: run compare again."
         )
     return persist.load(path, entry["format"], entry.get("params", {}), entry.get("classes"))

@@ -117,7 +117,8 @@ def write(run, *, title: str, classes: list[str], leaderboard: list[dict], data:
         "outliers": outliers,
     }
     path = run.path(REPORT)
-    path.write_text(render(context), encoding="utf-8")
+    # A file name whose bytes are not UTF-8 is shown with escapes (\xff): the page stays UTF-8.
+    path.write_text(render(context), encoding="utf-8", errors="backslashreplace")
     return path
 
 
