@@ -88,7 +88,7 @@ def _identity(db: Path) -> tuple[int, int] | None:
     regular file is refused, never followed."""
     try:
         st = os.lstat(db)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     if not stat.S_ISREG(st.st_mode):
         raise _NotOurs(f"{db} is a link or not a regular file")
@@ -146,6 +146,10 @@ def _known(db: Path, root: Path) -> dict[str, tuple]:
                                 (prefix, prefix[:-1] + "0")).fetchall()
     except _NotOurs as exc:
         _not_ours(db, exc)
+        return {}
+    except OSError as exc:  # a cache folder that cannot be read: only speed is lost
+        log.warning("could not read the fingerprint cache %s (%s); hashing every image", db,
+                    first_line(exc))
         return {}
     except sqlite3.Error as exc:
         # Only speed is lost: set it aside once, and the next write starts a new one.

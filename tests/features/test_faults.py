@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,9 @@ def test_a_read_only_cache_folder_serves_hits_and_refuses_misses_clearly(tmp_pat
     monkeypatch.setattr("builtins.open", lambda f, *a, **k: (
         read_only(f) if any(m in (a[0] if a else k.get("mode", "r")) for m in "wa+") else None)
         or real_open(f, *a, **k))
+    real_temporary = tempfile.TemporaryFile
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: (
+        read_only(Path(k["dir"]) / "probe") if "dir" in k else None) or real_temporary(*a, **k))
     again = extract_features(data, config(cache))
     assert again.hit and again.path == first.path
     with pytest.raises(CacheError) as err:

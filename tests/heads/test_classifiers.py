@@ -99,5 +99,5 @@ def test_param_text_is_parsed_into_typed_values():
 
 def test_bad_dense_settings_are_named():
     X, y = blobs(5, seed=1)
-    with pytest.raises(ConfigError, match=r"dense `optimizer` must be one of adam, rmsprop, sgd\. Got 'adagrad'"):
+    with pytest.raises(ConfigError, match=r"The 'optimizer' parameter of DenseHead must be a str among .*Got 'adagrad'"):
         _configured("dense", optimizer=["adagrad"]).fit(X, y)
