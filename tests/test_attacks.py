@@ -470,3 +470,36 @@ def test_a_changed_keras_model_is_refused_without_talking_of_joblib(run, tmp_pat
     assert "does not match the checksum" in str(refused.value)
     assert "joblib" not in str(refused.value)
     assert "it would not be the model the run measured" in str(refused.value)
+
+
+def test_a_run_folder_that_is_a_link_is_refused_and_its_target_kept(tmp_path, stage2_run, feature_cache,
+                                                                     capsys):
+    import shutil
+
+    target = tmp_path / "elsewhere"
+    shutil.copytree(stage2_run, target)
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    link = tmp_path / "run"
+    link.symlink_to(target, target_is_directory=True)
+    assert main(["compare", "--features", str(feature_cache), "--out", str(link), "--overwrite",
+                 "--classifiers", "logreg"]) == 2
+    err = capsys.readouterr().err
+    assert f"`--out` {link} is a link" in err and "Traceback" not in err
+    assert {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+
+
+def test_an_export_over_a_link_planted_under_its_own_name_leaves_the_target(tmp_path, stage2_run):
+    out = tmp_path / "export"
+    assert main(["export", "--run", str(stage2_run), "--model", "dense", "--format", "savedmodel",
+                 "--out", str(out), "--images", "4"]) == 0
+    exported = next(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "thesis.tex").write_text("mine")
+    import shutil
+    shutil.rmtree(exported)
+    exported.symlink_to(users, target_is_directory=True)
+    assert main(["export", "--run", str(stage2_run), "--model", "dense", "--format", "savedmodel",
+                 "--out", str(out), "--images", "4"]) == 0
+    assert (users / "thesis.tex").read_text() == "mine" and sorted(users.iterdir()) == [users / "thesis.tex"]
+    assert exported.is_dir() and not exported.is_symlink()

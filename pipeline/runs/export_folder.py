@@ -97,7 +97,9 @@ def publish(out: Path, staging: Path, key: str, record: dict) -> dict:
                           "`--out`.")
     for name in names:
         final = out / name
-        if final.is_dir():  # an earlier export of ours, by the check above
+        if final.is_symlink():  # a link planted under a name of ours: the link goes, never its target
+            final.unlink()
+        elif final.is_dir():  # an earlier export of ours, by the check above
             shutil.rmtree(final)
         (staging / name).replace(final)
     listing[key] = {**record, "files": names}

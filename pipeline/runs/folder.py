@@ -103,6 +103,10 @@ def check_writable(out: Path, overwrite: bool) -> None:
     A folder is replaced only when it holds a run this tool wrote (a valid
     manifest, and no file the manifest does not list) and ``overwrite`` is set.
     """
+    if out.is_symlink():
+        raise ConfigError(f"`--out` {out} is a link, and the pipeline replaces only folders it "
+                          "wrote, never through a link. Fix: pass the folder it points to, or a new "
+                          "folder, with `--out`.")
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     if not out.is_dir():
