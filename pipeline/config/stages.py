@@ -49,13 +49,13 @@ def _seed(config) -> None:
                           f"Got {config.seed!r}.")
 
 
-def _rate(config, *names: str) -> None:
-    """Each named rate, when set, is a positive number."""
-    for name in names:
-        value = getattr(config, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 < value < float("inf")):
-            raise ConfigError(f"`--{name.replace('_', '-')}` must be a positive number. Got {value!r}.")
+def _rate(config, name: str, zero: bool = False) -> None:
+    """A rate, when set, is a positive number (or 0, where ``zero``: that part does not train)."""
+    value = getattr(config, name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not (0 <= value if zero else 0 < value) or value == float("inf")):
+        what = "0 or a positive number" if zero else "a positive number"
+        raise ConfigError(f"`--{name.replace('_', '-')}` must be {what}. Got {value!r}.")
 
 
 def _positive(config, *names: str) -> None:
@@ -279,7 +279,8 @@ class FinetuneConfig:
             raise ConfigError("Give `--unfreeze-from` or `--unfreeze-top`, not both. "
                               f"Got {self.unfreeze_from!r} and {self.unfreeze_top!r}.")
         _positive(self, "epochs", "batch_size", "handoff_samples")
-        _rate(self, "learning_rate", "base_learning_rate")
+        _rate(self, "learning_rate")
+        _rate(self, "base_learning_rate", zero=True)
         _seed(self)
         if self.momentum is not None and not 0 <= self.momentum < 1:
             raise ConfigError(f"`--momentum` must be in [0, 1). Got {self.momentum!r}.")
