@@ -3,7 +3,11 @@
 Wrapped the way scikeras does it, so it is compared with logistic regression
 through one interface (``fit`` / ``predict_proba`` / ``score``, cloneable), and
 stage 3 can rebuild the same layers on top of the backbone and load its
-trained weights. TensorFlow is imported only when a head is fitted or loaded.
+trained weights. TensorFlow is imported only when a head is fitted, exported
+or rebuilt: its probabilities on feature arrays are computed in numpy
+(:mod:`.numpy_head`), from the fitted model or straight from its ``.keras``
+file, so a command on stored features (suggest, drift, predict of stored
+rows) loads no TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import ConfigError, first_line
+from . import numpy_head
 from .outofcore import FeatureRows
 from .proba import full_proba
 from .vocabulary import OPTIMIZERS, SPATIAL, spatial_layer
@@ -177,14 +182,27 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         else:
             self.best_epoch_ = len(self.history_["loss"])
         self.model_ = model
+        self.numpy_ = numpy_head.from_keras(model)
         self.n_features_in_ = int(np.prod(shape))
         return self
 
+    def __getattr__(self, name):
+        # A head read from a file loads its Keras model only when something needs it
+        # (stage 3, export): its probabilities need numpy alone.
+        if name == "model_" and "saved_" in self.__dict__:
+            import keras
+
+            self.model_ = keras.models.load_model(self.__dict__["saved_"])
+            return self.model_
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def predict_proba(self, X):
-        check_is_fitted(self, "model_")
+        check_is_fitted(self, "classes_")
         if isinstance(X, FeatureRows):  # batch by batch: predict() would hold more
             p = np.concatenate([self.model_.predict_on_batch(x)
                                 for x in X.dataset(1024, labels=False)])
+        elif getattr(self, "numpy_", None) is not None:
+            p = self.numpy_(X)
         else:
             p = self.model_.predict(np.asarray(X, dtype="float32"), batch_size=1024, verbose=0)
         n = len(self.classes_)
@@ -194,17 +212,22 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def save(self, path: Path) -> None:
-        check_is_fitted(self, "model_")
+        check_is_fitted(self, "classes_")
         self.model_.save(path)
 
     @classmethod
     def load(cls, path: Path, params: dict, classes) -> "DenseHead":
-        """A fitted head from a saved ``.keras`` file and its parameters."""
-        import keras
+        """A fitted head from a saved ``.keras`` file and its parameters.
 
+        Its layers are read in numpy; Keras loads the file only when the model
+        itself is asked for, or when the file holds layers numpy does not apply.
+        """
         head = cls(**params)
-        head.model_ = keras.models.load_model(path)
         head.classes_ = np.asarray(classes)
+        head.saved_ = Path(path)
+        head.numpy_ = numpy_head.read(path)
+        if head.numpy_ is None:
+            head.numpy_ = numpy_head.from_keras(head.model_)
         return head
 
 

@@ -101,3 +101,40 @@ def test_bad_dense_settings_are_named():
     X, y = blobs(5, seed=1)
     with pytest.raises(ConfigError, match=r"The 'optimizer' parameter of DenseHead must be a str among .*Got 'adagrad'"):
         _configured("dense", optimizer=["adagrad"]).fit(X, y)
+
+
+@pytest.mark.parametrize("n_classes, units, spatial, shape", [
+    (2, 16, "flatten", (12,)), (3, 0, "flatten", (12,)), (3, 8, "avg", (2, 2, 3)),
+    (2, 0, "max", (2, 2, 3)), (3, 4, "flatten", (2, 2, 3))])
+def test_the_dense_heads_numpy_probabilities_are_keras_to_1e5(tmp_path, n_classes, units, spatial, shape):
+    from pipeline.heads import numpy_head
+    from pipeline.heads.dense import DenseHead
+
+    X, y = blobs(20, n_classes=n_classes, dim=int(np.prod(shape)), seed=3)
+    X = X.reshape(len(X), *shape)
+    head = DenseHead(units=units, spatial=spatial, epochs=3).fit(X, y)
+    keras_p = head.model_.predict(X, verbose=0)
+    np.testing.assert_allclose(head.numpy_(X), keras_p, atol=1e-5)
+    head.save(tmp_path / "head.keras")
+    from_file = numpy_head.read(tmp_path / "head.keras")
+    assert from_file is not None
+    np.testing.assert_allclose(from_file(X), keras_p, atol=1e-5)
+    loaded = DenseHead.load(tmp_path / "head.keras", head.get_params(), head.classes_)
+    assert "model_" not in loaded.__dict__  # Keras is not loaded for probabilities
+    np.testing.assert_allclose(loaded.predict_proba(X), head.predict_proba(X), atol=1e-5)
+    assert loaded.model_.count_params() == head.model_.count_params()  # loaded when asked for
+
+
+def test_a_keras_file_numpy_cannot_apply_is_loaded_with_keras(tmp_path):
+    import keras
+
+    from pipeline.heads import numpy_head
+    from pipeline.heads.dense import DenseHead
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.save(tmp_path / "odd.keras")
+    assert numpy_head.read(tmp_path / "odd.keras") is None
+    X = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    loaded = DenseHead.load(tmp_path / "odd.keras", {}, [0, 1])
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict(X, verbose=0), atol=1e-6)

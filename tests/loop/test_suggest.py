@@ -130,3 +130,34 @@ def test_a_flipped_byte_in_the_pool_s_stored_rows_is_never_served(run, pool):
     assert [s["path"] for s in again.suggestions] == [s["path"] for s in first.suggestions]
     assert [s["score"] for s in again.suggestions] == [s["score"] for s in first.suggestions]
     assert (store / "damaged" / newest.name).is_file()
+
+
+STORED_POOL = """
+import sys
+sys.path.insert(0, {root!r})
+from pipeline.cli import main
+codes = [main(["suggest", "--run", {run!r}, "--pool", {pool!r}, "--n", "2"]),
+         main(["drift", "--run", {run!r}, "--batch", {pool!r}])]
+print("CODES", codes, "tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+
+
+def test_suggest_and_drift_on_a_stored_pool_import_no_tensorflow(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import make_dataset
+    from pipeline import CompareConfig, ExtractConfig, compare, extract_features
+
+    config = ExtractConfig(weights="none", image_size=32, cache_dir=str(tmp_path / "cache"))
+    cache = extract_features(make_dataset(tmp_path / "data"), config, progress=False)
+    compare(cache.path, CompareConfig(classifiers=("dense",), out=str(tmp_path / "run"),
+                                      params={"dense": {"epochs": [3]}}))
+    pool = make_dataset(tmp_path / "pool", splits=(), per_class=5, classes=("owls", "cats"))
+    extract_features(pool, config, progress=False)  # the pool's features are in the store
+    code = STORED_POOL.format(root=str(Path(__file__).resolve().parents[2]), run=str(tmp_path / "run"),
+                              pool=str(pool))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "CODES [0, 0] False False" in done.stdout, done.stdout[-1500:] + done.stderr[-1500:]
+    assert "predictions by dense" in done.stderr
