@@ -73,7 +73,10 @@ def main() -> None:
                         help="classifier lists to time, one per option (default: every default one)")
     parser.add_argument("--in-process", metavar="CACHE_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    lists = args.classifiers or ["logreg,dense,linear_svm,knn,hist_gbdt"]
+    sys.path.insert(0, str(ROOT))
+    from pipeline.heads.registry import DEFAULTS
+
+    lists = args.classifiers or [",".join(DEFAULTS)]
     if args.in_process:
         return in_process(args.data, args.in_process, lists, args.rounds)
     print(f"CPU: {cpu_line()}", flush=True)

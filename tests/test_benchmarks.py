@@ -48,3 +48,11 @@ def test_the_out_of_core_benchmark_runs_to_its_figures(tmp_path):
                   "--work", str(tmp_path))
     for path in ("logreg", "dense"):
         assert any(line.startswith(path) and "validation accuracy" in line for line in out.splitlines())
+
+
+def test_the_defaults_benchmark_runs_to_its_figures(feature_cache):
+    out = figures("bench_defaults.py", "--features", str(feature_cache), "--synthetic", "300,24",
+                  "--rounds", "1")
+    for name in ("logreg", "dense", "linear_svm", "knn", "hist_gbdt"):
+        assert sum(f". {name} " in line and "validation accuracy" in line for line in out.splitlines()) == 2
+    assert out.count('"label_issue_f1"') == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..backbones.registry import DEFAULT_BACKBONE, POOLINGS
 from ..errors import ConfigError
 from ..finetune.augment import parse_augment
-from ..heads.registry import CLASSIFIERS
+from ..heads.registry import CLASSIFIERS, DEFAULTS
 from ..heads.vocabulary import OPTIMIZERS, SPATIAL
 from .fields import check_choices, collect_params, documented, parse_param, setting
 
@@ -35,7 +35,7 @@ SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 REFITS = ("train", "train+validation")
 CALIBRATIONS = ("sigmoid", "isotonic")
 PRECISIONS = ("auto", "float32", "mixed_float16")
-DEFAULT_CLASSIFIERS = tuple(CLASSIFIERS)
+DEFAULT_CLASSIFIERS = DEFAULTS
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "openvino")
 QUANTIZE = ("none", "int8")
 
@@ -175,7 +175,8 @@ class CompareConfig:
 
     classifiers: tuple[str, ...] = setting(
         DEFAULT_CLASSIFIERS, choices=tuple(CLASSIFIERS),
-        help="comma-separated registry names (see the `classifiers` command)")
+        help="comma-separated registry names (see the `classifiers` command); default: "
+             + ",".join(DEFAULT_CLASSIFIERS))
     params: dict = setting(
         factory=dict, flag="param", metavar="CLF.NAME=V[,V...]", parse=parse_param,
         collect=collect_params,

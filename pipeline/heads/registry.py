@@ -89,6 +89,9 @@ class Classifier:
         calibrates: ``--calibrate`` fits a map of its probabilities.
         cost: relative fit time; the slowest is started first.
         finetunes: stage 3 starts from this head.
+        default: compared when ``--classifiers`` is not given. A model that costs
+            most and never wins on cached CNN features is left to be asked for
+            (BENCHMARKS.md, "Stage 2's defaults by measured value").
     """
 
     name: str
@@ -105,6 +108,7 @@ class Classifier:
     calibrates: bool = True
     cost: int = 1
     finetunes: bool = False
+    default: bool = True
 
 
 _TABLE = (
@@ -118,10 +122,12 @@ _TABLE = (
                "(3-fold)", _linear_svm, {"C": [0.001, 0.01, 0.1, 1.0]}),
     Classifier("knn", "k nearest neighbours, cosine distance", _knn, {"n_neighbors": [5, 15, 31]},
                class_weight=None),
-    Classifier("hist_gbdt", "histogram gradient-boosted trees (100 rounds)", _hist_gbdt,
-               {"max_leaf_nodes": [15, 31]}, cost=10),
+    Classifier("hist_gbdt", "histogram gradient-boosted trees (100 rounds); not a default: on "
+               "cached CNN features it costs most and ranks low", _hist_gbdt,
+               {"max_leaf_nodes": [15, 31]}, cost=10, default=False),
 )
 CLASSIFIERS: dict[str, Classifier] = {c.name: c for c in _TABLE}
+DEFAULTS = tuple(c.name for c in _TABLE if c.default)
 
 
 def get_classifier(name: str) -> Classifier:

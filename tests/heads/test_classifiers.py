@@ -138,3 +138,11 @@ def test_a_keras_file_numpy_cannot_apply_is_loaded_with_keras(tmp_path):
     X = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
     loaded = DenseHead.load(tmp_path / "odd.keras", {}, [0, 1])
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict(X, verbose=0), atol=1e-6)
+
+
+def test_the_defaults_leave_out_the_trees_which_stay_one_flag_away():
+    from pipeline import CompareConfig
+
+    assert CompareConfig().classifiers == ("logreg", "dense", "linear_svm", "knn")
+    assert "hist_gbdt" in CLASSIFIERS and not CLASSIFIERS["hist_gbdt"].default
+    assert CompareConfig(classifiers=("hist_gbdt",)).classifiers == ("hist_gbdt",)
