@@ -503,3 +503,26 @@ def test_an_export_over_a_link_planted_under_its_own_name_leaves_the_target(tmp_
                  "--out", str(out), "--images", "4"]) == 0
     assert (users / "thesis.tex").read_text() == "mine" and sorted(users.iterdir()) == [users / "thesis.tex"]
     assert exported.is_dir() and not exported.is_symlink()
+
+
+def test_a_damaged_segment_that_cannot_be_set_aside_is_read_no_more(tmp_path, caplog):
+    data = make_dataset(tmp_path / "data")
+    clean = by_path(extract_features(data, config(tmp_path), progress=False))
+    store = next((tmp_path / "cache" / "store").iterdir())
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "x.txt").write_text("mine")
+    (store / "damaged").symlink_to(users, target_is_directory=True)
+    segment = sorted(store.glob("seg-*.h5"))[0]
+    with h5py.File(segment, "r") as h5:
+        offset = h5["features"].id.get_chunk_info(0).byte_offset + 8
+    with open(segment, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xff" * 16)
+    again = extract_features(data, config(tmp_path, split=SplitConfig(test_from_validation=0.5)),
+                             progress=False)
+    assert "damaged is a link or not a folder" in caplog.text and again.computed > 0
+    got = by_path(again)
+    for path, row in clean.items():
+        np.testing.assert_allclose(got[path], row, rtol=1e-4, atol=1e-6)
+    assert sorted(p.name for p in users.iterdir()) == ["x.txt"] and segment.is_file()

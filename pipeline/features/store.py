@@ -135,6 +135,7 @@ class FeatureStore:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self.excluded: set[str] = set()  # damaged segments that could not be set aside
 
     @classmethod
     def create(cls, folder: Path, spec: dict) -> "FeatureStore":
@@ -190,6 +191,8 @@ class FeatureStore:
         """The listed segments that are there, as regular files (a link is not followed)."""
         found = []
         for name in self.listed():
+            if name in self.excluded:
+                continue
             path = self.folder / name
             try:
                 mode = os.lstat(path).st_mode
@@ -276,7 +279,8 @@ class FeatureStore:
             aside.mkdir()
         if not stat.S_ISDIR(os.lstat(aside).st_mode):
             log.warning("%s is a link or not a folder, so damaged segments are left where they are "
-                        "(they are never read). Fix: remove it", aside)
+                        "(this run reads them no more). Fix: remove it", aside)
+            self.excluded.update(path.name for path in segments)
             return
         for path in segments:
             with contextlib.suppress(FileNotFoundError):  # another writer moved it first
