@@ -9,6 +9,9 @@ writes go through. Debug logging (``-v``) turns the filter off.
 
 Progress bars are written past the filter to the terminal itself, the saved
 original stderr, and only when that is a terminal.
+
+Where a command's seconds go is recorded by phase (:func:`phase`), for
+``run --json`` and the benchmarks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import re
 import sys
 import threading
+import time
 from contextlib import contextmanager
 
 # absl/glog lines, whatever their time: "I1130 12:20:10.123456" or, before absl's
@@ -34,6 +38,28 @@ _NATIVE_NOISE = re.compile(
     # libjpeg's own complaints about a broken file: the quarantine line says it
     rb"|(?:Corrupt JPEG data|Premature end of JPEG file|Improper call to JPEG library|Invalid JPEG "
     rb"file structure|Not a JPEG file|Bogus |Unsupported JPEG))")
+
+_phases: dict[str, float] = {}  # phase -> seconds, since the last phases_reset()
+
+
+@contextmanager
+def phase(name: str):
+    """Add the seconds of the block to phase ``name`` (blocks of one phase add up)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _phases[name] = _phases.get(name, 0.0) + time.perf_counter() - start
+
+
+def phases_reset() -> None:
+    _phases.clear()
+
+
+def phases() -> dict[str, float]:
+    """Seconds by phase, in the order the phases first ran."""
+    return {name: round(seconds, 3) for name, seconds in _phases.items()}
+
 
 _END = b"\x00end of the filtered stderr\n"
 _lock = threading.Lock()

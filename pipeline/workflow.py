@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ._files import atomic_write, key_hash
 from .backbones.registry import NAMED_WEIGHTS
 from .config import RunConfig, run_config_toml
-from .console import quiet
+from .console import phase, phases, phases_reset, quiet
 from .errors import ConfigError, RunError, WeightsError
-from .runs.folder import LEADERBOARD_MD, REPORT, RESOLVED, check_writable, is_run
+from .runs.folder import LEADERBOARD, LEADERBOARD_MD, REPORT, RESOLVED, check_writable, is_run
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class RunResult:
     leaderboard: str  # leaderboard.md
     config: RunConfig  # resolved
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # where the seconds went (console.phase)
 
     def outputs(self) -> dict[str, Path]:
         """The run's files a person opens (those that exist: `stages` may stop at extract)."""
@@ -47,7 +48,17 @@ class RunResult:
         return {"run_dir": str(self.run_dir) if self.run_dir.is_dir() else None,
                 "cache": str(self.cache), "stages": self.stages,
                 **{name: str(path) for name, path in self.outputs().items()},
-                "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2), "phases": self.phases,
+                "classifier_seconds": self._classifier_seconds()}
+
+    def _classifier_seconds(self) -> dict[str, float]:
+        """Each classifier's search, refit and scoring (the dense head trains beside the others)."""
+        board = self.run_dir / LEADERBOARD
+        if not board.is_file():
+            return {}
+        return {row["classifier"]: round(sum(row.get(k) or 0.0 for k in ("search_seconds", "fit_seconds",
+                                                                           "predict_seconds")), 3)
+                for row in json.loads(board.read_text(encoding="utf-8"))}
 
 
 @quiet
@@ -83,13 +94,16 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     from .data.sources import resolve
 
     started = time.perf_counter()
+    phases_reset()
     run_dir = config.run_dir
     if not is_run(run_dir):  # a folder of the user's is refused now, not after stage 1
         check_writable(run_dir, overwrite=False)
     count = len(config.stages)
     try:
-        preflight(config)
-        root = resolve(config.data, config.extract.cache_path)
+        with phase("run: check every setting"):
+            preflight(config)
+        with phase("run: find the data"):
+            root = resolve(config.data, config.extract.cache_path)
         log.info("stage 1 of %d: extracting features of %s with %s", count, root, config.extract.backbone)
         extracted = extract_features(root, config.extract, progress=progress)
     except WeightsError as exc:
@@ -103,17 +117,19 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
         stages["compare"] = _compare(config, extracted.path, key, run_dir)
     if "finetune" in config.stages:
         log.info("stage %d of %d: fine-tuning the top of the base from the dense head", count, count)
-        stages["finetune"] = _finetune(config, root, run_dir)
+        with phase("stage 3: fine-tune"):
+            stages["finetune"] = _finetune(config, root, run_dir)
     if run_dir.is_dir():
         atomic_write(run_dir / RESOLVED, run_config_toml(config).encode())
     board = run_dir / LEADERBOARD_MD
     return RunResult(run_dir, extracted.path, stages,
                      board.read_text(encoding="utf-8") if board.is_file() else "", config,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, phases())
 
 
 def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str:
-    from .compare import compare
+    with phase("stage 2: import scikit-learn and the heads"):
+        from .compare import compare
     from .runs import MANIFEST, read_manifest
 
     wanted = _comparable(asdict(config.compare))

@@ -232,3 +232,15 @@ def test_calibration_is_fitted_on_validation_and_its_effect_reported(tmp_path, f
     assert type(model).__name__ == "CalibratedClassifierCV"
     with pytest.raises(ConfigError, match=r"`calibrate` fits its map on the validation split"):
         CompareConfig(calibrate="sigmoid", refit="train+validation")
+
+
+def test_knn_on_fewer_rows_than_its_grid_s_neighbours_keeps_the_values_that_fit(tmp_path):
+    from conftest import blobs, write_feature_cache
+
+    cache = write_feature_cache(tmp_path / "small.h5", {"train": blobs(6, seed=1),
+                                                        "validation": blobs(4, seed=2)})
+    result = compare(cache, CompareConfig(classifiers=("knn",), out=str(tmp_path / "run")))
+    assert result.leaderboard[0]["params"] == {"n_neighbors": 5}  # 15 and 31 exceed 12 rows
+    tiny = write_feature_cache(tmp_path / "tiny.h5", {"train": blobs(2, seed=1), "validation": blobs(2, seed=2)})
+    result = compare(tiny, CompareConfig(classifiers=("knn",), out=str(tmp_path / "run2")))
+    assert result.leaderboard[0]["params"] == {"n_neighbors": 4}

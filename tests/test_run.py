@@ -206,3 +206,23 @@ def test_the_settings_name_every_value_the_registries_own():
     for name in [p for kind in POOLINGS_OF.values() for p in kind]:
         assert ExtractConfig(pooling=name).pooling == name
     assert tuple(SPATIAL) == ("flatten", "avg", "max") and OPTIMIZERS == ("adam", "rmsprop", "sgd")
+
+
+def test_run_json_says_where_the_seconds_went(tmp_path, tiny_data, capsys):
+    assert main(["run", "--data", str(tiny_data), "--weights", "none", "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "run"), "--set", "extract.image_size=32",
+                 "--set", 'compare.classifiers=["logreg", "knn"]', "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    phases = result["phases"]
+    for name in ("stage 1: list and fingerprint the files", "stage 1: decode the images and run the network",
+                 "stage 1: import TensorFlow, build (and convert) the network",
+                 "stage 2: fit and select every classifier", "stage 2: data audit", "stage 2: report"):
+        assert phases[name] > 0, name
+    assert sum(phases.values()) <= result["seconds"] + 0.05
+    assert set(result["classifier_seconds"]) == {"logreg", "knn"}
+    assert main(["run", "--data", str(tiny_data), "--weights", "none", "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "run"), "--set", "extract.image_size=32",
+                 "--set", 'compare.classifiers=["logreg", "knn"]', "--no-progress", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["phases"]  # counted afresh: everything reused
+    assert "stage 1: decode the images and run the network" not in again
+    assert "stage 2: fit and select every classifier" not in again

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ..config import CompareConfig
-from ..console import quiet
+from ..console import phase, quiet
 from ..errors import ConfigError
 from ..features.view import FeatureCache
 from ..heads import outofcore
@@ -68,20 +68,22 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
         from .streamed import streamed
 
         return finish(cache, config, streamed(cache, config, specs, configured, need, budget), out, started)
-    train, validation = cache.load("train"), cache.load("validation")
+    with phase("stage 2: read the features"):
+        train, validation = cache.load("train"), cache.load("validation")
     for split, data in (("train", train), ("validation", validation)):
         check_split(cache, data, split)
     log.info("comparing %s on %d train / %d validation rows of %s",
              ", ".join(config.classifiers), len(train.labels), len(validation.labels), cache.path.name)
-    if config.cv:
-        from .kfold import kfold
+    with phase("stage 2: fit and select every classifier"):
+        if config.cv:
+            from .kfold import kfold
 
-        selection = kfold(config, specs, configured, train, validation, len(cache.classes))
-    else:
-        from .holdout import holdout
+            selection = kfold(config, specs, configured, train, validation, len(cache.classes))
+        else:
+            from .holdout import holdout
 
-        selection = holdout(config, specs, configured, train, validation, len(cache.classes),
-                            cluster=cluster)
+            selection = holdout(config, specs, configured, train, validation, len(cache.classes),
+                                cluster=cluster)
     return finish(cache, config, selection, out, started)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .._files import key_hash, library_versions
 from ..config import CompareConfig
+from ..console import phase
 from ..errors import RunError, write_problem
 from ..features.view import FeatureCache, SplitData
 from ..heads import outofcore
@@ -68,7 +69,8 @@ def finish(cache: FeatureCache, config: CompareConfig, selection: Selection, out
            started: float) -> CompareResult:
     """Score the test split, rank, mark ties and write the run folder; nothing of it is left
     if anything fails."""
-    test_scores = _score_test(cache, selection)
+    with phase("stage 2: score the test split"):
+        test_scores = _score_test(cache, selection)
     rows = []
     for c in selection.specs:
         s = selection.models[c.name]
@@ -153,26 +155,30 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, selec
                leaderboard: list[dict]) -> tuple[str, dict | None]:
     shown = selection.shown
     has_test = "test" in shown
-    table = scores.write_tables(run, leaderboard, _per_class(run, cache, selection, leaderboard),
-                                [c for s in selection.models.values() for c in s.candidates],
-                                has_test=has_test, scoring=config.scoring, note=selection.note)
-    plots.plot_comparison(run.path(plot("comparison")), leaderboard, has_test)
-    for c in selection.specs:
-        model = selection.models[c.name].model
-        if c.stops_early:
-            run.write_json(history(c.name), model.history_)
-            plots.plot_history(run.path(plot(f"{c.name}_history")), model.history_, model.best_epoch_)
-        run.save_model(c.name, model, c.saved_as,
-                       model.get_params() if c.saved_as == "keras" else selection.models[c.name].params)
-    run.write_json(CONFIG, asdict(config))
+    with phase("stage 2: tables, plots and models"):
+        table = scores.write_tables(run, leaderboard, _per_class(run, cache, selection, leaderboard),
+                                    [c for s in selection.models.values() for c in s.candidates],
+                                    has_test=has_test, scoring=config.scoring, note=selection.note)
+        plots.plot_comparison(run.path(plot("comparison")), leaderboard, has_test)
+        for c in selection.specs:
+            model = selection.models[c.name].model
+            if c.stops_early:
+                run.write_json(history(c.name), model.history_)
+                plots.plot_history(run.path(plot(f"{c.name}_history")), model.history_, model.best_epoch_)
+            run.save_model(c.name, model, c.saved_as,
+                           model.get_params() if c.saved_as == "keras" else selection.models[c.name].params)
+        run.write_json(CONFIG, asdict(config))
     if selection.probas is None:
         return table, None
-    insights = _audit(cache, selection.audited, config.seed)
-    run.write_json(INSIGHTS, insights)
+    with phase("stage 2: data audit"):
+        insights = _audit(cache, selection.audited, config.seed)
+        run.write_json(INSIGHTS, insights)
     root = Path(cache.data_root)
-    report.write(run, title=f"{cache.path.name}: {', '.join(cache.classes)}", classes=cache.classes,
-                 leaderboard=leaderboard, data=shown, probas=selection.probas, insights=insights,
-                 root=root if root.is_dir() else None, note=_summary(leaderboard, insights, selection.note))
+    with phase("stage 2: report"):
+        report.write(run, title=f"{cache.path.name}: {', '.join(cache.classes)}", classes=cache.classes,
+                     leaderboard=leaderboard, data=shown, probas=selection.probas, insights=insights,
+                     root=root if root.is_dir() else None,
+                     note=_summary(leaderboard, insights, selection.note))
     return table, insights
 
 

@@ -49,7 +49,7 @@ def select(c: Classifier, estimator, grid: dict, train: SplitData, validation: S
         X = np.concatenate([train.features, validation.features])
         y = np.concatenate([train.labels, validation.labels])
         fold = PredefinedSplit(np.r_[np.full(len(train.labels), -1), np.zeros(len(validation.labels), int)])
-        settings = list(ParameterGrid(grid))
+        settings = _within(c, list(ParameterGrid(grid)), len(train.labels))
         results = Parallel(n_jobs=search_jobs)(
             delayed(cross_validate)(clone(estimator).set_params(**p), X, y, cv=fold, scoring=scoring,
                                     params=fit_params, return_estimator=True, error_score="raise")
@@ -62,6 +62,14 @@ def select(c: Classifier, estimator, grid: dict, train: SplitData, validation: S
                   for p, score in zip(settings, candidate_scores)]
     return Selected(c.name, model, {**short(settings[best]), **chosen_in_fit(c, model)}, candidates,
                     time.perf_counter() - start - fit_seconds, fit_seconds)
+
+
+def _within(c: Classifier, settings: list[dict], rows: int) -> list[dict]:
+    """The candidates whose ``at_most_rows`` parameters fit ``rows`` training rows (none fits:
+    the first, with those parameters set to ``rows``)."""
+    bounded = [k for k in settings[0] if k.rsplit("__", 1)[-1] in c.at_most_rows]
+    kept = [p for p in settings if all(p[k] <= rows for k in bounded)]
+    return kept or [{**settings[0], **{k: rows for k in bounded}}]
 
 
 def one_blas_thread():

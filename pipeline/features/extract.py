@@ -24,7 +24,7 @@ import numpy as np
 from .. import backbones
 from .._files import key_hash
 from ..config import ExtractConfig
-from ..console import progress_bar, quiet
+from ..console import phase, progress_bar, quiet
 from ..data import Dataset, discover
 from ..data.files import CHANGED
 from ..errors import CacheError
@@ -139,7 +139,8 @@ def extract_features(data: str | os.PathLike, config: ExtractConfig = ExtractCon
 
 def carry_out(work: "Plan", progress: bool | None = None) -> ExtractResult:
     """The planned view: found whole, or written (computing only what the store lacks)."""
-    found = work.hit()  # a finished view needs no write access: a read-only folder is fine
+    with phase("stage 1: find a finished view"):
+        found = work.hit()  # a finished view needs no write access: a read-only folder is fine
     if found:
         return found
     _prepare_cache_dir(work.config.cache_path)
@@ -171,7 +172,8 @@ class _StaleHints(Exception):
 def plan(data: str | os.PathLike, config: ExtractConfig) -> "Plan":
     """What an extraction would write, and where: the view key, from every image's bytes."""
     started = time.perf_counter()
-    return _planned(discover(data, config.split), config, started)
+    with phase("stage 1: list and fingerprint the files"):
+        return _planned(discover(data, config.split), config, started)
 
 
 def _planned(dataset: Dataset, config: ExtractConfig, started: float) -> "Plan":
@@ -310,7 +312,8 @@ class Plan:
             unreadable = {**self.unreadable, **{rel: work.refused[fp] for m in owned.values()
                                                  for rel, fp in zip(m.paths, m.fingerprints)
                                                  if fp in work.refused}}
-            write_view(self.path, owned, index, unreadable, self._attrs(store, work), store.folder)
+            with phase("stage 1: write the view"):
+                write_view(self.path, owned, index, unreadable, self._attrs(store, work), store.folder)
 
         store.until_whole(fill_and_write, "extract again")
         cache = FeatureCache(self.path, expected_key=self.key, allow_shard=True)
@@ -342,12 +345,14 @@ class Plan:
         if work.engine is None:
             # The store's rows count too: a store that grew this large a few photos at a time
             # grows on, and the conversion, kept, serves each of its later runs.
-            name = engines.choose(config.engine, config.precision, todo + len(index.fingerprints),
-                                  store.folder)
-            work.engine = engines.build(name, self.spec, config.seed, config.batch_size,
-                                        store.folder, config.precision)
+            with phase("stage 1: import TensorFlow, build (and convert) the network"):
+                name = engines.choose(config.engine, config.precision, todo + len(index.fingerprints),
+                                      store.folder)
+                work.engine = engines.build(name, self.spec, config.seed, config.batch_size,
+                                            store.folder, config.precision)
         started = time.perf_counter()  # the loop alone: decode, forward, write
-        with progress_bar(todo, progress, unit="img", desc="extract", smoothing=0.1) as bar:
+        with progress_bar(todo, progress, unit="img", desc="extract", smoothing=0.1) as bar, \
+                phase("stage 1: decode the images and run the network"):
             refused = compute_rows(work.engine, self.dataset.root, chunks, store,
                                spec=self.spec, config=config, tag=tag, bar=bar)
         work.seconds += time.perf_counter() - started

@@ -89,6 +89,8 @@ class Classifier:
         calibrates: ``--calibrate`` fits a map of its probabilities.
         cost: relative fit time; the slowest is started first.
         finetunes: stage 3 starts from this head.
+        at_most_rows: parameters that cannot exceed the training rows (k nearest
+            neighbours): larger values of the grid are left out on a small set.
         default: compared when ``--classifiers`` is not given. A model that costs
             most and never wins on cached CNN features is left to be asked for
             (BENCHMARKS.md, "Stage 2's defaults by measured value").
@@ -108,6 +110,7 @@ class Classifier:
     calibrates: bool = True
     cost: int = 1
     finetunes: bool = False
+    at_most_rows: tuple[str, ...] = ()
     default: bool = True
 
 
@@ -121,7 +124,7 @@ _TABLE = (
     Classifier("linear_svm", "standardise, then a linear SVM with sigmoid-calibrated probabilities "
                "(3-fold)", _linear_svm, {"C": [0.001, 0.01, 0.1, 1.0]}),
     Classifier("knn", "k nearest neighbours, cosine distance", _knn, {"n_neighbors": [5, 15, 31]},
-               class_weight=None),
+               class_weight=None, at_most_rows=("n_neighbors",)),
     Classifier("hist_gbdt", "histogram gradient-boosted trees (100 rounds); not a default: on "
                "cached CNN features it costs most and ranks low", _hist_gbdt,
                {"max_leaf_nodes": [15, 31]}, cost=10, default=False),
