@@ -8,7 +8,10 @@ imports counted, as a user sees them):
   holds (the run is made from the training photos and half the validation
   photos; the other half is the pool);
 - ``compare`` with every default classifier, and with the former five
-  (the defaults and the gradient-boosted trees).
+  (the defaults and the gradient-boosted trees);
+- the main job cold (``run`` into a fresh cache folder: stage 1 on every
+  photo, then stage 2), against the plain Keras loop as a whole process
+  (import, build MobileNet, ``image_dataset_from_directory`` -> ``predict``).
 
 Usage (the real data and weights are in ../shared; see its README):
 
@@ -56,6 +59,18 @@ def linked_split(data: Path, work: Path) -> tuple[Path, Path]:
     return work / "labelled", work / "pool"
 
 
+KERAS_LOOP = """
+import sys, keras
+model = keras.applications.MobileNet(alpha=0.25, include_top=False, pooling="avg", weights="imagenet",
+                                     input_shape=(224, 224, 3))
+for split in ("train", "validation"):
+    data = keras.utils.image_dataset_from_directory(sys.argv[1] + "/" + split, image_size=(224, 224),
+                                                    batch_size=32, shuffle=False, verbose=False)
+    data = data.map(lambda x, y: keras.applications.mobilenet.preprocess_input(x))
+    model.predict(data, verbose=0)
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -85,15 +100,21 @@ def main() -> None:
             "compare (former five)": [cli, "compare", "--features", view, "--out", str(work / "c-old"),
                                       "--overwrite", "--classifiers", args.old_list],
         }
-        walls: dict[str, list[float]] = {name: [] for name in commands}
+        commands["plain Keras loop"] = ["-c", KERAS_LOOP, str(args.data)]
+        walls: dict[str, list[float]] = {name: [] for name in [*commands, "main job cold"]}
         for k in range(args.rounds):
             for name, command in commands.items():
                 walls[name].append(timed(command))
+            walls["main job cold"].append(timed([cli, "run", "--data", str(args.data), "--cache-dir",
+                                                 str(work / f"cold{k}"), "--out", str(work / f"job{k}"),
+                                                 "--no-progress"]))
             tf = walls["import tensorflow"][-1]
             print(f"round {k + 1}: " + ", ".join(f"{name} {w[-1]:.2f} s" for name, w in walls.items())
                   + f"; suggest / import tensorflow {walls['suggest'][-1] / tf:.2f}, drift / import "
                   f"tensorflow {walls['drift'][-1] / tf:.2f}, compare defaults / former "
-                  f"{walls['compare (defaults)'][-1] / walls['compare (former five)'][-1]:.2f}", flush=True)
+                  f"{walls['compare (defaults)'][-1] / walls['compare (former five)'][-1]:.2f}, main job / Keras loop "
+                  f"{walls['main job cold'][-1] / walls['plain Keras loop'][-1]:.2f}, compare / Keras loop "
+                  f"{walls['compare (defaults)'][-1] / walls['plain Keras loop'][-1]:.2f}", flush=True)
         for name, w in walls.items():
             print(f"median {name}: {statistics.median(w):.2f} s")
 
