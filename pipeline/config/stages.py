@@ -18,7 +18,7 @@ from .fields import check_choices, collect_params, documented, parse_param, sett
 
 DTYPES = ("float32", "float16")
 ENGINES = ("auto", "keras", "openvino")
-COMPUTE_PRECISIONS = ("float32", "bf16")
+COMPUTE_PRECISIONS = ("float32", "bf16", "int8")
 DECODE_MODES = ("auto", "full")
 ORIENTATIONS = ("exif", "ignore")
 # Pillow's warning threshold (about 89 Mpx, a 9459 x 9459 image).
@@ -141,8 +141,10 @@ class ExtractConfig:
                                "GPU, else Keras), keras or openvino; float32 engines give the same "
                                "features and share the store's rows")
     precision: str = setting("float32", choices=COMPUTE_PRECISIONS,
-                             help="float32, or bf16 (OpenVINO on a CPU with bfloat16 units: faster, "
-                                  "but other numbers, so a feature spec of its own)")
+                             help="float32; bf16 (OpenVINO on a CPU with bfloat16 units); or int8 "
+                                  "(OpenVINO, the network quantized by NNCF on up to 300 of the "
+                                  "dataset's images, once per spec). bf16 and int8 are faster but "
+                                  "give other numbers, so each is a feature spec of its own")
     split: SplitConfig = setting(factory=SplitConfig, help="how images are assigned to splits")
 
     def __post_init__(self) -> None:

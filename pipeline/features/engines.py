@@ -3,7 +3,8 @@
 Both run the very same network, converted once from the Keras model, and in
 float32 give the same features (to about 2e-5 on values up to ~6), so they
 share store rows: the engine is not part of the feature spec. OpenVINO's
-bfloat16 changes the numbers, so ``precision="bf16"`` is its own spec.
+bfloat16 changes the numbers, so ``precision="bf16"`` is its own spec, and so
+is ``precision="int8"``, the network quantized by NNCF (:mod:`.quantize`).
 
 ``auto`` is the faster engine for the job: OpenVINO on a machine without a
 GPU (it runs the same network 2-4x faster than TensorFlow on a CPU) once
@@ -98,6 +99,26 @@ def _read_kept(ov, xml: Path):
     return None
 
 
+def keep(ov, model, xml: Path, extra: dict[str, str] | None = None) -> None:
+    """Save ``model`` at ``xml`` whole or not at all, with the sha256 of its files (and
+    ``extra`` files: name -> text); a failure to keep it only costs the next run the work."""
+    folder = xml.parent.parent
+    staging = folder / f".openvino-{os.getpid()}"
+    try:
+        ov.save_model(model, staging / "model.xml", compress_to_fp16=False)
+        for name, text in (extra or {}).items():
+            (staging / name).write_text(text)
+        (staging / _CHECKSUMS).write_text(json.dumps(
+            {name: sha256_file(staging / name) for name in _KEPT_FILES}))
+        staging.rename(xml.parent)  # whole or absent; a concurrent twin may win
+    except (OSError, RuntimeError) as exc:  # OpenVINO reports a failed write as RuntimeError
+        if not xml.is_file():  # else a concurrent twin kept it first
+            log.warning("could not keep the model in %s (%s); the next extraction makes it again",
+                        xml.parent, first_line(exc))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def kept_model(folder: Path | None) -> Path | None:
     """The converted model kept in a store folder, for this OpenVINO version (None: none)."""
     ov = _openvino()
@@ -118,13 +139,13 @@ def choose(engine: str, precision: str = "float32", images: int = AUTO_MIN_IMAGE
     """
     if engine not in ENGINES:
         raise ConfigError(f"`--engine` must be one of {', '.join(ENGINES)}. Got {engine!r}.")
-    if precision == "bf16" and engine == "keras":
-        raise ConfigError("`--precision bf16` runs on the OpenVINO engine. Fix: pass "
+    if precision != "float32" and engine == "keras":
+        raise ConfigError(f"`--precision {precision}` runs on the OpenVINO engine. Fix: pass "
                           "`--engine openvino` (or auto), or `--precision float32`.")
     if engine == "keras":
         return "keras"
     if _openvino() is None:
-        if engine == "openvino" or precision == "bf16":
+        if engine == "openvino" or precision != "float32":
             raise ConfigError("`--engine openvino` needs the openvino package. Fix: "
                               "pip install openvino, or pass `--engine keras`.")
         return "keras"
@@ -179,12 +200,16 @@ class OpenVINOEngine:
     """
 
     def __init__(self, spec: backbones.BackboneSpec, seed: int, batch_size: int,
-                 folder: Path | None = None, precision: str = "float32"):
+                 folder: Path | None = None, precision: str = "float32", calibration=None):
         ov = _openvino()
         self.batch_size = batch_size
-        self.name = f"openvino {ov.__version__.split('-')[0]}"
+        self.name = f"openvino {ov.__version__.split('-')[0]}" + (" int8" if precision == "int8" else "")
         started = time.perf_counter()
         model = self._converted(ov, spec, seed, folder)
+        if precision == "int8":
+            from .quantize import quantized
+
+            model = quantized(ov, model, folder, calibration, _read_kept, keep)
         self.conversion_seconds = time.perf_counter() - started
         size = spec.image_size
         model.reshape({model.inputs[0].get_any_name(): [batch_size, size, size, 3]})
@@ -220,18 +245,7 @@ class OpenVINOEngine:
             raise ConversionError(f"OpenVINO could not convert {spec.backbone.name} "
                                   f"({first_line(exc)})") from exc
         if xml is not None:
-            staging = folder / f".openvino-{os.getpid()}"
-            try:
-                ov.save_model(converted, staging / "model.xml", compress_to_fp16=False)
-                (staging / _CHECKSUMS).write_text(json.dumps(
-                    {name: sha256_file(staging / name) for name in _KEPT_FILES}))
-                staging.rename(xml.parent)  # whole or absent; a concurrent twin may win
-            except (OSError, RuntimeError) as exc:  # OpenVINO reports a failed write as RuntimeError
-                if not xml.is_file():  # else a concurrent twin kept it first
-                    log.warning("could not keep the converted model in %s (%s); the next extraction "
-                                "converts it again", folder, first_line(exc))
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            keep(ov, converted, xml)
         if xml is not None and xml.is_file():
             log.info("converted %s to OpenVINO once for this feature spec (%s)", spec.backbone.name,
                      xml.parent)
@@ -286,13 +300,18 @@ class ConversionError(Exception):
 
 
 def build(engine: str, spec: backbones.BackboneSpec, seed: int, batch_size: int,
-          folder: Path | None = None, precision: str = "float32"):
-    """The engine ``engine`` (from :func:`choose`), ready to map batches."""
+          folder: Path | None = None, precision: str = "float32", calibration=None):
+    """The engine ``engine`` (from :func:`choose`), ready to map batches.
+
+    Args:
+        calibration: for ``precision="int8"`` without a kept int8 model, a callable
+            giving the calibration images (see :mod:`.quantize`).
+    """
     if engine == "openvino":
         try:
-            return OpenVINOEngine(spec, seed, batch_size, folder, precision)
+            return OpenVINOEngine(spec, seed, batch_size, folder, precision, calibration)
         except ConversionError as exc:
-            if precision == "bf16":
+            if precision != "float32":
                 raise ConfigError(f"{exc}. Fix: use `--precision float32`, which runs on Keras.") from None
             log.warning("%s; running it with Keras/TensorFlow instead (same features, slower on a CPU)",
                         exc)

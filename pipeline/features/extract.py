@@ -349,7 +349,8 @@ class Plan:
                 name = engines.choose(config.engine, config.precision, todo + len(index.fingerprints),
                                       store.folder)
                 work.engine = engines.build(name, self.spec, config.seed, config.batch_size,
-                                            store.folder, config.precision)
+                                            store.folder, config.precision,
+                                            calibration=self._calibration(owned, store))
         started = time.perf_counter()  # the loop alone: decode, forward, write
         with progress_bar(todo, progress, unit="img", desc="extract", smoothing=0.1) as bar, \
                 phase("stage 1: decode the images and run the network"):
@@ -359,6 +360,33 @@ class Plan:
         work.computed += todo - len(refused)
         work.refused.update(refused)
         return store.index()
+
+    def _calibration(self, owned: dict[str, SplitManifest], store: FeatureStore):
+        """For int8: a seeded sample of this dataset's images, checked to be enough now, and a
+        callable decoding them exactly as extraction does (pixels, and the content digests of
+        those that decoded), which the engine calls only when it has no kept int8 model."""
+        if self.config.precision != "int8":
+            return None
+        from ..data.decode import Decoding, image_batches
+        from .quantize import check_enough, sample
+
+        chosen = sample([(fp, rel) for m in owned.values() for rel, fp in zip(m.paths, m.fingerprints)
+                         if fp], self.config.seed)
+        check_enough(len(chosen), store.folder)
+        config = self.config
+        decoding = Decoding(self.spec.image_size, config.decode, config.orientation, config.max_pixels,
+                            config.max_file_bytes)
+
+        def decoded() -> tuple[np.ndarray, list[str]]:
+            pixels, digests = [], []
+            for idx, images in image_batches([str(self.dataset.root / rel) for _, rel in chosen],
+                                             range(len(chosen)), decoding, config.batch_size,
+                                             expected=[fp for fp, _ in chosen]):
+                pixels.append(images.numpy())
+                digests += [chosen[i][0] for i in idx.numpy()]
+            return (np.concatenate(pixels) if pixels else np.zeros((0,)), digests)
+
+        return decoded
 
     def _attrs(self, store: FeatureStore, work: "_Work") -> dict:
         engine = work.engine

@@ -358,7 +358,7 @@ class FeatureStore:
             path.unlink(missing_ok=True)
         for kept in self.folder.glob("openvino-*/model.xml"):  # converted models (engines)
             if not kept.parent.is_symlink():
-                for name in ("model.xml", "model.bin", "checksums.json"):
+                for name in ("model.xml", "model.bin", "checksums.json", "calibration.json"):
                     (kept.parent / name).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     kept.parent.rmdir()

@@ -245,3 +245,83 @@ def test_batches_in_flight_stay_alive_while_openvino_reads_them(small_engine):
     for n, (_, got) in enumerate(engine.map(fresh())):
         assert all(ref() is not None for ref in given[n + 1:]), f"a batch in flight was freed at {n}"
         np.testing.assert_array_equal(got, alone[n])
+
+
+# int8: the network quantized by NNCF once per feature spec, on the dataset's own images.
+
+@pytest.fixture(scope="module")
+def int8_extraction(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8")
+    data = make_dataset(folder / "data", per_class=10)  # 40 images: enough to calibrate
+    int8 = extract_features(data, config(folder / "cache", backbone="vgg16", precision="int8"))
+    f32 = extract_features(data, config(folder / "cache", backbone="vgg16"))
+    return folder, data, int8, f32
+
+
+def test_int8_is_a_spec_of_its_own_quantized_once_on_the_datasets_images(int8_extraction, caplog):
+    import json
+    import shutil
+
+    from pipeline.features.view import FeatureCache
+
+    folder, data, int8, f32 = int8_extraction
+    assert int8.path != f32.path and int8.computed == 40 and f32.computed == 40
+    store = FeatureCache(int8.path).store
+    (kept,) = (int8.path.parent / store).glob("openvino-*-int8")
+    record = json.loads((kept / "calibration.json").read_text())
+    digests = {fp for s in ("train", "validation") for fp in FeatureCache(int8.path).index(s).fingerprints}
+    assert len(record["images"]) == 40 and set(record["images"]) == digests
+    assert record["fast_bias_correction"] is False and record["nncf"]
+    a, b = FeatureCache(int8.path).load("train"), FeatureCache(f32.path).load("train")
+    distance = np.linalg.norm(a.features - b.features, axis=1) / np.linalg.norm(b.features, axis=1)
+    assert 0 < np.median(distance) < 0.2  # other numbers, close to float32's
+    renamed = folder / "renamed"
+    shutil.copytree(data, renamed)
+    for photo in sorted(renamed.rglob("*.jpg")):
+        photo.rename(photo.with_name("new-" + photo.name))
+    caplog.set_level(logging.INFO)
+    again = extract_features(renamed, config(folder / "cache", backbone="vgg16", precision="int8"))
+    assert again.computed == 0 and again.reused == 40 and "quantizing" not in caplog.text
+
+
+def test_predict_on_an_int8_run_uses_the_kept_int8_model(int8_extraction, tmp_path, capsys):
+    import json
+    import shutil
+
+    from pipeline import CompareConfig, compare
+    from pipeline.cli import main
+    from pipeline.features.view import FeatureCache
+    from pipeline.runs import load_model
+
+    folder, data, int8, _ = int8_extraction
+    run = compare(int8.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "run"))).run_dir
+    assert main(["predict", "--run", str(run), str(data / "train" / "cats"), "--json"]) == 0
+    predicted = {r["path"]: r["probabilities"]["cats"] for r in json.loads(capsys.readouterr().out)["predictions"]}
+    stored = FeatureCache(int8.path).load("train")
+    model = load_model(run, "logreg")
+    for path, features in zip(stored.paths, stored.features):
+        if path.startswith("train/cats/"):
+            expected = model.predict_proba(features[None])[0][0]
+            assert abs(predicted[str(data / path)] - expected) < 1e-3
+    (kept,) = (int8.path.parent / FeatureCache(int8.path).store).glob("openvino-*-int8")
+    aside = tmp_path / "aside"
+    shutil.move(kept, aside)
+    try:
+        assert main(["predict", "--run", str(run), str(data / "train" / "cats")]) == 2
+        assert "The int8 model of this feature spec is not kept in" in capsys.readouterr().err
+    finally:
+        shutil.move(aside, kept)
+
+
+def test_int8_refusals_come_before_any_work(tmp_path, monkeypatch):
+    small = make_dataset(tmp_path / "small", per_class=3)  # 12 images
+    with pytest.raises(ConfigError, match=r"`--precision int8` calibrates on at least 32 readable images "
+                                          r"of the dataset; it has 12\. Fix:"):
+        extract_features(small, config(tmp_path / "cache", precision="int8"))
+    assert not list((tmp_path / "cache").glob("store/*/openvino-*"))  # nothing converted
+    with pytest.raises(ConfigError, match=r"`--precision int8` runs on the OpenVINO engine"):
+        extract_features(small, config(tmp_path / "cache", precision="int8", engine="keras"))
+    data = make_dataset(tmp_path / "data", per_class=10)
+    monkeypatch.setitem(__import__("sys").modules, "nncf", None)  # as where it is not installed
+    with pytest.raises(ConfigError, match=r"`--precision int8` needs NNCF, OpenVINO's quantizer\. Fix: "):
+        extract_features(data, config(tmp_path / "cache", precision="int8"))
