@@ -56,3 +56,11 @@ def test_the_defaults_benchmark_runs_to_its_figures(feature_cache):
     for name in ("logreg", "dense", "linear_svm", "knn", "hist_gbdt"):
         assert sum(f". {name} " in line and "validation accuracy" in line for line in out.splitlines()) == 2
     assert out.count('"label_issue_f1"') == 2
+
+
+def test_the_int8_benchmark_runs_to_its_figures(tmp_path):
+    data = make_dataset(tmp_path / "photos", per_class=20)
+    out = figures("bench_int8.py", "--data", str(data), "--weights", "none", "--image-size", "32",
+                  "--rounds", "1", "--forward-images", "40")
+    assert "amx_int8" in out and "OpenVINO's CPU capabilities:" in out
+    assert "int8 / f32 extraction" in out and "logistic regression validation accuracy f32" in out
