@@ -26,6 +26,10 @@ def add_extract(sub) -> None:
                    help="extract only shard I of N into its own file (join them with `merge`)")
     _add_cluster(p, "extract shards as Dask tasks, then merge them")
     p.add_argument("--shards", type=int, help="shards on the cluster (default: one per worker thread)")
+    p.add_argument("--compare-precision", action="store_true",
+                   help="with --precision int8 or bf16: extract float32 too (or read it from the store) "
+                        "and say what the lower precision costs in validation accuracy, with its "
+                        "interval and McNemar's test, and how much faster it extracted")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -60,6 +64,10 @@ def run_extract(args) -> int:
     from ..features.shards import parse_shard
 
     config = settings_from(args, ExtractConfig)
+    if args.compare_precision:
+        from ..compare.precision import check
+
+        check(config)
     shard = parse_shard(args.shard) if args.shard else None
     if shard and _wants_cluster(args):
         raise ConfigError("`--shard` extracts one shard here; `--cluster`/`--workers` extract "
@@ -75,8 +83,13 @@ def run_extract(args) -> int:
         else:
             result = extract_features(args.data, config,
                                       progress=False if args.no_progress else None, shard=shard)
+    cost = None
+    if args.compare_precision:
+        from ..compare.precision import precision_cost
+
+        cost = precision_cost(args.data, config, result)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), **({"precision_cost": cost} if cost else {})}, indent=2))
         return 0
     state = "cache hit" if result.hit else f"{result.images_per_second:.0f} images/s"
     print(f"{result.path}  ({state}, {result.seconds:.1f} s)")
@@ -89,6 +102,8 @@ def run_extract(args) -> int:
         print(f"  quarantined {len(result.quarantined)} unreadable images:")
         for q in result.quarantined:
             print(f"    {q['path']} ({q['split']}): {q['reason']}")
+    if cost:
+        print(cost["sentence"])
     return 0
 
 

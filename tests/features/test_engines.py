@@ -325,3 +325,24 @@ def test_int8_refusals_come_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "nncf", None)  # as where it is not installed
     with pytest.raises(ConfigError, match=r"`--precision int8` needs NNCF, OpenVINO's quantizer\. Fix: "):
         extract_features(data, config(tmp_path / "cache", precision="int8"))
+
+
+def test_compare_precision_says_what_int8_costs_beside_float32(int8_extraction, capsys):
+    from pipeline.cli import main
+
+    folder, data, _, _ = int8_extraction
+    args = ["extract", "--data", str(data), "--backbone", "vgg16", "--weights", "none", "--image-size", "32",
+            "--cache-dir", str(folder / "cache"), "--batch-size", "4", "--chunk-size", "8",
+            "--precision", "int8", "--compare-precision", "--json"]
+    assert main(args) == 0
+    import json
+
+    cost = json.loads(capsys.readouterr().out)["precision_cost"]
+    assert cost["precision"] == "int8" and cost["validation_images"] == 20
+    lo, hi = cost["difference_interval"]
+    assert lo <= cost["difference_points"] <= hi and 0 <= cost["mcnemar_p"] <= 1
+    assert 0 < cost["feature_distance_median"] < 0.2
+    assert cost["speedup"] is None  # both views were in the store: nothing extracted, no speed
+    assert "(float32's rows came from the store, so no speed is compared)" in cost["sentence"]
+    assert main(args[:-4] + ["--compare-precision"]) == 2  # float32 against itself
+    assert "`--compare-precision` compares bf16 or int8 features with float32's" in capsys.readouterr().err
