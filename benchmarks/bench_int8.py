@@ -9,9 +9,16 @@ and gives each extraction's share of its own two-core limit,
 1 / (1 / decode + 1 / forward). Then the features' relative L2 distance and a
 logistic regression's validation accuracy under each precision.
 
+``--forward-only mobilenet_v2,efficientnet_b0,resnet50`` measures instead
+each backbone's forward pass alone, with random weights (speed does not
+depend on their values), at its own input size: Keras (TensorFlow) against
+OpenVINO float32 against OpenVINO int8, quantized on the photos given.
+
 Usage (the real data and weights are in ../shared; see its README):
 
     KERAS_HOME=... python benchmarks/bench_int8.py --data ../shared/data/cats_and_dogs_filtered --rounds 3
+    python benchmarks/bench_int8.py --data ../shared/data/cats_and_dogs_filtered \
+        --forward-only mobilenet_v2,efficientnet_b0,resnet50
 """
 
 from __future__ import annotations
@@ -30,6 +37,40 @@ from pipeline import ExtractConfig, FeatureCache, backbones, extract_features  #
 from pipeline.features import engines  # noqa: E402
 
 
+def keras_forward(engine, pixels: np.ndarray, batch: int) -> float:
+    """Images/s of the Keras forward pass alone, on in-memory batches (warm)."""
+    import time
+
+    batches = [pixels[i:i + batch] for i in range(0, len(pixels) - batch + 1, batch)]
+    engine.forward(batches[0]).numpy()
+    started = time.perf_counter()
+    for x in batches:
+        engine.forward(x).numpy()
+    return len(batches) * batch / (time.perf_counter() - started)
+
+
+def forward_only(args, names: list[str]) -> None:
+    """Each backbone's forward pass alone, random weights: Keras, OpenVINO float32 and int8."""
+    from pipeline.features.quantize import kept_path
+
+    import openvino as ov
+
+    batch = ExtractConfig().batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            spec = backbones.resolve(name, weights="none")
+            pixels = decoded_pixels(args.data, spec.image_size, args.forward_images).numpy()
+            folder = Path(tmp) / name
+            folder.mkdir()
+            calibration = lambda: (pixels, [str(i) for i in range(len(pixels))])  # noqa: E731
+            engines.OpenVINOEngine(spec, 0, batch, folder, "int8", calibration)
+            keras = keras_forward(engines.KerasEngine(spec, seed=0), pixels, batch)
+            f32, _ = runtime_forward(engines.kept_model(folder), pixels, batch)
+            int8, _ = runtime_forward(kept_path(ov, folder), pixels, batch)
+            print(f"{name} @{spec.image_size}: Keras {keras:.0f}, OpenVINO f32 {f32:.0f}, int8 {int8:.0f} "
+                  f"images/s; int8 / f32 {int8 / f32:.2f}, int8 / Keras {int8 / keras:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -38,6 +79,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="mobilenet")
     parser.add_argument("--weights", default="imagenet")
     parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--forward-only", metavar="BACKBONES", help="comma-separated backbones")
     args = parser.parse_args()
     import openvino as ov
 
@@ -45,6 +87,8 @@ def main() -> None:
     print(f"CPU: {cpu_line()}; " + " ".join(f"{f} {'yes' if f in flags else 'no'}"
                                              for f in ("avx512_vnni", "avx_vnni", "amx_int8")))
     print("OpenVINO's CPU capabilities: " + ", ".join(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+    if args.forward_only:
+        return forward_only(args, args.forward_only.split(","))
     settings = {"backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
                 "engine": "openvino"}  # float32 on OpenVINO however few the photos: its kept model is timed
     spec = backbones.resolve(args.backbone, image_size=args.image_size, weights=args.weights)

@@ -64,3 +64,5 @@ def test_the_int8_benchmark_runs_to_its_figures(tmp_path):
                   "--rounds", "1", "--forward-images", "40")
     assert "amx_int8" in out and "OpenVINO's CPU capabilities:" in out
     assert "int8 / f32 extraction" in out and "logistic regression validation accuracy f32" in out
+    out = figures("bench_int8.py", "--data", str(data), "--forward-only", "mobilenet", "--forward-images", "40")
+    assert "mobilenet @224: Keras " in out and "int8 / f32" in out
