@@ -14,6 +14,7 @@ probability difference (and, for int8, the accuracy change) goes into
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -87,6 +88,59 @@ def pixels_model(run: str | os.PathLike, name: str, weights: str | None = None):
         return keras.Model(pixels, _all_classes(model(pixels), classes, n_classes), name=name)
     pixels = keras.Input(features.input_shape[1:], name="pixels")
     return keras.Model(pixels, head(features(pixels)), name=name)
+
+
+def int8_network(run: str | os.PathLike, name: str, weights: str | None = None):
+    """An int8 run's classifier as one OpenVINO model, pixels in: the int8 backbone its features
+    came from (kept in the store, checked), with the head's layers appended.
+
+    Raises:
+        ConfigError: the int8 model is no longer kept, or the classifier has no form as layers.
+    """
+    import keras
+    import openvino as ov
+
+    from .features import engines
+    from .features.quantize import kept_path
+    from .features.spec import spec_of, store_folder_name
+    from .features.store import store_root
+
+    manifest = read_manifest(run)
+    entry, n_classes = manifest["models"][name], len(manifest["classes"])
+    loaded = load_model(run, name)
+    if entry["format"] == "keras-model":
+        raise ConfigError("The fine-tuned model is float32 end to end; an int8 run's int8 network "
+                          "serves its stage-2 models. Fix: pass `--model` with one of them.")
+    head = linear_head(loaded, name, n_classes) if entry["format"] != "keras" else None
+    folder = store_root(Path(manifest["cache"]["path"]).parent) / store_folder_name(spec_of(manifest["cache"]["key"]))
+    xml = kept_path(ov, folder)
+    backbone = engines._read_kept(ov, xml) if xml.is_file() else None
+    if backbone is None:
+        raise ConfigError(f"The int8 network of this run is not kept in {folder} (or no longer matches "
+                          "its checksums). Fix: run the run's `extract --precision int8` again, then export.")
+    features = keras.Input(tuple(d.get_length() for d in list(backbone.output(0).get_partial_shape())[1:]),
+                           name="features")
+    if head is None:
+        classes = loaded.classes_ if getattr(loaded, "classes_", None) is not None else range(n_classes)
+        probabilities = _all_classes(loaded.model_(features), classes, n_classes)
+    else:
+        probabilities = head(features)
+    with _quiet_conversion():  # weights copied: the Keras model they come from is dropped on return
+        appended = ov.convert_model(keras.Model(features, probabilities, name=f"{name}_head"),
+                                    share_weights=False)
+    (parameter,) = appended.get_parameters()
+    for target in parameter.output(0).get_target_inputs():  # the head reads the backbone's output
+        target.replace_source_output(backbone.get_results()[0].input_value(0))
+    return ov.Model(appended.get_results(), backbone.get_parameters(), name)
+
+
+@contextlib.contextmanager
+def _quiet_conversion():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # OpenVINO traces with a tuple input
+        yield
 
 
 def _all_classes(proba, classes, n_classes: int):
@@ -231,14 +285,12 @@ def _write(model, fmt: str, target: Path, quantize: str, representative: np.ndar
     elif fmt == "savedmodel":
         model.export(str(target), verbose=False)
     elif fmt == "openvino":
-        import warnings
-
         import openvino as ov
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # OpenVINO traces with a tuple input
-            converted = ov.convert_model(model)
-        ov.save_model(converted, target, compress_to_fp16=False)
+        if not isinstance(model, ov.Model):  # an int8 run's network is OpenVINO's already
+            with _quiet_conversion():
+                model = ov.convert_model(model)
+        ov.save_model(model, target, compress_to_fp16=False)
     else:
         import tensorflow as tf
 
@@ -364,8 +416,15 @@ def export(run: str | os.PathLike, config: ExportConfig | None = None) -> dict:
     export_folder.check(out)  # before any work: an --out of the user's is refused at once
     manifest = read_manifest(run)
     name = model_name(run, manifest, config.model)
-    network = pixels_model(run, name, config.weights)
-    size = network.input_shape[1]
+    if manifest["cache"]["key"].get("precision") == "int8":
+        if config.format != "openvino":
+            raise ConfigError(f"`--format {config.format}` would carry float32 weights, not the int8 "
+                              "network this run's features came from. Fix: `--format openvino`.")
+        network = int8_network(run, name, config.weights)
+        size = network.get_parameters()[0].get_partial_shape()[1].get_length()
+    else:
+        network = pixels_model(run, name, config.weights)
+        size = network.input_shape[1]
     paths, labels = _check_images(manifest, "validation", config.images, config.data)
     pixels = _pixels(paths, manifest["cache"]["key"], size)
     reference = predict(run, paths, PredictConfig(model=name, weights=config.weights))

@@ -346,3 +346,23 @@ def test_compare_precision_says_what_int8_costs_beside_float32(int8_extraction, 
     assert "(float32's rows came from the store, so no speed is compared)" in cost["sentence"]
     assert main(args[:-4] + ["--compare-precision"]) == 2  # float32 against itself
     assert "`--compare-precision` compares bf16 or int8 features with float32's" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["logreg", "dense"])
+def test_an_int8_run_exports_its_int8_network_with_the_head(int8_extraction, tmp_path, capsys, model):
+    import json
+
+    from pipeline import CompareConfig, compare
+    from pipeline.cli import main
+
+    folder, data, int8, _ = int8_extraction
+    run = compare(int8.path, CompareConfig(classifiers=(model,), out=str(tmp_path / "run"),
+                                           params={"dense": {"epochs": [3]}} if model == "dense" else {})).run_dir
+    out = tmp_path / "exported"
+    assert main(["export", "--run", str(run), "--model", model, "--format", "openvino", "--out", str(out),
+                 "--images", "8"]) == 0
+    check = json.loads((out / "export.json").read_text())[f"{model}.xml"]["check"]
+    assert check["max_abs_difference"] < 1e-4  # the int8 network predict ran, and its head
+    assert main(["export", "--run", str(run), "--model", model, "--format", "keras",
+                 "--out", str(tmp_path / "other")]) == 2
+    assert "`--format keras` would carry float32 weights, not the int8 network" in capsys.readouterr().err
