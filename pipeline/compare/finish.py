@@ -12,6 +12,7 @@ from .._files import key_hash, library_versions
 from ..config import CompareConfig
 from ..console import phase
 from ..errors import RunError, write_problem
+from ..features.quantize import calibration_of
 from ..features.view import FeatureCache, SplitData
 from ..heads import outofcore
 from ..heads.proba import full_proba
@@ -178,7 +179,7 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, selec
         report.write(run, title=f"{cache.path.name}: {', '.join(cache.classes)}", classes=cache.classes,
                      leaderboard=leaderboard, data=shown, probas=selection.probas, insights=insights,
                      root=root if root.is_dir() else None,
-                     note=_summary(leaderboard, insights, selection.note))
+                     note=_summary(leaderboard, insights, f"{selection.note} {_stage1_note(cache)}".strip()))
     return table, insights
 
 
@@ -211,6 +212,17 @@ def _audit(cache: FeatureCache, data: dict[str, SplitData], seed: int) -> dict:
     return audit.audit(splits, cache.classes, seed)
 
 
+def _stage1_note(cache: FeatureCache) -> str:
+    """The report's word on a view of lowered precision: what computed its rows."""
+    record = calibration_of(cache)
+    if record is None:
+        return "" if cache.key.get("precision", "float32") == "float32" else \
+            f"Stage 1 ran in {cache.key['precision']}."
+    return (f"Stage 1 ran the network quantized to int8 by NNCF {record['nncf']} "
+            f"({'fast' if record['fast_bias_correction'] else 'full'} bias correction), calibrated on "
+            f"{counted(len(record['images']), 'image')} of the first dataset of this feature spec.")
+
+
 def _summary(leaderboard: list[dict], insights: dict, note: str) -> str:
     best = scores.recommended(leaderboard)
     tied = [r["classifier"] for r in leaderboard if r.get("tied_with_best") and r["rank"] > 1]
@@ -229,6 +241,7 @@ def _manifest(cache: FeatureCache, config: CompareConfig) -> dict:
         "splits": cache.counts,
         "config": asdict(config),
         "seed": config.seed,
+        **({"calibration": record} if (record := calibration_of(cache)) else {}),
         "library_versions": library_versions(
             ("tensorflow", "keras", "numpy", "h5py", "scikit-learn", "joblib", "matplotlib")),
     }

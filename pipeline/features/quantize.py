@@ -38,6 +38,21 @@ def kept_path(ov, folder: Path) -> Path:
     return folder / f"openvino-{ov.__version__.split('-')[0]}-int8" / "model.xml"
 
 
+def calibration_of(view) -> dict | None:
+    """What calibrated the int8 model a view's rows came from (None: not an int8 view, or its
+    record is gone), read from the store beside it without loading OpenVINO."""
+    from importlib import metadata
+
+    if view.key.get("precision") != "int8" or not view.store:
+        return None
+    version = metadata.version("openvino").split("-")[0]
+    record = view.path.parent / view.store / f"openvino-{version}-int8" / CALIBRATION
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def check_enough(images: int, folder: Path) -> None:
     """Refuse, before any work, to calibrate on fewer than :data:`FEWEST` images (a kept model
     needs none)."""

@@ -361,6 +361,9 @@ def test_an_int8_run_exports_its_int8_network_with_the_head(int8_extraction, tmp
     out = tmp_path / "exported"
     assert main(["export", "--run", str(run), "--model", model, "--format", "openvino", "--out", str(out),
                  "--images", "8"]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert len(manifest["calibration"]["images"]) == 40  # what calibrated the rows, in the run
+    assert "quantized to int8 by NNCF" in (run / "report.html").read_text()
     check = json.loads((out / "export.json").read_text())[f"{model}.xml"]["check"]
     assert check["max_abs_difference"] < 1e-4  # the int8 network predict ran, and its head
     assert main(["export", "--run", str(run), "--model", model, "--format", "keras",
