@@ -84,7 +84,18 @@ def progress_bar(total: int, enabled: bool | None, **kwargs):
     out = terminal()
     if enabled is None or out is None:
         enabled = out is not None and out.isatty()
-    return tqdm(total=total, file=out, disable=not enabled, dynamic_ncols=True, **kwargs)
+    # A pseudo-terminal may report 0 columns (`script` without a parent terminal, some CI
+    # consoles): then 80, as shutil.get_terminal_size falls back, instead of an empty bar.
+    sized = {"dynamic_ncols": True} if _columns(out) else {"ncols": 80}
+    return tqdm(total=total, file=out, disable=not enabled, **sized, **kwargs)
+
+
+def _columns(out) -> int:
+    """The columns the terminal behind ``out`` reports (0: none, or it says 0)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 0
 
 
 @contextmanager

@@ -16,4 +16,6 @@ def agree(n: int, singular: str, plural: str) -> str:
 def leakage(insights: dict) -> str:
     """The audit's cross-split duplicates, as a phrase: "1 near-duplicate pair crosses splits (leakage)"."""
     n = insights["cross_split_pairs"]
+    if n == 0:  # "0 pairs cross splits (leakage)" reads as an error
+        return "no near-duplicate pairs across splits"
     return f"{counted(n, 'near-duplicate pair')} {agree(n, 'crosses', 'cross')} splits (leakage)"

@@ -45,10 +45,19 @@ def _png(path: Path) -> str:
 
 
 def _breakable(path: str):
-    """A path that may wrap after each "/" and ".", not inside a name."""
+    """A path that may wrap after each "/", never inside a file or folder name."""
     import markupsafe
 
-    return markupsafe.Markup(str(markupsafe.escape(path)).replace("/", "/<wbr>").replace(".", ".<wbr>"))
+    return markupsafe.Markup(str(markupsafe.escape(path)).replace("/", "/<wbr>"))
+
+
+def _inline_code(text: str):
+    """Text whose `backticked` spans (written for Markdown) show as code, not as backticks."""
+    import re
+
+    import markupsafe
+
+    return markupsafe.Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(markupsafe.escape(text))))
 
 
 def _fmt(value) -> str:
@@ -63,6 +72,7 @@ def render(context: dict, template: str = "report.html") -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.runs", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     env.filters["breakable"] = _breakable
+    env.filters["inline_code"] = _inline_code
     return env.get_template(template).render(**context, fmt=_fmt)
 
 

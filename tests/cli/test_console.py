@@ -66,10 +66,11 @@ def test_native_lines_are_dropped_and_ours_and_python_warnings_pass():
     assert done.stderr.rstrip().endswith("after the filter")
 
 
-def _under_a_terminal(command: list[str], env: dict, timeout: float = 300) -> tuple[int, str]:
+def _under_a_terminal(command: list[str], env: dict, timeout: float = 300,
+                      columns: int = 100) -> tuple[int, str]:
     """Run ``command`` with stdout and stderr on a pseudo-terminal; its exit status and what it drew."""
     leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows, 100 columns
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))  # 24 rows
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
                             cwd=ROOT, env=env)
     os.close(follower)
@@ -100,6 +101,18 @@ def test_the_python_api_draws_a_bar_on_a_terminal_without_native_lines(tmp_path)
     assert "extract: 100%" in drawn and "8/8" in drawn and "img/s" in drawn
     for noise in ("I0000", "W0000", "E0000", "cuInit", "absl::InitializeLog"):
         assert noise not in drawn, drawn
+
+
+def test_a_terminal_that_reports_no_columns_gets_an_80_column_bar(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=2)
+    script = ("import sys; from pipeline import ExtractConfig, extract_features; "
+              "extract_features(sys.argv[1], ExtractConfig(weights='none', image_size=32, cache_dir=sys.argv[2]))")
+    status, drawn = _under_a_terminal([sys.executable, "-c", script, str(data), str(tmp_path / "c")],
+                                      dict(os.environ), columns=0)
+    assert status == 0, drawn
+    bar = [line for line in drawn.replace("\r", "\n").splitlines() if "extract: 100%" in line][-1]
+    assert "8/8" in bar and "\u2588" in bar, bar  # a drawn bar, not an empty one
+    assert len(bar.strip()) <= 80
 
 
 THREADS = textwrap.dedent("""

@@ -74,13 +74,15 @@ def test_the_report_renders_in_a_real_browser(stage2_run, tmp_path):
     assert report.stat().st_size < 5e6
 
 
-def test_paths_in_the_report_wrap_after_slashes_and_dots_only(stage2_run):
+def test_paths_in_the_report_wrap_after_slashes_only_and_captions_show_no_backticks(stage2_run):
     html = (stage2_run / "report.html").read_text()
     codes = re.findall(r"<code>(.*?)</code>", html)
-    assert codes and all("<wbr>" in code for code in codes if "/" in code or "." in code)
-    for code in codes:  # a break opportunity follows every / and . and nothing else
-        assert re.sub(r"[/.]<wbr>", "", code).count("<wbr>") == 0
+    paths = [code for code in codes if "/" in code]
+    assert paths and all("<wbr>" in code for code in paths)
+    for code in paths:  # a break opportunity follows every / and nothing else: never inside a name
+        assert re.sub(r"/<wbr>", "", code).count("<wbr>") == 0
         assert code.replace("<wbr>", "").count("/") == code.count("/<wbr>")
+    assert "<code>predict --model best</code>" in html and "`" not in re.sub(r"<script.*?</script>", "", html, flags=re.S)
 
 
 @pytest.mark.slow
