@@ -30,13 +30,32 @@ class _Parser(argparse.ArgumentParser):
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
             flags = _flags(self, parsed)
-            self.error(f"unrecognized arguments: {' '.join(unknown)}{_hints(unknown, flags)}")
+            # The usage shown is the command's own, not the top-level one.
+            _chosen(self, parsed).error(f"unrecognized arguments: {' '.join(unknown)}{_hints(unknown, flags)}")
         return parsed
 
     def error(self, message):
         if "unrecognized arguments" not in message:  # e.g. a required flag missing, misspelt
-            message += _hints(self.given, _flags(self, None))
+            message += _hints(self.given, _flags(self, None)) + _command_hint(message, self)
         super().error(message)
+
+
+def _chosen(parser: argparse.ArgumentParser, parsed) -> argparse.ArgumentParser:
+    """The subcommand's parser that ``parsed`` chose (the parser itself when none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(getattr(parsed, action.dest, None) or "", parser)
+    return parser
+
+
+def _command_hint(message: str, parser: argparse.ArgumentParser) -> str:
+    """" (did you mean extract?)" for a misspelt command."""
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)'", message)
+    commands = [c for a in parser._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices]
+    near = difflib.get_close_matches(found.group(1), commands, n=1, cutoff=0.6) if found else []
+    return f" (did you mean {near[0]}?)" if near else ""
 
 
 def _flags(parser: argparse.ArgumentParser, parsed) -> list[str]:

@@ -213,7 +213,8 @@ class CompareConfig:
                                          "the leaderboard reports the calibration error before "
                                          "and after")
     out: str | None = setting(None, help="the run folder (default: runs/<cache name>-<time>)")
-    overwrite: bool = setting(False, help="replace an existing, non-empty run folder")
+    overwrite: bool = setting(False, help="replace a run folder this tool wrote (a folder holding any "
+                                           "other file is never replaced)")
 
     def __post_init__(self) -> None:
         _seed(self)

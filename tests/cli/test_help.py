@@ -30,12 +30,40 @@ def test_every_option_of_every_command_has_help():
     (["compare", "--featuers", "f.h5"], "did you mean --features?"),
     (["cache", "gc", "--dryrun"], "did you mean --dry-run?"),
     (["predict", "--run", "r", "--modle", "dense", "x.jpg"], "did you mean --model?"),
+    (["run", "--batchsize", "8"], "did you mean --batch-size?"),
+    (["extrct", "--data", "d"], "(did you mean extract?)"),
 ])
-def test_a_mistyped_flag_gets_the_nearest_one(argv, hint, capsys):
+def test_a_mistyped_flag_or_command_gets_the_nearest_one(argv, hint, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
     assert hint in capsys.readouterr().err
+
+
+def test_a_commands_error_shows_that_commands_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--batchsize", "8"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: run_pipeline.py run ") and "run_pipeline.py run: error:" in err
+
+
+def test_run_s_batch_size_sets_both_stages(tmp_path, monkeypatch):
+    from pipeline.cli import commands
+
+    seen = {}
+
+    class Resolved(Exception):
+        """Raised by the stand-in once it has the resolved settings: no stage runs."""
+
+    def stand_in(config, progress=None):
+        seen["config"] = config
+        raise Resolved
+
+    monkeypatch.setattr("pipeline.workflow.run_pipeline", stand_in)
+    with pytest.raises(Resolved):
+        main(["run", "--data", str(tmp_path), "--batch-size", "8", "--finetune"])
+    assert seen["config"].extract.batch_size == 8 and seen["config"].finetune.batch_size == 8
+    assert "never replaced" in commands.CompareConfig.__dataclass_fields__["overwrite"].metadata["help"]
 
 
 @pytest.mark.parametrize("n, expected", [(0, "0 pairs"), (1, "1 pair"), (2, "2 pairs")])
