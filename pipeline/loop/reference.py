@@ -28,9 +28,9 @@ class Reference:
     def classes(self) -> list[str]:
         return self.manifest["classes"]
 
-    def labelled(self) -> set[str]:
-        """The content digest of every image the run has a label for, in any split."""
-        return {fp for split in self.cache.splits for fp in self.cache.index(split).fingerprints if fp}
+    def labelled(self) -> dict[str, str]:
+        """The content digest of every image the run has a label for, in any split: digest -> split."""
+        return {fp: split for split in self.cache.splits for fp in self.cache.index(split).fingerprints if fp}
 
     def model(self):
         """The best stage-2 model of the run (features in): its name and the model."""

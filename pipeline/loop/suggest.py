@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
             seen.add(fp)
             fresh.append(i)
     already = sum(fp in labelled for fp in got.fingerprints)
+    by_split = Counter(labelled[fp] for fp in got.fingerprints if fp in labelled)
     if not got.paths:
         shown = "; ".join(f"{u['path']}: {u['reason']}" for u in got.unreadable[:3])
         more = f"; and {len(got.unreadable) - 3} more" if len(got.unreadable) > 3 else ""
@@ -92,9 +94,12 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
             f"({shown}{more}). Fix: pass a folder of readable photos (JPEG, PNG, BMP, GIF, WebP, "
             "TIFF).")
     if not fresh:
+        where = ", ".join(f"{n} {'is' if n == 1 else 'are'} its {split} photos" if i == 0 else f"{n} its {split} photos"
+                          for i, (split, n) in enumerate(by_split.most_common()))
         raise ConfigError(
             f"Every readable image under {pool} ({counted(len(got.paths), 'image')}) is already "
-            f"labelled in run {run}: the run has its content. Fix: pass a folder of new photos.")
+            f"labelled in run {run} (every split of a run counts as labelled): {where}. Fix: pass "
+            "a folder of new photos.")
     train = reference.cache.load("train")
     candidates = got.features[fresh].reshape(len(fresh), -1)
     features = np.vstack([train.features.reshape(len(train.labels), -1), candidates])

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -65,8 +66,13 @@ def test_a_pool_of_labelled_images_only_is_refused_with_the_fix(run, tmp_path):
     folder.mkdir()
     for i, path in enumerate(_labelled_paths(run)[:2]):
         shutil.copy(path, folder / f"again{i}.jpg")
-    with pytest.raises(ConfigError, match=r"Every readable image under .*old \(2 images\) is already "
-                                          r"labelled in run .*Fix: pass a folder of new photos."):
+    manifest = json.loads((run / "manifest.json").read_text())
+    data = Path(manifest["cache"]["path"]).parent.parent / "data"
+    shutil.copy(data / FeatureCache(manifest["cache"]["path"]).index("validation").paths[0], folder / "val.jpg")
+    with pytest.raises(ConfigError, match=r"Every readable image under .*old \(3 images\) is already "
+                                          r"labelled in run .* \(every split of a run counts as labelled\): "
+                                          r"2 are its train photos, 1 its validation photos\. "
+                                          r"Fix: pass a folder of new photos."):
         suggest(run, folder)
 
 
