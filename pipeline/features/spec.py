@@ -68,9 +68,14 @@ def view_key(feature: dict, classes: list[str], images: dict[str, list], config:
     lets stage 3 and predict rebuild it; the spec names it by its file name
     and hash, so a copy in another folder shares the store's rows.
     """
+    weights_file = (str(Path(config.weights).expanduser().resolve())
+                    if config.weights not in NAMED_WEIGHTS and not source else None)
     return {**feature, "max_pixels": config.max_pixels, "max_file_bytes": config.max_file_bytes,
             "classes": list(classes), "images": key_hash(images),
-            **({"source": source} if source else {})}
+            **({"source": source} if source else {}),
+            # Where the weights file was: later commands use it while it still has the sha256
+            # recorded in "weights", so a run made with --weights needs no --weights again.
+            **({"weights_file": weights_file} if weights_file else {})}
 
 
 def spec_of(key: dict) -> dict:
@@ -116,14 +121,19 @@ def spec_from_key(key: dict, weights: str | os.PathLike | None = None) -> backbo
         given = "none" if recorded == "none" else "imagenet"
     else:
         given = recorded if recorded in NAMED_WEIGHTS else weights
+    kept = key.get("weights_file")
+    if given is None and kept and Path(kept).is_file():
+        given = kept  # checked below against the sha256 recorded
     if given is None:
-        raise WeightsError(f"Stage 1 used a weights file ({recorded}). Fix: pass it again "
+        where = f", at {kept}, which is gone" if kept else ""
+        raise WeightsError(f"Stage 1 used a weights file ({recorded}{where}). Fix: pass it again "
                            "with `--weights PATH`.")
     spec = backbones.resolve(name, image_size=key["image_size"], pooling=key["pooling"], alpha=key["alpha"],
                              weights=str(given) if isinstance(given, Path) else given,
                              layer=key.get("layer"), preprocess=key.get("preprocess"))
     if spec.weights_identity != recorded:
         what = f"`--weights` {weights} is not" if weights and given == weights else \
+            f"{kept}, the weights file stage 1 used, no longer holds" if given == kept else \
             f"{name} is no longer"
         raise WeightsError(f"{what} what stage 1 used ({recorded}). Fix: pass the weights or "
                            "model stage 1 used, or extract again.")

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import ExtractConfig, extract_features
+from pipeline import ExtractConfig, FeatureCache, extract_features
 from pipeline import backbones
 from pipeline.features.store import FeatureStore
 from pipeline.errors import CacheError
@@ -205,3 +205,31 @@ def test_a_weights_file_is_named_by_its_hash_and_must_be_given_again_unchanged(t
                                            r"\(sha256:[0-9a-f]{64}\)\. Fix: pass the weights or model stage "
                                            r"1 used, or extract again\.$"):
         spec_from_key(key, path)
+
+
+def test_a_run_made_with_a_weights_file_finds_it_again_while_it_is_unchanged(tmp_path, capsys):
+    from pipeline import CompareConfig, compare
+    from pipeline.cli import main
+    from pipeline.errors import WeightsError
+    from pipeline.features.spec import spec_from_key
+
+    path = tmp_path / "mine.weights.h5"
+    backbones.build(backbones.resolve("vgg16", image_size=32, weights="none"), seed=1).layers[-1].save_weights(path)
+    data = make_dataset(tmp_path / "data", per_class=4)
+    cache = extract_features(data, ExtractConfig(backbone="vgg16", weights=str(path), image_size=32,
+                                                 cache_dir=str(tmp_path / "cache")))
+    run = compare(cache.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "run"))).run_dir
+    key = FeatureCache(cache.path).key
+    assert key["weights_file"] == str(path.resolve())
+    pool = make_dataset(tmp_path / "pool", splits=(), per_class=3, classes=("owls", "cats"))
+    assert main(["suggest", "--run", str(run), "--pool", str(pool), "--n", "2"]) == 0  # no --weights
+    assert main(["drift", "--run", str(run), "--batch", str(pool), "--no-record"]) == 0
+    capsys.readouterr()
+    backbones.build(backbones.resolve("vgg16", image_size=32, weights="none"), seed=2).layers[-1].save_weights(path)
+    with pytest.raises(WeightsError, match=r"mine\.weights\.h5, the weights file stage 1 used, no longer holds "
+                                           r"what stage 1 used \(sha256:[0-9a-f]{64}\)"):
+        spec_from_key(key)
+    path.unlink()
+    with pytest.raises(WeightsError, match=r"^Stage 1 used a weights file \(sha256:[0-9a-f]{64}, at .*mine"
+                                           r"\.weights\.h5, which is gone\)\. Fix: pass it again"):
+        spec_from_key(key)
