@@ -9,8 +9,10 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -123,3 +125,14 @@ def made_by_umask(folder: Path) -> Path:
     """Give a folder made private (``mkdtemp``'s 0700) the mode ``mkdir`` would have given it."""
     folder.chmod(0o777 & ~umask())
     return folder
+
+
+def why_unreachable(origin: str, timeout: float = 5.0) -> str | None:
+    """Why ``origin``'s host cannot be reached (None: it answers): asked before a download, so
+    that an offline machine gets a sentence at once instead of a downloader's retries."""
+    host = urllib.parse.urlsplit(origin).hostname
+    try:
+        socket.create_connection((host, 443), timeout=min(timeout, 5.0)).close()
+    except OSError as exc:
+        return f"{host} cannot be reached: {exc.strerror or exc}"
+    return None

@@ -20,7 +20,7 @@ from ._files import atomic_write, key_hash
 from .backbones.registry import NAMED_WEIGHTS
 from .config import RunConfig, run_config_toml
 from .console import phase, phases, phases_reset, quiet
-from .errors import ConfigError, RunError, WeightsError
+from .errors import ConfigError, DataSourceError, RunError, WeightsError
 from .runs.folder import LEADERBOARD, LEADERBOARD_MD, REPORT, RESOLVED, check_writable, is_run
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,6 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
             or a run folder of other settings without ``overwrite``.
     """
     from .features import extract_features
-    from .data.sources import resolve
 
     started = time.perf_counter()
     phases_reset()
@@ -103,7 +102,7 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
         with phase("run: check every setting"):
             preflight(config)
         with phase("run: find the data"):
-            root = resolve(config.data, config.extract.cache_path)
+            root = _data_and_weights(config)
         log.info("stage 1 of %d: extracting features of %s with %s", count, root, config.extract.backbone)
         extracted = extract_features(root, config.extract, progress=progress)
     except WeightsError as exc:
@@ -125,6 +124,26 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     return RunResult(run_dir, extracted.path, stages,
                      board.read_text(encoding="utf-8") if board.is_file() else "", config,
                      time.perf_counter() - started, phases())
+
+
+def _data_and_weights(config: RunConfig) -> Path:
+    """The image folder; where it cannot be had, one refusal that also says whether the backbone's
+    weights can be (a new user offline misses both, and should hear it once)."""
+    from .data.sources import resolve
+
+    try:
+        return resolve(config.data, config.extract.cache_path)
+    except DataSourceError as missing:
+        if config.extract.weights != "imagenet":
+            raise
+        from .backbones import build
+        from .features.spec import backbone_of
+
+        try:
+            build(backbone_of(config.extract), seed=config.extract.seed)
+        except WeightsError as weights:
+            raise DataSourceError(f"{missing} Also: {weights}") from None
+        raise
 
 
 def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str:

@@ -42,7 +42,18 @@ def test_default_run_without_caches_says_what_is_missing_and_what_to_do(offline,
                / "cats_and_dogs_filtered") in err
     assert "downloading https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip failed" in err
     assert "`--data DIR`" in err and "`--demo`" in err
+    assert "Also: Could not obtain the ImageNet weights of mobilenet (alpha 0.25, 224 px): they are " \
+           "not in the Keras cache" in err  # both missing things, in one refusal
+    assert err.count("error:") == 1 and out == ""
     assert not Path("runs").exists()
+
+
+def test_missing_weights_are_said_at_once_and_nothing_reaches_stdout(offline, tiny_data, capsys):
+    assert main(["run", "--data", str(tiny_data), "--set", "extract.image_size=32", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert "Could not obtain the ImageNet weights of mobilenet" in err
+    assert "storage.googleapis.com cannot be reached" in err
 
 
 @pytest.mark.parametrize("layout", ["cats_and_dogs_filtered_extracted/cats_and_dogs_filtered",

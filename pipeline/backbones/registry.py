@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import hashed_copy, keras_home, sha256_tree
+from .._files import hashed_copy, keras_home, sha256_tree, why_unreachable
 from ..errors import ConfigError, UnknownNameError, WeightsError, first_line
 
 # How each family expects its pixels (the `mode` of keras' preprocess_input):
@@ -298,9 +298,36 @@ def _constructed(constructor, kwargs: dict, spec: BackboneSpec, seed: int):
         if spec.weights == "none":
             with seeded(seed):
                 return constructor(**kwargs)
-        return constructor(**kwargs)
+        with _downloads_checked():
+            return constructor(**kwargs)
     except Exception as exc:  # urllib, h5py and keras raise many types here
         raise _weights_error(spec, exc) from exc
+
+
+@contextlib.contextmanager
+def _downloads_checked():
+    """Keras's weights downloads, asked first whether their host answers (offline: a sentence at
+    once), and printing on stderr: stdout carries only a command's own output (``--json``)."""
+    import sys
+
+    from keras.src.utils import file_utils
+
+    real = file_utils.get_file
+
+    def get_file(fname=None, origin=None, *args, cache_subdir="datasets", cache_dir=None, **kwargs):
+        cached = Path(cache_dir or keras_home()) / cache_subdir / (fname or "")
+        if origin and fname and not cached.is_file():
+            why = why_unreachable(origin)
+            if why:
+                raise OSError(why)
+        return real(fname, origin, *args, cache_subdir=cache_subdir, cache_dir=cache_dir, **kwargs)
+
+    file_utils.get_file = get_file
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        file_utils.get_file = real
 
 
 def _weights_error(spec: BackboneSpec, exc: Exception) -> WeightsError:

@@ -7,14 +7,15 @@ extraction, fine-tuning and prediction treat them all alike and the cache key
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import socket
-import urllib.parse
+import sys
 from pathlib import Path
 
-from .._files import keras_home
+from .._files import keras_home, why_unreachable
 from ..errors import DataSourceError, first_line
 from .folders import SPLITS
 
@@ -81,7 +82,7 @@ def keras_dataset(name: str, timeout: float = 30.0) -> Path:
             f"connect once so Keras can download it, or put the extracted {inner} folder at "
             f"{places[0]}; or {_ALTERNATIVES}.")
 
-    unreachable = _unreachable(origin, timeout)
+    unreachable = why_unreachable(origin, timeout)
     if unreachable:  # said before Keras's downloader starts, so it prints nothing offline
         raise failed(unreachable)
     import keras
@@ -90,22 +91,14 @@ def keras_dataset(name: str, timeout: float = 30.0) -> Path:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:
-        extracted = Path(keras.utils.get_file(archive, origin, extract=True, cache_dir=str(keras_home())))
+        with contextlib.redirect_stdout(sys.stderr):  # Keras's downloader prints on stdout
+            extracted = Path(keras.utils.get_file(archive, origin, extract=True,
+                                                  cache_dir=str(keras_home())))
     except Exception as exc:  # urllib, zipfile and OSError all end here
         raise failed(first_line(exc)) from None
     finally:
         socket.setdefaulttimeout(previous)
     return extracted / inner
-
-
-def _unreachable(origin: str, timeout: float) -> str | None:
-    """Why ``origin``'s host cannot be reached (None: it answers)."""
-    host = urllib.parse.urlsplit(origin).hostname
-    try:
-        socket.create_connection((host, 443), timeout=min(timeout, 5.0)).close()
-    except OSError as exc:
-        return f"{host} cannot be reached: {first_line(exc)}"
-    return None
 
 
 def _unpack(archive: Path, inner: str) -> Path:
