@@ -83,6 +83,7 @@ def preflight(config: RunConfig) -> None:
             configure(get_classifier(name), c.seed, c.params.get(name, {}), c.class_weight, c.spatial)
 
 
+@quiet
 def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
     """Run the configured stages and return where the report is.
 
@@ -90,7 +91,7 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
         PipelineError: bad settings, data or weights that cannot be obtained,
             or a run folder of other settings without ``overwrite``.
     """
-    from .features import extract_features
+    from .features.extract import carry_out, plan
 
     started = time.perf_counter()
     phases_reset()
@@ -104,7 +105,11 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
         with phase("run: find the data"):
             root = _data_and_weights(config)
         log.info("stage 1 of %d: extracting features of %s with %s", count, root, config.extract.backbone)
-        extracted = extract_features(root, config.extract, progress=progress)
+        work = plan(root, config.extract)
+        # The view key is known once the files are fingerprinted: a run folder holding another
+        # run is refused now, before stage 1 computes anything.
+        reuse = _stage2_reusable(config, work.key, run_dir) if "compare" in config.stages else False
+        extracted = carry_out(work, progress)
     except WeightsError as exc:
         raise WeightsError(f"{exc} Or see the whole tool work offline with `--demo`.") from None
     stages = {"extract": "reused" if extracted.hit else "ran"}
@@ -113,7 +118,7 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
         config.extract, alpha=key["alpha"], image_size=key["image_size"]))
     if "compare" in config.stages:
         log.info("stage 2 of %d: comparing %s", count, ", ".join(config.compare.classifiers))
-        stages["compare"] = _compare(config, extracted.path, key, run_dir)
+        stages["compare"] = "reused" if reuse else _compare(config, extracted.path, run_dir)
     if "finetune" in config.stages:
         log.info("stage %d of %d: fine-tuning the top of the base from the dense head", count, count)
         with phase("stage 3: fine-tune"):
@@ -146,9 +151,12 @@ def _data_and_weights(config: RunConfig) -> Path:
         raise
 
 
-def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str:
-    with phase("stage 2: import scikit-learn and the heads"):
-        from .compare import compare
+def _stage2_reusable(config: RunConfig, key: dict, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds this very comparison already (True: reused).
+
+    Raises:
+        ConfigError: it holds a run of other settings, and ``overwrite`` is not set.
+    """
     from .runs import MANIFEST, read_manifest
 
     wanted = _comparable(asdict(config.compare))
@@ -157,7 +165,7 @@ def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str
         same_cache = manifest["cache"]["key_hash"] == key_hash(key)
         if same_cache and _comparable(manifest["config"]) == wanted:
             log.info("stage 2: reusing %s (same features and settings)", run_dir)
-            return "reused"
+            return True
         if not config.overwrite:
             differs = [] if same_cache else ["the features (stage 1 settings or images)"]
             differs += [f"compare.{k}" for k in wanted if manifest["config"].get(k) != wanted[k]]
@@ -166,6 +174,12 @@ def _compare(config: RunConfig, features: Path, key: dict, run_dir: Path) -> str
                 f"{', '.join(differs)}). Fix: `--overwrite` to replace it, or `--out` (or a "
                 "`name`) for a new folder."
             )
+    return False
+
+
+def _compare(config: RunConfig, features: Path, run_dir: Path) -> str:
+    with phase("stage 2: import scikit-learn and the heads"):
+        from .compare import compare
     compare(features, replace(config.compare, out=str(run_dir), overwrite=config.overwrite))
     return "ran"
 
