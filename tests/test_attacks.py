@@ -396,6 +396,13 @@ def test_inspect_into_a_closed_pipe_stops_quietly(a_view):
     run = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == str(a_view)
     assert "Traceback" not in run.stderr and "BrokenPipeError" not in run.stderr
+    # The reader gone before a byte is written, as `| head` that has already exited:
+    process = subprocess.Popen([sys.executable, str(ROOT / "run_pipeline.py"), "inspect", str(a_view)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.communicate(timeout=120)[1].decode()
+    assert process.returncode == 141, err[-2000:]
+    assert "Traceback" not in err and "BrokenPipeError" not in err
 
 
 def test_inspect_refuses_a_damaged_view(a_view, tmp_path, capsys):
@@ -434,19 +441,41 @@ def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
     assert err.strip() == "interrupted; run the same command again to resume"
 
 
+INTERRUPTED = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from pipeline.cli import main
+from pipeline.features import extract
+
+
+def computing(*args, **kwargs):  # stage 1 reached: say so, then wait for the signal
+    os.write(2, b"computing\\n")
+    time.sleep(120)
+
+
+extract.compute_rows = computing
+sys.exit(main({args!r}))
+"""
+
+
 def test_ctrl_c_in_a_real_extraction_exits_130_and_the_rerun_resumes(tmp_path):
+    import signal
+
     data = make_dataset(tmp_path / "data", per_class=6)
-    args = [sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data", str(data),
-            "--weights", "none", "--image-size", "32", "--cache-dir", str(tmp_path / "cache"),
-            "--no-progress"]
-    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    time.sleep(3)  # inside the imports or the extraction
-    process.send_signal(2)
-    err = process.communicate(timeout=120)[1]
+    args = ["extract", "--data", str(data), "--weights", "none", "--image-size", "32", "--cache-dir",
+            str(tmp_path / "cache"), "--no-progress"]
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED.format(root=str(ROOT), args=args)],
+                               stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    said = b""
+    while b"computing" not in said:  # inside stage 1's loop, whatever this machine's speed
+        line = process.stderr.readline()
+        assert line, said.decode(errors="replace")[-2000:]
+        said += line
+    process.send_signal(signal.SIGINT)
+    err = said.decode() + process.communicate(timeout=120)[1].decode()
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted; run the same command again" in err
-    assert main(args[2:]) == 0
+    assert main(args) == 0
 
 
 def test_file_names_that_are_not_utf8_are_kept_as_their_bytes(tmp_path):

@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
     with native_logs_filtered(), on_the_command_line():  # the filter is off under -v
         try:
-            return commands.COMMANDS[args.command][1](args)
+            code = commands.COMMANDS[args.command][1](args)
+            sys.stdout.flush()  # here, where a reader that went away is caught below
+            return code
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
