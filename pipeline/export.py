@@ -100,7 +100,7 @@ def int8_network(run: str | os.PathLike, name: str, weights: str | None = None):
     import keras
     import openvino as ov
 
-    from .features import engines
+    from .features import kept
     from .features.quantize import kept_path
     from .features.spec import spec_of, store_folder_name
     from .features.store import store_root
@@ -114,7 +114,7 @@ def int8_network(run: str | os.PathLike, name: str, weights: str | None = None):
     head = linear_head(loaded, name, n_classes) if entry["format"] != "keras" else None
     folder = store_root(Path(manifest["cache"]["path"]).parent) / store_folder_name(spec_of(manifest["cache"]["key"]))
     xml = kept_path(ov, folder)
-    backbone = engines._read_kept(ov, xml) if xml.is_file() else None
+    backbone = kept.read(ov, xml, "int8 model") if xml.is_file() else None
     if backbone is None:
         raise ConfigError(f"The int8 network of this run is not kept in {folder} (or no longer matches "
                           "its checksums). Fix: run the run's `extract --precision int8` again, then export.")

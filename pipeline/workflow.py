@@ -114,6 +114,8 @@ def run_pipeline(config: RunConfig, progress: bool | None = None) -> RunResult:
         raise WeightsError(f"{exc} Or see the whole tool work offline with `--demo`.") from None
     stages = {"extract": "reused" if extracted.hit else "ran"}
     key = extracted.open().key
+    if "compare" in config.stages and key != work.key:  # planned anew: a stale stat cache entry
+        reuse = _stage2_reusable(config, key, run_dir)
     config = replace(config, name=run_dir.name, out=str(run_dir), extract=replace(
         config.extract, alpha=key["alpha"], image_size=key["image_size"]))
     if "compare" in config.stages:

@@ -25,11 +25,8 @@ its CPU plugin); a short last batch is padded and the padding dropped.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import os
-import shutil
 import time
 import warnings
 from collections import deque
@@ -38,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import backbones
-from .._files import sha256_file
 from ..config import ENGINES
 from ..errors import ConfigError, first_line
+from . import kept as kept_files
 
 log = logging.getLogger(__name__)
 
@@ -67,56 +64,6 @@ AUTO_MIN_IMAGES = 1000
 def _kept_path(ov, folder: Path) -> Path:
     """Where a store folder keeps the converted model, for this OpenVINO version."""
     return folder / f"openvino-{ov.__version__.split('-')[0]}" / "model.xml"
-
-
-# The files of a kept model, and the sha256 of each as it was saved: a kept model is read
-# only from bytes that match them, as the store's segments are.
-_KEPT_FILES = ("model.xml", "model.bin")
-_CHECKSUMS = "checksums.json"
-
-
-def _read_kept(ov, xml: Path):
-    """The model kept at ``xml``, read from bytes checked against the checksums saved with it.
-
-    A kept model that does not match them (a flipped byte, a truncated file, a
-    folder kept before checksums were) would give wrong features under the
-    spec's name: it is removed, and None returned so that it is converted again.
-    """
-    try:
-        expected = json.loads((xml.parent / _CHECKSUMS).read_text())
-        data = {name: (xml.parent / name).read_bytes() for name in _KEPT_FILES}
-    except (OSError, ValueError) as exc:
-        why = first_line(exc)
-    else:
-        expected = expected if isinstance(expected, dict) else {}
-        wrong = [name for name, raw in data.items() if hashlib.sha256(raw).hexdigest() != expected.get(name)]
-        if not wrong:
-            return ov.Core().read_model(data["model.xml"], data["model.bin"])
-        why = f"{' and '.join(wrong)} differ from them"
-    log.warning("the converted model kept in %s does not match the checksums saved with it (%s); "
-                "converting it again", xml.parent, why)
-    shutil.rmtree(xml.parent, ignore_errors=True)
-    return None
-
-
-def keep(ov, model, xml: Path, extra: dict[str, str] | None = None) -> None:
-    """Save ``model`` at ``xml`` whole or not at all, with the sha256 of its files (and
-    ``extra`` files: name -> text); a failure to keep it only costs the next run the work."""
-    folder = xml.parent.parent
-    staging = folder / f".openvino-{os.getpid()}"
-    try:
-        ov.save_model(model, staging / "model.xml", compress_to_fp16=False)
-        for name, text in (extra or {}).items():
-            (staging / name).write_text(text)
-        (staging / _CHECKSUMS).write_text(json.dumps(
-            {name: sha256_file(staging / name) for name in _KEPT_FILES}))
-        staging.rename(xml.parent)  # whole or absent; a concurrent twin may win
-    except (OSError, RuntimeError) as exc:  # OpenVINO reports a failed write as RuntimeError
-        if not xml.is_file():  # else a concurrent twin kept it first
-            log.warning("could not keep the model in %s (%s); the next extraction makes it again",
-                        xml.parent, first_line(exc))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def kept_model(folder: Path | None) -> Path | None:
@@ -209,7 +156,7 @@ class OpenVINOEngine:
         if precision == "int8":
             from .quantize import quantized
 
-            model = quantized(ov, model, folder, calibration, _read_kept, keep)
+            model = quantized(ov, model, folder, calibration)
         self.conversion_seconds = time.perf_counter() - started
         size = spec.image_size
         model.reshape({model.inputs[0].get_any_name(): [batch_size, size, size, 3]})
@@ -231,7 +178,7 @@ class OpenVINOEngine:
     def _converted(self, ov, spec, seed: int, folder: Path | None):
         kept = kept_model(folder)
         if kept is not None:
-            model = _read_kept(ov, kept)
+            model = kept_files.read(ov, kept)
             if model is not None:
                 return model
         xml = _kept_path(ov, folder) if folder else None
@@ -245,7 +192,7 @@ class OpenVINOEngine:
             raise ConversionError(f"OpenVINO could not convert {spec.backbone.name} "
                                   f"({first_line(exc)})") from exc
         if xml is not None:
-            keep(ov, converted, xml)
+            kept_files.keep(ov, converted, xml)
         if xml is not None and xml.is_file():
             log.info("converted %s to OpenVINO once for this feature spec (%s)", spec.backbone.name,
                      xml.parent)

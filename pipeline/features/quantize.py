@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from .kept import CALIBRATION, keep, read
 
 log = logging.getLogger(__name__)
 
 FEWEST = 32  # calibration images, at least: fewer give activation ranges of no use
 MOST = 300  # and at most: NNCF's default subset size
-CALIBRATION = "calibration.json"
 SETTINGS = {"fast_bias_correction": False, "preset": "performance"}
 
 
@@ -74,13 +74,12 @@ def sample(fingerprints: list[tuple[str, str]], seed: int) -> list[tuple[str, st
     return [unique[i] for i in sorted(chosen)]
 
 
-def quantized(ov, model, folder: Path | None, calibration, read_kept, keep):
+def quantized(ov, model, folder: Path | None, calibration):
     """The int8 model of this spec: the kept one, or ``model`` quantized now and kept.
 
     Args:
         calibration: None, or a callable giving ``(pixels, fingerprints)`` of
             the calibration images (pixels as extraction decodes them).
-        read_kept, keep: the engine's checked reading and whole writing of a kept model.
 
     Raises:
         ConfigError: no kept model and no images to calibrate one; fewer than
@@ -88,7 +87,7 @@ def quantized(ov, model, folder: Path | None, calibration, read_kept, keep):
     """
     xml = kept_path(ov, folder) if folder is not None else None
     if xml is not None and xml.is_file():
-        kept = read_kept(ov, xml)
+        kept = read(ov, xml, "int8 model")
         if kept is not None:
             return kept
     if calibration is None:

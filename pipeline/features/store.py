@@ -50,7 +50,7 @@ import numpy as np
 
 from .._files import atomic_write
 from ..errors import CacheError, first_line, write_problem
-from . import checked
+from . import checked, kept as kept_model
 from .checked import DamagedFile
 
 log = logging.getLogger(__name__)
@@ -356,12 +356,12 @@ class FeatureStore:
         self.remove_set_aside()
         for path in self.segments():
             path.unlink(missing_ok=True)
-        for kept in self.folder.glob("openvino-*/model.xml"):  # converted models (engines)
-            if not kept.parent.is_symlink():
-                for name in ("model.xml", "model.bin", "checksums.json", "calibration.json"):
-                    (kept.parent / name).unlink(missing_ok=True)
+        for xml in self.folder.glob("openvino-*/model.xml"):  # kept models (engines, quantize)
+            if not xml.parent.is_symlink():
+                for name in kept_model.NAMES:
+                    (xml.parent / name).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
-                    kept.parent.rmdir()
+                    xml.parent.rmdir()
         for name in (SEGMENTS, SPEC_FILE):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.folder / name)

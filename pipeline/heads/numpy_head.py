@@ -38,10 +38,12 @@ class NumpyHead:
         self.layers = layers
 
     def __call__(self, X: np.ndarray, block: int = 4096) -> np.ndarray:
-        """The output layer's values (a sigmoid column, or softmax rows) for rows of ``X``."""
+        """The output layer's values (a sigmoid column, or softmax rows) for rows of ``X``, in
+        blocks of ``block`` rows (the hidden layer's activations stay small)."""
         X = np.asarray(X, dtype=np.float32)
-        return np.concatenate([self._forward(X[i:i + block]) for i in range(0, max(len(X), 1), block)]) \
-            if len(X) else self._forward(X)
+        if len(X) <= block:
+            return self._forward(X)
+        return np.concatenate([self._forward(X[i:i + block]) for i in range(0, len(X), block)])
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         for layer in self.layers:
@@ -59,7 +61,9 @@ def _activate(x: np.ndarray, activation: str) -> np.ndarray:
     if activation == "relu":
         return np.maximum(x, 0)
     if activation == "sigmoid":
-        return 1 / (1 + np.exp(-x))
+        from scipy.special import expit
+
+        return expit(x)  # no overflow for large negative x
     if activation == "softmax":
         e = np.exp(x - x.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
