@@ -52,6 +52,19 @@ def read(ov, xml: Path, what: str = "converted model"):
     return None
 
 
+def checked_text(folder: Path, name: str) -> str | None:
+    """A kept folder's extra file (``calibration.json``), when its bytes match the checksum
+    saved with it (None: absent, damaged, or saved without one)."""
+    try:
+        raw = (folder / name).read_bytes()
+        expected = json.loads((folder / CHECKSUMS).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(expected, dict) or hashlib.sha256(raw).hexdigest() != expected.get(name):
+        return None
+    return raw.decode("utf-8", errors="replace")
+
+
 def keep(ov, model, xml: Path, extra: dict[str, str] | None = None) -> None:
     """Save ``model`` at ``xml`` whole or not at all, with the sha256 of its files (and
     ``extra`` files: name -> text); a failure to keep it only costs the next run the work."""
@@ -60,7 +73,8 @@ def keep(ov, model, xml: Path, extra: dict[str, str] | None = None) -> None:
         ov.save_model(model, staging / "model.xml", compress_to_fp16=False)
         for name, text in (extra or {}).items():
             (staging / name).write_text(text)
-        (staging / CHECKSUMS).write_text(json.dumps({name: sha256_file(staging / name) for name in FILES}))
+        (staging / CHECKSUMS).write_text(json.dumps({name: sha256_file(staging / name)
+                                                     for name in (*FILES, *(extra or {}))}))
         staging.rename(xml.parent)  # whole or absent; a concurrent twin may win
     except (OSError, RuntimeError) as exc:  # OpenVINO reports a failed write as RuntimeError
         if not xml.is_file():  # else a concurrent twin kept it first

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .kept import CALIBRATION, keep, read
+from .kept import CALIBRATION, checked_text, keep, read
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,16 @@ def kept_path(ov, folder: Path) -> Path:
 
 def calibration_of(view) -> dict | None:
     """What calibrated the int8 model a view's rows came from (None: not an int8 view, or its
-    record is gone), read from the store beside it without loading OpenVINO."""
+    record is gone or fails its checksum), read from the store beside it without loading OpenVINO."""
     from importlib import metadata
 
     if view.key.get("precision") != "int8" or not view.store:
         return None
     version = metadata.version("openvino").split("-")[0]
-    record = view.path.parent / view.store / f"openvino-{version}-int8" / CALIBRATION
+    text = checked_text(view.path.parent / view.store / f"openvino-{version}-int8", CALIBRATION)
     try:
-        return json.loads(record.read_text())
-    except (OSError, ValueError):
+        return json.loads(text) if text is not None else None
+    except ValueError:
         return None
 
 

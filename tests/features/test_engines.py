@@ -272,6 +272,12 @@ def test_int8_is_a_spec_of_its_own_quantized_once_on_the_datasets_images(int8_ex
     digests = {fp for s in ("train", "validation") for fp in FeatureCache(int8.path).index(s).fingerprints}
     assert len(record["images"]) == 40 and set(record["images"]) == digests
     assert record["fast_bias_correction"] is False and record["nncf"]
+    from pipeline.features.quantize import calibration_of
+
+    assert calibration_of(FeatureCache(int8.path)) == record
+    (kept / "calibration.json").write_text(json.dumps({**record, "images": record["images"][:3]}))
+    assert calibration_of(FeatureCache(int8.path)) is None  # an edited record is not served
+    (kept / "calibration.json").write_text(json.dumps(record, indent=1))  # as it was written
     a, b = FeatureCache(int8.path).load("train"), FeatureCache(f32.path).load("train")
     distance = np.linalg.norm(a.features - b.features, axis=1) / np.linalg.norm(b.features, axis=1)
     assert 0 < np.median(distance) < 0.2  # other numbers, close to float32's
