@@ -94,6 +94,8 @@ def main() -> None:
         commands = {
             "import tensorflow": ["-c", "import tensorflow"],
             "suggest": [cli, "suggest", "--run", run, "--pool", str(pool), "--n", "20"],
+            "suggest (typiclust, 50)": [cli, "suggest", "--run", run, "--pool", str(pool), "--n", "50",
+                                        "--strategy", "typiclust"],
             "drift": [cli, "drift", "--run", run, "--batch", str(pool), "--no-record"],
             "compare (defaults)": [cli, "compare", "--features", view, "--out", str(work / "c-new"),
                                    "--overwrite"],

@@ -113,7 +113,7 @@ def run_suggest(args) -> int:
     print(f"label these first ({result.strategy}, {result.chosen_by}); "
           f"{result.already_labelled} of {counted(result.pool, 'image')} already labelled are left out:")
     for i, item in enumerate(result.suggestions, 1):
-        print(f"  {i:>3}. {item['path']}  {item['reason']} (score {item['score']:.3g}), predicted "
+        print(f"  {i:>3}. {item['path']}  {item['why']}, predicted "
               f"{item['predicted']} {item['probability']:.2f}")
     for bad in result.unreadable:
         print(f"  unreadable: {bad['path']}: {bad['reason']}")

@@ -1,10 +1,11 @@
-"""The strategies that choose which images to label next: scikit-activeml's, in one table.
+"""The strategies that choose which images to label next, in one table: scikit-activeml's,
+and TypiClust at a bounded cost (:mod:`.typiclust`).
 
 Each entry says why it picks an image (the reason a person reads beside a
 suggestion), whether it ranks by the head's probabilities, and which
 strategy picks the first labels, when there are none yet: a random draw, or
 TypiClust, which needs no labels. This module imports scikit-activeml only
-when a strategy is built, so the settings classes check names against it
+when a strategy picks, so the settings classes check names against it
 without the cost.
 """
 
@@ -19,28 +20,26 @@ import numpy as np
 MISSING = -1  # the label of an image nobody has labelled yet
 
 
-def _random(seed: int):
-    from skactiveml.pool import RandomSampling
+def _skactiveml(name: str, **settings):
+    """A pick function that runs scikit-activeml's query strategy ``name``."""
+    def pick(features, labels, n, seed, head=None):
+        import skactiveml.pool
 
-    return RandomSampling(missing_label=MISSING, random_state=seed)
-
-
-def _margin(seed: int):
-    from skactiveml.pool import UncertaintySampling
-
-    return UncertaintySampling(method="margin_sampling", missing_label=MISSING, random_state=seed)
-
-
-def _typiclust(seed: int):
-    from skactiveml.pool import TypiClust
-
-    return TypiClust(missing_label=MISSING, random_state=seed)
+        chooser = getattr(skactiveml.pool, name)(missing_label=MISSING, random_state=seed, **settings)
+        given = {"clf": head, "fit_clf": False} if head is not None else {}
+        rows, utilities = chooser.query(features, labels, batch_size=n, return_utilities=True, **given)
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows, utilities[np.arange(len(rows)), rows]
+    return pick
 
 
-def _coreset(seed: int):
-    from skactiveml.pool import CoreSet
+def _typiclust(features, labels, n, seed, head=None):
+    from .typiclust import typiclust
 
-    return CoreSet(missing_label=MISSING, random_state=seed)
+    return typiclust(features, labels != MISSING, n, seed)
+
+
+_MARGIN = _skactiveml("UncertaintySampling", method="margin_sampling")
 
 
 @dataclass(frozen=True)
@@ -51,30 +50,32 @@ class Strategy:
         name: what users type.
         summary: one line for ``--help`` and the README.
         reason: why it picks an image: uncertain, representative, novel or random.
-        build: seed -> an unfitted scikit-activeml query strategy.
-        uses_head: ranks by the head's probabilities (``query`` takes the fitted head).
+        pick: (features, labels, n, seed, head) -> the rows to label, in order, and each
+            one's score.
+        uses_head: ranks by the head's probabilities (``pick`` takes the fitted head).
         starts_with: the strategy that picks the first labels when there are none.
     """
 
     name: str
     summary: str
     reason: str
-    build: Callable[[int], object]
+    pick: Callable[..., tuple[np.ndarray, np.ndarray]]
     uses_head: bool = False
     starts_with: str = "random"
 
 
 _TABLE = (
     Strategy("random", "a uniform draw: the baseline every other strategy is compared with",
-             "random", _random),
+             "random", _skactiveml("RandomSampling")),
     Strategy("margin", "the images whose two likeliest classes are closest (margin uncertainty)",
-             "uncertain", _margin, uses_head=True),
-    Strategy("typiclust", "the most typical image of each new k-means cluster (TypiClust)",
+             "uncertain", _MARGIN, uses_head=True),
+    Strategy("typiclust", "the most typical image of each k-means cluster no label covers yet "
+             "(TypiClust; its score is a typicality percentile)",
              "representative", _typiclust, starts_with="typiclust"),
     Strategy("typiclust_margin", "TypiClust picks the first labels, then margin uncertainty",
-             "uncertain", _margin, uses_head=True, starts_with="typiclust"),
+             "uncertain", _MARGIN, uses_head=True, starts_with="typiclust"),
     Strategy("coreset", "the images farthest from every labelled one (greedy core-set)",
-             "novel", _coreset),
+             "novel", _skactiveml("CoreSet")),
 )
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in _TABLE}
 BASELINE = "random"
@@ -88,11 +89,7 @@ def query(strategy: Strategy, features: np.ndarray, labels: np.ndarray, n: int, 
         labels: one per row, :data:`MISSING` where unlabelled (the candidates).
         head: a fitted scikit-activeml classifier, for a strategy that ``uses_head``.
     """
-    chooser = strategy.build(seed)
-    given = {"clf": head, "fit_clf": False} if strategy.uses_head else {}
-    rows, utilities = chooser.query(features, labels, batch_size=n, return_utilities=True, **given)
-    rows = np.asarray(rows, dtype=np.int64)
-    return rows, utilities[np.arange(len(rows)), rows]
+    return strategy.pick(features, labels, n, seed, head if strategy.uses_head else None)
 
 
 def first_labels(strategy: Strategy, features: np.ndarray, n: int, seed: int) -> np.ndarray:

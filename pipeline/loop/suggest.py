@@ -37,7 +37,8 @@ class SuggestResult:
     """The images to label next, the first first.
 
     Attributes:
-        suggestions: {"path", "score", "predicted", "probability", "reason"} each.
+        suggestions: {"path", "score", "predicted", "probability", "reason", "why"} each; "why" is
+            the reason and its score in words.
         already_labelled: images of the folder whose content the run has a label for.
         chosen_by: "replay" (the run's recommendation), "default" or "given".
     """
@@ -113,11 +114,19 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
                        len(classes))
     suggestions = [{"path": got.paths[fresh[c]], "score": round(float(u), 4),
                     "predicted": reference.classes[int(p.argmax())],
-                    "probability": round(float(p.max()), 4), "reason": strategy.reason}
+                    "probability": round(float(p.max()), 4), "reason": strategy.reason,
+                    "why": _why(strategy.reason, float(u))}
                    for c, u, p in zip(chosen, utilities, proba)]
     log.info("suggest: %s by %s (%s); predictions by %s", counted(len(suggestions), "image"), name,
              chosen_by, model_name)
     return SuggestResult(name, chosen_by, suggestions, already, len(got.paths), got.unreadable)
+
+
+def _why(reason: str, score: float) -> str:
+    """The reason and its score in words."""
+    if reason == "representative":  # TypiClust's score is a typicality percentile
+        return f"representative: more typical than {score:.0%} of the unlabelled images"
+    return f"{reason} (score {score:.3g})"
 
 
 def write_page(result: SuggestResult, path: str | os.PathLike, run: str) -> Path:

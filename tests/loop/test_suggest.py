@@ -59,6 +59,10 @@ def test_auto_takes_the_strategy_the_run_s_replay_recommended(run, pool):
     assert len(result.suggestions) == 2 and result.suggestions[0]["reason"] == "novel"
     given = suggest(run, pool, SuggestConfig(n=2, strategy="typiclust"))
     assert (given.strategy, given.chosen_by) == ("typiclust", "given")
+    scores = [s["score"] for s in given.suggestions]
+    assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    assert given.suggestions[0]["why"] == (f"representative: more typical than {scores[0]:.0%} of the "
+                                           "unlabelled images")
 
 
 def test_a_pool_of_labelled_images_only_is_refused_with_the_fix(run, tmp_path):
