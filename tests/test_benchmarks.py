@@ -66,3 +66,13 @@ def test_the_int8_benchmark_runs_to_its_figures(tmp_path):
     assert "int8 / f32 extraction" in out and "logistic regression validation accuracy f32" in out
     out = figures("bench_int8.py", "--data", str(data), "--forward-only", "mobilenet", "--forward-images", "40")
     assert "mobilenet @224: Keras " in out and "int8 / f32" in out
+
+
+def test_the_compare_growth_benchmark_runs_to_its_figures(tmp_path):
+    out = figures("bench_compare_growth.py", "--rows", "300,600", "--dims", "16", "--work", str(tmp_path))
+    for rows in (300, 600):
+        line = next(l for l in out.splitlines() if l.startswith(f"{rows} rows x 16: "))
+        for part in ("logreg", "dense", "linear_svm", "knn", "neighbours", "label issues", "whole command"):
+            assert f"{part} " in line
+        assert "peak" in line and line.endswith("audit search exact")
+    assert "slope 300 -> 600 rows x 16: dense" in out

@@ -84,6 +84,12 @@ def compare(features: str | os.PathLike, config: CompareConfig | None = None,
 
             selection = holdout(config, specs, configured, train, validation, len(cache.classes),
                                 cluster=cluster)
+    from ..heads import sampled
+    from ..runs import neighbours
+
+    audited = sum(len(d.labels) for d in selection.audited.values())
+    selection.note = " ".join(filter(None, [selection.note, sampled.note(
+        {name: s.model for name, s in selection.models.items()}), neighbours.note(audited)]))
     return finish(cache, config, selection, out, started)
 
 

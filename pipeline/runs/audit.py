@@ -2,10 +2,10 @@
 label errors, outliers and class balance (``insights.json`` in a run folder).
 
 - Exact copies share a content fingerprint; near copies (a resized or
-  re-encoded photo) are cosine nearest neighbours in feature space
-  (scikit-learn's ``NearestNeighbors``, brute force in memory-bounded
-  chunks: 100k rows of 1024 features take seconds). A pair whose images sit
-  in different splits is leakage: the same photo is scored as unseen.
+  re-encoded photo) are cosine nearest neighbours in feature space, exact up
+  to 20,000 images and approximate past that (:mod:`.neighbours`; the
+  record's ``neighbour_search`` says which). A pair whose images sit in
+  different splits is leakage: the same photo is scored as unseen.
 - Suspected label errors come from cleanlab's ``find_label_issues`` on
   out-of-sample probabilities: a logistic regression cross-validated over
   every labelled image on the cached features.
@@ -17,6 +17,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+
+from ..console import phase
+from . import neighbours as nearest
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +53,22 @@ def audit(splits: dict[str, dict], classes: list[str], seed: int = 0) -> dict:
     labels = np.concatenate([np.asarray(splits[s]["labels"]) for s in names]).astype(int)
     x = unit_vectors(np.concatenate([splits[s]["features"] for s in names]))
     prints = [f for s in names for f in (splits[s].get("fingerprints") or [None] * len(splits[s]["labels"]))]
-    neighbours, similarity = _neighbours(x)
+    with phase("stage 2: data audit, neighbours"):
+        neighbours, similarity = nearest.neighbours(x, NEIGHBOURS, seed)
     pairs = _duplicates(neighbours, similarity, prints, paths, split_of)
     cross = [p for p in pairs if p["cross_split"]]
+    with phase("stage 2: data audit, label issues"):
+        issues = _label_issues(x, labels, paths, split_of, classes, seed)
     return {
         "near_duplicates": pairs,
         "cross_split_pairs": len(cross),
         "near_duplicate_threshold": NEAR_DUPLICATE,
-        "suspected_label_errors": _label_issues(x, labels, paths, split_of, classes, seed),
+        "neighbour_search": nearest.method(len(x)),
+        "suspected_label_errors": issues,
         "outliers": _outliers(similarity, paths, split_of),
         "class_balance": {s: {c: int((np.asarray(splits[s]["labels"]) == k).sum())
                               for k, c in enumerate(classes)} for s in names},
     }
-
-
-def _neighbours(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(NEIGHBOURS + 1, len(x))
-    distance, index = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(x).kneighbors(x)
-    return index[:, 1:], 1.0 - distance[:, 1:]
 
 
 def _duplicates(neighbours, similarity, prints, paths, split_of) -> list[dict]:
