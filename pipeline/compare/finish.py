@@ -19,6 +19,7 @@ from ..heads.proba import full_proba
 from ..runs import RunWriter, audit, plots, report, scores, stats
 from ..runs.folder import CONFIG, INSIGHTS, REPORT, history, plot
 from ..words import counted, leakage
+from .precision import kept_cost
 from .selection import Selection, check_split
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, selec
     with phase("stage 2: tables, plots and models"):
         table = scores.write_tables(run, leaderboard, _per_class(run, cache, selection, leaderboard),
                                     [c for s in selection.models.values() for c in s.candidates],
-                                    has_test=has_test, scoring=config.scoring, note=selection.note)
+                                    has_test=has_test, scoring=config.scoring,
+                                    note=" ".join(filter(None, [selection.note, _precision_sentence(cache)])))
         plots.plot_comparison(run.path(plot("comparison")), leaderboard, has_test)
         for c in selection.specs:
             model = selection.models[c.name].model
@@ -213,14 +215,22 @@ def _audit(cache: FeatureCache, data: dict[str, SplitData], seed: int) -> dict:
 
 
 def _stage1_note(cache: FeatureCache) -> str:
-    """The report's word on a view of lowered precision: what computed its rows."""
+    """The report's word on a view of lowered precision: what computed its rows, and what it
+    costs beside float32 when ``--compare-precision`` measured it."""
     record = calibration_of(cache)
     if record is None:
-        return "" if cache.key.get("precision", "float32") == "float32" else \
+        said = "" if cache.key.get("precision", "float32") == "float32" else \
             f"Stage 1 ran in {cache.key['precision']}."
-    return (f"Stage 1 ran the network quantized to int8 by NNCF {record['nncf']} "
-            f"({'fast' if record['fast_bias_correction'] else 'full'} bias correction), calibrated on "
-            f"{counted(len(record['images']), 'image')} of the first dataset of this feature spec.")
+    else:
+        said = (f"Stage 1 ran the network quantized to int8 by NNCF {record['nncf']} "
+                f"({'fast' if record['fast_bias_correction'] else 'full'} bias correction), calibrated "
+                f"on {counted(len(record['images']), 'image')} of the first dataset of this feature spec.")
+    return " ".join(filter(None, [said, _precision_sentence(cache)]))
+
+
+def _precision_sentence(cache: FeatureCache) -> str:
+    cost = kept_cost(cache)
+    return f"Measured by `extract --compare-precision`: {cost['sentence']}" if cost else ""
 
 
 def _summary(leaderboard: list[dict], insights: dict, note: str) -> str:
@@ -242,6 +252,7 @@ def _manifest(cache: FeatureCache, config: CompareConfig) -> dict:
         "config": asdict(config),
         "seed": config.seed,
         **({"calibration": record} if (record := calibration_of(cache)) else {}),
+        **({"precision_cost": cost} if (cost := kept_cost(cache)) else {}),
         "library_versions": library_versions(
             ("tensorflow", "keras", "numpy", "h5py", "scikit-learn", "joblib", "matplotlib")),
     }

@@ -5,16 +5,23 @@ it from the store), selects stage 2's logistic regression on validation under
 each precision (the registry's entry and grid, fitted as ``compare`` fits it),
 and says on the validation images: the accuracy under each, their paired
 difference with a bootstrap interval and McNemar's exact test, how far apart
-the features are, and how much faster the lower precision extracted.
+the features are, and how much faster the lower precision extracted. The
+result is kept beside the lowered view (``<view>.precision.json``, tied to the
+view's key), so that every run compared on that view says it in its
+leaderboard and report.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write, key_hash
 from ..config import ExtractConfig
 from ..errors import ConfigError
 from ..features import ExtractResult, FeatureCache, extract_features
@@ -23,6 +30,8 @@ from ..runs import stats
 from .fitting import select
 
 RESAMPLES = 2000
+KEPT = ".precision.json"  # beside the view: <view stem>.precision.json
+KEPT_BYTES = 65_536  # a kept cost is a few hundred bytes; anything larger is not one
 
 
 def check(config: ExtractConfig) -> None:
@@ -77,7 +86,27 @@ def precision_cost(data: str | os.PathLike, config: ExtractConfig, lowered: Extr
             "feature_distance_median": round(float(np.median(distance)), 4),
             "speedup": round(speed, 2) if speed is not None else None}
     cost["sentence"] = _sentence(cost)
+    view = Path(lowered.path)
+    atomic_write(view.with_name(view.stem + KEPT),
+                 json.dumps({"view_key_hash": key_hash(FeatureCache(view).key), "cost": cost}).encode())
     return cost
+
+
+def kept_cost(cache: FeatureCache) -> dict | None:
+    """The cost ``--compare-precision`` kept beside this view (None: none, or not for this view's
+    key: a regular file of at most :data:`KEPT_BYTES`, never a link)."""
+    path = cache.path.with_name(cache.path.stem + KEPT)
+    try:
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > KEPT_BYTES:
+            return None
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("view_key_hash") != key_hash(cache.key):
+        return None
+    cost = record.get("cost")
+    return cost if isinstance(cost, dict) and isinstance(cost.get("sentence"), str) else None
 
 
 def _sentence(cost: dict) -> str:

@@ -354,6 +354,41 @@ def test_compare_precision_says_what_int8_costs_beside_float32(int8_extraction, 
     assert "`--compare-precision` compares bf16 or int8 features with float32's" in capsys.readouterr().err
 
 
+def test_the_precision_cost_is_in_the_leaderboard_and_report_of_every_run_on_that_view(
+        int8_extraction, tmp_path, capsys):
+    import html
+    import json
+    import os
+
+    from pipeline import CompareConfig, compare
+    from pipeline.cli import main
+
+    folder, data, int8, _ = int8_extraction
+    args = ["extract", "--data", str(data), "--backbone", "vgg16", "--weights", "none", "--image-size", "32",
+            "--cache-dir", str(folder / "cache"), "--batch-size", "4", "--chunk-size", "8",
+            "--precision", "int8", "--compare-precision", "--json"]
+    assert main(args) == 0
+    sentence = json.loads(capsys.readouterr().out)["precision_cost"]["sentence"]
+    kept = int8.path.with_name(int8.path.stem + ".precision.json")
+    run = compare(int8.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "run"))).run_dir
+    said = f"Measured by `extract --compare-precision`: {sentence}"
+    assert said in (run / "leaderboard.md").read_text()
+    assert said in html.unescape((run / "report.html").read_text())
+    assert json.loads((run / "manifest.json").read_text())["precision_cost"]["sentence"] == sentence
+    record = json.loads(kept.read_text())
+    record["view_key_hash"] = "0" * 16  # kept for another view
+    kept.write_text(json.dumps(record))
+    other = compare(int8.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "other"))).run_dir
+    assert "compare-precision" not in (other / "leaderboard.md").read_text()
+    kept.unlink()
+    elsewhere = tmp_path / "planted.json"
+    elsewhere.write_text(json.dumps({**record, "view_key_hash": json.loads(
+        (run / "manifest.json").read_text())["cache"]["key_hash"]}))
+    os.symlink(elsewhere, kept)  # a link planted in the cache folder is never read
+    linked = compare(int8.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "linked"))).run_dir
+    assert "compare-precision" not in (linked / "leaderboard.md").read_text()
+
+
 @pytest.mark.parametrize("model", ["logreg", "dense"])
 def test_an_int8_run_exports_its_int8_network_with_the_head(int8_extraction, tmp_path, capsys, model):
     import json
