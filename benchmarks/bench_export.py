@@ -117,13 +117,13 @@ def main() -> None:
                 "--out", str(work / "run"))
         run = work / "run"
 
-    from pipeline.export import _check_images, _pixels
-    from pipeline.runs import read_manifest
+    from pipeline.deploy import check
+    from pipeline.runs.run import Run
 
-    manifest = read_manifest(run)
-    paths, _ = _check_images(manifest, "validation", args.images, None)
-    size = manifest["cache"]["key"]["image_size"]
-    pixels = _pixels(paths, manifest["cache"]["key"], size).astype("float32")
+    opened = Run.open(run)
+    paths, _ = check.images(opened, "validation", args.images, None)
+    size = opened.key["image_size"]
+    pixels = check.pixels(paths, opened.key, size).astype("float32")
     print(f"model {args.model} of {run}; {len(pixels)} validation images at {size} px; CPU {cpu_line()}")
     print(f"{'format':<16} {'size MiB':>8} {'max |dp|':>9} {'acc change':>10} {'1 image ms':>10} "
           f"{'img/s @32':>9}")

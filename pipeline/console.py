@@ -40,16 +40,24 @@ _NATIVE_NOISE = re.compile(
     rb"file structure|Not a JPEG file|Bogus |Unsupported JPEG))")
 
 _phases: dict[str, float] = {}  # phase -> seconds, since the last phases_reset()
+_open = threading.local()  # this thread's open phases: [seconds of the phases inside each]
 
 
 @contextmanager
 def phase(name: str):
-    """Add the seconds of the block to phase ``name`` (blocks of one phase add up)."""
+    """Add the seconds of the block to phase ``name`` (blocks of one phase add up), less those of
+    the phases inside it, which count as their own: the phases add up to the whole."""
+    inside = _open.__dict__.setdefault("stack", [])
+    inside.append(0.0)
     start = time.perf_counter()
     try:
         yield
     finally:
-        _phases[name] = _phases.get(name, 0.0) + time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        nested = inside.pop()
+        if inside:
+            inside[-1] += seconds
+        _phases[name] = _phases.get(name, 0.0) + seconds - nested
 
 
 def phases_reset() -> None:

@@ -159,18 +159,18 @@ def _stage2_reusable(config: RunConfig, key: dict, run_dir: Path) -> bool:
     Raises:
         ConfigError: it holds a run of other settings, and ``overwrite`` is not set.
     """
-    from .runs import MANIFEST, read_manifest
+    from .runs.run import Run
 
     wanted = _comparable(asdict(config.compare))
-    if (run_dir / MANIFEST).is_file():
-        manifest = read_manifest(run_dir)
-        same_cache = manifest["cache"]["key_hash"] == key_hash(key)
-        if same_cache and _comparable(manifest["config"]) == wanted:
+    if Run.exists(run_dir):
+        earlier = Run.open(run_dir)
+        same_cache = earlier.key_hash == key_hash(key)
+        if same_cache and _comparable(earlier.config) == wanted:
             log.info("stage 2: reusing %s (same features and settings)", run_dir)
             return True
         if not config.overwrite:
             differs = [] if same_cache else ["the features (stage 1 settings or images)"]
-            differs += [f"compare.{k}" for k in wanted if manifest["config"].get(k) != wanted[k]]
+            differs += [f"compare.{k}" for k in wanted if earlier.config.get(k) != wanted[k]]
             raise ConfigError(
                 f"Run folder {run_dir} holds a run made with other settings (differs in "
                 f"{', '.join(differs)}). Fix: `--overwrite` to replace it, or `--out` (or a "
@@ -199,7 +199,8 @@ def _as_saved(value):
 
 def _finetune(config: RunConfig, root: Path, run_dir: Path) -> str:
     from .finetune import finetune
-    from .runs import FINETUNED, read_manifest
+    from .runs import FINETUNED
+    from .runs.run import Run
 
     if not run_dir.is_dir():
         raise RunError("`stages` has finetune without compare, and there is no run folder "
@@ -207,9 +208,9 @@ def _finetune(config: RunConfig, root: Path, run_dir: Path) -> str:
     weights = config.extract.weights
     settings = replace(config.finetune, data=str(root),
                        weights=weights if weights not in NAMED_WEIGHTS else None)
-    done = read_manifest(run_dir)["models"].get("finetuned")
-    if done is not None and {k: v for k, v in done["params"].items()
-                             if k != "first_trainable_layer"} == _as_saved(asdict(settings)):
+    earlier = Run.open(run_dir)
+    if "finetuned" in earlier.models and {k: v for k, v in earlier.params("finetuned").items()
+                                          if k != "first_trainable_layer"} == _as_saved(asdict(settings)):
         log.info("stage 3: reusing %s/%s (same settings)", run_dir, FINETUNED)
         return "reused"
     finetune(run_dir, settings)

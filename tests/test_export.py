@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.config import ExportConfig, PredictConfig
 from pipeline.errors import ConfigError, RunError
-from pipeline.export import TOLERANCE, export, linear_head
+from pipeline.deploy.export import TOLERANCE, export
+from pipeline.heads.linear import linear_head
 from pipeline.heads.registry import configure, get_classifier
 
 from conftest import blobs
@@ -80,7 +81,7 @@ def test_export_settings_that_do_not_fit_say_so(stage2_run, tmp_path, kwargs, me
 
 
 def test_an_export_that_differs_from_predict_is_not_written(stage2_run, tmp_path, monkeypatch):
-    import pipeline.export as module
+    import pipeline.deploy.export as module
 
     monkeypatch.setattr(module, "TOLERANCE", -1.0)  # any difference at all is too much
     with pytest.raises(RunError, match=r"The keras export of dense differs from predict by up to .* "
@@ -91,28 +92,28 @@ def test_an_export_that_differs_from_predict_is_not_written(stage2_run, tmp_path
 
 def _loaded_as_recorded(out, record, run, monkeypatch) -> tuple[np.ndarray, np.ndarray]:
     """The export loaded by export.json's own lines, on check images; and predict's probabilities."""
-    import pipeline.export as module
+    from pipeline.deploy import check
     from pipeline.predict import predict
-    from pipeline.runs import read_manifest
+    from pipeline.runs.run import Run
 
-    manifest = read_manifest(run)
-    paths, _ = module._check_images(manifest, "validation", 16, None)
-    pixels = module._pixels(paths, manifest["cache"]["key"], int(record["input"].split("[n, ")[1].split(",")[0]))
+    opened = Run.open(run)
+    paths, _ = check.images(opened, "validation", 16, None)
+    pixels = check.pixels(paths, opened.key, int(record["input"].split("[n, ")[1].split(",")[0]))
     monkeypatch.chdir(out)  # the lines name the file as it lies in the export folder
     scope = {"pixels": pixels}
     exec(json.loads((out / "export.json").read_text())[record["file"]]["runtime"]["load"], scope)
     by_path = {row["path"]: row for row in predict(run, paths, PredictConfig(model=record["model"])).rows}
-    expected = [[by_path[p]["probabilities"][c] for c in manifest["classes"]] for p in paths]
+    expected = [[by_path[p]["probabilities"][c] for c in opened.classes] for p in paths]
     return np.asarray(scope["probabilities"]), np.asarray(expected)
 
 
 def test_an_openvino_export_says_how_to_load_it_and_the_default_precision_s_trade(
         stage2_run, tmp_path, monkeypatch, capsys):
-    import pipeline.export as module
     from pipeline.cli import main
+    from pipeline.deploy import as_openvino as module
 
-    default = module.openvino_default_precision()  # f32 on a CPU without bf16; bf16 where it has it
-    monkeypatch.setattr(module, "openvino_default_precision", lambda: "bf16")  # as a bf16 CPU answers
+    default = module.default_precision()  # f32 on a CPU without bf16; bf16 where it has it
+    monkeypatch.setattr(module, "default_precision", lambda: "bf16")  # as a bf16 CPU answers
     assert main(["export", "--run", str(stage2_run), "--model", "dense", "--format", "openvino",
                  "--out", str(tmp_path / "out"), "--images", "16", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
@@ -127,9 +128,9 @@ def test_an_openvino_export_says_how_to_load_it_and_the_default_precision_s_trad
 
 
 def test_an_export_on_a_cpu_that_runs_f32_by_default_reports_no_trade(stage2_run, tmp_path, monkeypatch):
-    import pipeline.export as module
+    from pipeline.deploy import as_openvino as module
 
-    monkeypatch.setattr(module, "openvino_default_precision", lambda: "f32")
+    monkeypatch.setattr(module, "default_precision", lambda: "f32")
     record = export(stage2_run, ExportConfig(model="dense", format="openvino", out=str(tmp_path / "out"),
                                              images=16))
     assert "runtime_default" not in record["check"]
@@ -142,7 +143,7 @@ def test_an_export_on_a_cpu_that_runs_f32_by_default_reports_no_trade(stage2_run
 @pytest.mark.parametrize("model, fmt", [("dense", "keras"), ("dense", "savedmodel"), ("dense", "tflite"),
                                         ("dense", "openvino"), ("linear_svm", "openvino")])
 def test_every_format_reproduces_predict_on_real_photos(real_run, tmp_path, model, fmt, monkeypatch):
-    from pipeline.export import openvino_default_precision
+    from pipeline.deploy.as_openvino import default_precision
 
     record = export(real_run.run_dir, ExportConfig(model=model, format=fmt, out=str(tmp_path / "out"),
                                                    images=100))
@@ -155,7 +156,7 @@ def test_every_format_reproduces_predict_on_real_photos(real_run, tmp_path, mode
     got, expected = _loaded_as_recorded(tmp_path / "out", record, real_run.run_dir, monkeypatch)
     assert np.abs(got - expected).max() <= TOLERANCE
     if fmt == "openvino":  # the trade is reported exactly where the runtime would make it
-        assert ("runtime_default" in check) == (openvino_default_precision() != "f32")
+        assert ("runtime_default" in check) == (default_precision() != "f32")
 
 
 @pytest.mark.slow

@@ -142,7 +142,7 @@ def test_a_run_folder_that_cannot_be_made_gets_a_sentence(tmp_path, feature_cach
 
 
 def test_export_never_overwrites_a_users_files(tmp_path, stage2_run):
-    from pipeline.export import export, keras_files
+    from pipeline.deploy.export import export, keras_files
 
     out = tmp_path / "mine"
     before = users_folder(out)
@@ -156,7 +156,7 @@ def test_export_never_overwrites_a_users_files(tmp_path, stage2_run):
 
 
 def test_export_goes_over_its_own_earlier_export_and_nothing_else(tmp_path, stage2_run):
-    from pipeline.export import keras_files
+    from pipeline.deploy.export import keras_files
 
     out = tmp_path / "export"
     keras_files(stage2_run, "logreg", out)
@@ -170,7 +170,7 @@ def test_export_goes_over_its_own_earlier_export_and_nothing_else(tmp_path, stag
 
 
 def test_an_export_on_a_full_disk_writes_nothing(tmp_path, stage2_run, monkeypatch):
-    from pipeline.export import keras_files
+    from pipeline.deploy.export import keras_files
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -1,6 +1,7 @@
 """The package's shape: no import cycle, counting imports made inside functions."""
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
@@ -83,10 +84,12 @@ def test_no_import_cycle_in_the_package():
 # imported when it is built.
 REGISTRIES = ("pipeline.backbones.registry", "pipeline.heads.registry", "pipeline.heads.vocabulary",
               "pipeline.finetune.augment", "pipeline.loop.strategies")
-LAYERS = ("pipeline.errors", "pipeline._files", "pipeline.words", "pipeline.console", *REGISTRIES,
+LAYERS = ("pipeline.errors", "pipeline._files", "pipeline._blas", "pipeline.words", "pipeline.console",
+          *REGISTRIES,
           "pipeline.config", "pipeline.data", "pipeline.backbones",
-          "pipeline.features", "pipeline.heads", "pipeline.runs", "pipeline.compare", "pipeline.finetune",
-          "pipeline.predict", "pipeline.export", "pipeline.loop", "pipeline.workflow", "pipeline.cli", "pipeline")
+          "pipeline.features", "pipeline.heads", "pipeline.runs", "pipeline.deploy.compose", "pipeline.compare",
+          "pipeline.finetune", "pipeline.predict", "pipeline.deploy", "pipeline.loop", "pipeline.workflow",
+          "pipeline.cli", "pipeline")
 
 
 def _layer(module: str) -> int:
@@ -103,6 +106,7 @@ def test_leaf_helpers_import_nothing_of_the_package():
     graph = import_graph()
     assert graph["pipeline._files"] == set() and graph["pipeline.errors"] == set()
     assert graph["pipeline.words"] == set() and graph["pipeline.console"] == set()
+    assert graph["pipeline._blas"] == set()
 
 
 def test_the_package_s_functions_stay_functions_after_their_modules_are_imported():
@@ -166,3 +170,15 @@ def test_a_wheel_holds_every_subpackage_and_the_report_templates(tmp_path):
         assert init.relative_to(PACKAGE.parent).as_posix() in names
     for template in (PACKAGE / "runs" / "templates").iterdir():
         assert template.relative_to(PACKAGE.parent).as_posix() in names
+
+
+def test_only_runs_reads_a_run_s_manifest():
+    """A run folder has one reader, pipeline.runs.run.Run: no other module opens its manifest."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "runs" and path.parent.parent == PACKAGE:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for pattern in (r"manifest\[", r"manifest\.get\(", r"read_manifest", r"\bMANIFEST\b", "manifest.json"):
+            found += [f"{path.relative_to(PACKAGE.parent)}: {pattern}" for _ in re.findall(pattern, text)]
+    assert found == []

@@ -9,7 +9,7 @@ from pipeline.features import FeatureCache
 from pipeline.cli import main
 from pipeline.config import PredictConfig
 from pipeline.errors import ConfigError, RunError
-from pipeline.export import keras_files
+from pipeline.deploy.export import keras_files
 from pipeline.predict import predict
 from pipeline.runs import load_model, read_manifest
 

@@ -376,7 +376,7 @@ def add_predict(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from ..export import keras_files
+    from ..deploy.export import keras_files
     from ..predict import predict
 
     config = settings_from(args, PredictConfig)
@@ -464,7 +464,7 @@ def add_export(sub) -> None:
 
 
 def run_export(args) -> int:
-    from ..export import export
+    from ..deploy.export import export
 
     config = settings_from(args, ExportConfig)
     record = export(args.run, config)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from ..features.view import SplitData
 from ..heads.registry import chosen_in_fit
 from ..runs import scores
@@ -70,15 +71,6 @@ def _within(c: Classifier, settings: list[dict], rows: int) -> list[dict]:
     bounded = [k for k in settings[0] if k.rsplit("__", 1)[-1] in c.at_most_rows]
     kept = [p for p in settings if all(p[k] <= rows for k in bounded)]
     return kept or [{**settings[0], **{k: rows for k in bounded}}]
-
-
-def one_blas_thread():
-    """Limit BLAS to one thread: on the small matrices of a feature cache, a
-    multi-threaded BLAS makes lbfgs about ten times slower (see BENCHMARKS.md).
-    OpenMP, which the gradient-boosted trees use well, is left alone."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def refit(c: Classifier, selected: Selected, train: SplitData, validation: SplitData) -> Selected:

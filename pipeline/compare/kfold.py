@@ -21,7 +21,7 @@ from ..features.view import SplitData
 from ..heads.proba import full_proba
 from ..heads.registry import Classifier
 from ..runs import scores
-from .fitting import one_blas_thread
+from .._blas import one_blas_thread
 from .selection import Selected, Selection, short
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import SplitConfig
-from ..errors import DataLayoutError
+from ..errors import ConfigError, DataLayoutError
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +273,22 @@ def _check_train(root, splits, classes, missing) -> None:
             "Fix: put images of every class in the train split, or lower "
             "`--validation-fraction` / `--test-fraction` for a small dataset."
         )
+
+
+def expand(inputs: list[str]) -> list[str]:
+    """Image files as given, and every image below each folder, in sorted order."""
+    paths = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            # Anything but a folder is listed: a dangling link, a device or a FIFO is refused
+            # with its reason, unread.
+            paths += sorted(str(p) for p in path.rglob("*")
+                           if not p.is_dir() and is_image_name(p.name))
+        elif path.exists() or path.is_symlink():
+            paths.append(str(path))
+        else:
+            raise ConfigError(f"{item} is neither an image file nor a folder. Fix: check the path.")
+    if not paths:
+        raise ConfigError(f"No images found in {', '.join(inputs)}.")
+    return paths

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import backbones
-from .._files import key_hash
 from ..config import MAX_FILE_BYTES, FinetuneConfig
 from ..errors import ConfigError, RunError
 from ..features.hashing import STAT_CACHE, fingerprint_files
@@ -28,7 +27,8 @@ from ..features.extractor import Extractor
 from ..features.view import FeatureCache
 from ..heads.registry import finetune_head
 from .augment import augmentation
-from ..runs import load_model, read_manifest
+from ..deploy.compose import end_to_end
+from ..runs.run import Run
 
 # Probabilities from the rebuilt model and from the head on cached features
 # differ only by float32 rounding in a different batch/graph (about 1e-6 on
@@ -41,7 +41,6 @@ class Source:
     """What stage 1 and 2 left, re-opened and checked for stage 3."""
 
     run: Path
-    manifest: dict
     cache: FeatureCache
     extractor: Extractor
     root: Path
@@ -60,23 +59,19 @@ def open_source(run: str | os.PathLike, data: str | None = None, weights: str | 
         RunError: no dense head, or the cache changed since the run.
         RunError: the images are not the ones extracted.
     """
-    run = Path(run)
-    manifest = read_manifest(run)
+    opened = Run.open(run)
     head = finetune_head()
-    if head not in manifest["models"]:
+    if head not in opened.models:
         raise RunError(
-            f"Run {run} has no {head} head (it has {', '.join(manifest['models'])}); stage 3 "
+            f"Run {opened.path} has no {head} head (it has {', '.join(opened.models)}); stage 3 "
             f"starts from it. Fix: run compare with `--classifiers ...,{head}`."
         )
-    cache = FeatureCache(manifest["cache"]["path"])
-    if key_hash(cache.key) != manifest["cache"]["key_hash"]:
-        raise RunError(f"{cache.path} was rebuilt with other images or settings after run {run} "
-                       "was made. Fix: run compare again on it.")
-    extractor = Extractor.from_key(cache.key, weights)
+    cache = opened.cache()
+    extractor = opened.extractor(weights)
     root = Path(data or cache.data_root)
     if check_images:
         _check_images(cache, root)
-    return Source(run, manifest, cache, extractor, root, load_model(run, head))
+    return Source(opened.path, cache, extractor, root, opened.load(head))
 
 
 def _check_images(cache: FeatureCache, root: Path) -> None:
@@ -130,14 +125,6 @@ def rebuild(source: Source, config: FinetuneConfig, preprocess=None, like=None):
     model = keras.Model(augmented, core(augment(augmented) if augment.layers else augmented),
                         name="finetuned")
     return model, core, base, features
-
-
-def end_to_end(features, head, name: str):
-    """One Keras model, pixels to probabilities: ``head(features(pixels))``."""
-    import keras
-
-    pixels = keras.Input(features.input_shape[1:], name="pixels")
-    return keras.Model(pixels, head(features(pixels)), name=name)
 
 
 def handoff_check(source: Source, features, base, n: int) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 from ..config import DriftConfig
 from ..errors import ConfigError
 from ..heads.proba import full_proba
-from .reference import open_run
+from ..runs.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -119,17 +119,19 @@ def drift(run: str | os.PathLike, batch: str | os.PathLike,
         ConfigError: ``batch`` has no readable image.
     """
     config = config or DriftConfig()
-    reference = open_run(run)
-    name, model = reference.model()  # a model that fails its checksum stops here, before any work
+    reference = Run.open_compared(run)
+    name = reference.name(features_in=True)
+    model = reference.load(name)  # a model that fails its checksum stops here, before any work
+    cache = reference.cache()
     got = reference.images(batch, "batch", batch_size=config.batch_size, engine=config.engine,
                            weights=config.weights)
     if len(got.paths) < 2:
         raise ConfigError(f"`--batch` {batch} has {len(got.paths)} readable images; a test of a "
                           "batch needs at least 2. Fix: pass a folder with more photos.")
-    total = reference.cache.counts["train"]
+    total = cache.counts["train"]
     rng = np.random.default_rng(config.seed)
     rows = np.sort(rng.choice(total, min(config.reference, total), replace=False))
-    train = reference.cache.take("train", rows)  # the sample's rows alone
+    train = cache.take("train", rows)  # the sample's rows alone
     sample = train.features.reshape(len(rows), -1)
     features = got.features.reshape(len(got.paths), -1)
     statistic, p = mmd_test(sample, features, config.permutations, config.seed)
@@ -138,8 +140,8 @@ def drift(run: str | os.PathLike, batch: str | os.PathLike,
     novel = [{"path": got.paths[i], "score": round(float(score[i]), 3),
               "nearest": train.paths[nearest[i]], "beyond_training": bool(score[i] > beyond)}
              for i in order]
-    held = "validation" if "validation" in reference.cache.splits else "train"
-    held_out = reference.cache.load(held)
+    held = "validation" if "validation" in cache.splits else "train"
+    held_out = cache.load(held)
     n = len(reference.classes)
     predicted = full_proba(model.predict_proba(got.features), model.classes_, n).argmax(1)
     expected = full_proba(model.predict_proba(held_out.features), model.classes_, n).argmax(1)

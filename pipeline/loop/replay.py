@@ -137,7 +137,7 @@ def _splits(cache: FeatureCache, budgets: tuple[int, ...]) -> tuple[SplitData, S
 def _curve(strategy: Strategy, train: SplitData, validation: SplitData, classes: np.ndarray,
            config: ReplayConfig, seed: int) -> list[float]:
     """One seed of the loop: validation accuracy at each budget."""
-    from ..compare.fitting import one_blas_thread
+    from .._blas import one_blas_thread
 
     x, y = train.features, train.labels.astype(np.int64)
     labels = np.full(len(y), MISSING)

@@ -22,9 +22,9 @@ from .._files import atomic_write, write_new
 from ..config import SuggestConfig
 from ..errors import ConfigError
 from ..heads.proba import full_proba
-from ..runs import folder, pages
+from ..runs import pages
+from ..runs.run import Run
 from ..words import counted
-from .reference import Reference, open_run
 from .strategies import MISSING, STRATEGIES, head, query, quiet_heads
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,10 @@ class SuggestResult:
                 "pool": self.pool, "unreadable": self.unreadable}
 
 
-def _strategy(reference: Reference, name: str) -> tuple[str, str]:
+def _strategy(reference: Run, name: str) -> tuple[str, str]:
     if name != "auto":
         return name, "given"
-    replayed = reference.run / folder.REPLAY
+    replayed = reference.replay
     if replayed.is_file():
         return json.loads(replayed.read_text(encoding="utf-8"))["recommended"], "replay"
     return DEFAULT, "default"
@@ -74,10 +74,12 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
         ConfigError: ``pool`` has no image, or only images the run already has labels for.
     """
     config = config or SuggestConfig()
-    reference = open_run(run)
+    reference = Run.open_compared(run)
     name, chosen_by = _strategy(reference, config.strategy)
     strategy = STRATEGIES[name]
-    model_name, model = reference.model()  # a model that fails its checksum stops here, before any work
+    model_name = reference.name(features_in=True)
+    model = reference.load(model_name)  # a model that fails its checksum stops here, before any work
+    cache = reference.cache()
     got = reference.images(pool, "pool", batch_size=config.batch_size, engine=config.engine,
                            weights=config.weights)
     labelled, seen, fresh = reference.labelled(), set(), []
@@ -101,7 +103,7 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
             f"Every readable image under {pool} ({counted(len(got.paths), 'image')}) is already "
             f"labelled in run {run} (every split of a run counts as labelled): {where}. Fix: pass "
             "a folder of new photos.")
-    train = reference.cache.load("train")
+    train = cache.load("train")
     candidates = got.features[fresh].reshape(len(fresh), -1)
     features = np.vstack([train.features.reshape(len(train.labels), -1), candidates])
     labels = np.concatenate([train.labels.astype(np.int64), np.full(len(fresh), MISSING)])

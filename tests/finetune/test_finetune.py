@@ -10,7 +10,7 @@ import pytest
 from pipeline import CompareConfig, compare
 from pipeline.config import ExportConfig, FinetuneConfig, PredictConfig
 from pipeline.errors import ConfigError, RunError
-from pipeline.export import TOLERANCE, export
+from pipeline.deploy.export import TOLERANCE, export
 from pipeline.finetune import finetune
 from pipeline.finetune.rebuild import open_source, rebuild, unfreeze
 from pipeline.predict import predict
