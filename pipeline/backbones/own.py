@@ -116,9 +116,8 @@ def _default_layer(model) -> str:
     return history.operation.name
 
 
-def resolve(name: str, *, image_size: int | None, pooling: str | None, alpha: float | None,
-            weights: str, layer: str | None, preprocess: str | None) -> BackboneSpec:
-    """Validate an own model's settings and fill in its defaults (size, layer, pooling)."""
+def _model_path(name: str) -> Path:
+    """The own model's file or SavedModel folder, refused with the fix when it is neither."""
     path = Path(name).expanduser()
     if not path.exists():
         raise ConfigError(f"`--backbone` {name} is neither a registry name nor an existing model file "
@@ -129,6 +128,13 @@ def resolve(name: str, *, image_size: int | None, pooling: str | None, alpha: fl
     if path.is_dir() and not (path / "saved_model.pb").is_file():
         raise ConfigError(f"{path} is a folder without saved_model.pb, so not a SavedModel. Fix: "
                           "pass the SavedModel folder itself, or a `.keras` file.")
+    return path
+
+
+def resolve(name: str, *, image_size: int | None, pooling: str | None, alpha: float | None,
+            weights: str, layer: str | None, preprocess: str | None) -> BackboneSpec:
+    """Validate an own model's settings and fill in its defaults (size, layer, pooling)."""
+    path = _model_path(name)
     if alpha is not None:
         raise ConfigError(f"`--alpha` does not apply to your own model {path.name}. Fix: drop `--alpha`.")
     if str(weights).lower() != "imagenet":
