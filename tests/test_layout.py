@@ -182,3 +182,15 @@ def test_only_runs_reads_a_run_s_manifest():
         for pattern in (r"manifest\[", r"manifest\.get\(", r"read_manifest", r"\bMANIFEST\b", "manifest.json"):
             found += [f"{path.relative_to(PACKAGE.parent)}: {pattern}" for _ in re.findall(pattern, text)]
     assert found == []
+
+
+def test_modules_and_functions_stay_small():
+    """No module of the package over 400 lines, no function over 60: each says what it owns."""
+    long_modules = [f"{p.relative_to(PACKAGE.parent)}: {n}" for p in sorted(PACKAGE.rglob("*.py"))
+                    if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400]
+    long_functions = [f"{p.relative_to(PACKAGE.parent)}:{node.name}: {node.end_lineno - node.lineno + 1}"
+                      for p in sorted(PACKAGE.rglob("*.py"))
+                      for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.end_lineno - node.lineno + 1 > 60]
+    assert long_modules == [] and long_functions == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 from dataclasses import MISSING, fields, is_dataclass
 
 from ..config.fields import base_type, field_types
@@ -97,3 +98,29 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     TOML reads)."""
     return [f"{dest[len(OVERRIDE):]}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
             for dest, v in vars(args).items() if dest.startswith(OVERRIDE)]
+
+
+def add_cluster(p, what: str) -> None:
+    """``--cluster ADDRESS`` or ``--workers N``: where a command runs its Dask work."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--cluster", metavar="ADDRESS", help=f"a Dask scheduler ({what})")
+    group.add_argument("--workers", type=int, help=f"start a local Dask cluster of N processes ({what})")
+
+
+def wants_cluster(args) -> bool:
+    return bool(args.cluster) or args.workers is not None
+
+
+@contextmanager
+def cluster(args):
+    """The Dask client the flags ask for, or None."""
+    if not wants_cluster(args):
+        yield None
+        return
+    from ..features.cluster import close, connect
+
+    client = connect(args.cluster, args.workers)
+    try:
+        yield client
+    finally:
+        close(client)

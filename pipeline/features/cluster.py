@@ -22,7 +22,8 @@ from dataclasses import replace
 
 from ..config import ExtractConfig
 from ..errors import ConfigError, first_line
-from .extract import ExtractResult, carry_out, plan
+from .extract import carry_out, plan
+from .result import ExtractResult
 from .shards import merge
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ import logging
 import os
 import tempfile
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,76 +28,14 @@ from ..data import Dataset, discover
 from ..data.files import CHANGED
 from ..errors import CacheError
 from . import engines, shards
+from .compute import compute_rows
 from .hashing import STAT_CACHE, fingerprint_files, forget
 from .spec import backbone_of, feature_spec, store_folder_name, view_file_name, view_key
 from .store import FeatureStore, Index, store_root
+from .result import ExtractResult
 from .view import FeatureCache, SplitManifest, base_attrs, write_view
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ExtractResult:
-    """What a stage-1 run produced.
-
-    Attributes:
-        path: the finished view file.
-        hit: True when the view already existed and nothing was computed.
-        splits: rows per split.
-        feature_shape: shape of one feature row.
-        quarantined: unreadable images, ``{"split", "path", "reason"}`` each.
-        seconds: wall time of this call.
-        images_per_second: images decoded and run through the backbone per
-            second (0 when none was).
-        resumed_images: rows a killed earlier run of this extraction had computed.
-        computed: images the backbone ran on in this call.
-        reused: rows of the view taken from the store, computed before this call.
-        fingerprinted: files read to fingerprint them (the others matched the
-            stat cache).
-        ignored: files in the dataset folder that are not images (by extension).
-    """
-
-    path: Path
-    hit: bool
-    splits: dict[str, int]
-    classes: list[str]
-    feature_shape: tuple[int, ...]
-    quarantined: list[dict]
-    seconds: float
-    images_per_second: float
-    resumed_images: int = 0
-    missing: dict[str, list[str]] = field(default_factory=dict)
-    computed: int = 0
-    reused: int = 0
-    fingerprinted: int = 0
-    ignored: list[str] = field(default_factory=list)
-
-    @property
-    def ignored_files(self) -> int:
-        return len(self.ignored)
-
-    def open(self) -> FeatureCache:
-        """The view file, opened and checked."""
-        return FeatureCache(self.path)
-
-    def to_dict(self) -> dict:
-        return {
-            "cache": str(self.path),
-            "hit": self.hit,
-            "classes": self.classes,
-            "splits": self.splits,
-            "feature_shape": list(self.feature_shape),
-            "quarantined": self.quarantined,
-            "missing_classes": self.missing,
-            "ignored_files": self.ignored_files,
-            "ignored": self.ignored,
-            "resumed_images": self.resumed_images,
-            "computed": self.computed,
-            "reused": self.reused,
-            "fingerprinted": self.fingerprinted,
-            "seconds": round(self.seconds, 3),
-            "images_per_second": round(self.images_per_second, 1),
-        }
 
 
 def _prepare_cache_dir(folder: Path) -> None:
@@ -417,104 +354,3 @@ class _Work:
     @property
     def rate(self) -> float:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
-
-
-def compute_rows(engine, root: Path, chunks: list[list[tuple[str, str]]], store: FeatureStore, *,
-             spec: backbones.BackboneSpec, config: ExtractConfig, tag: str, bar) -> dict[str, str]:
-    """Run the backbone over ``chunks``; each finished chunk becomes one store segment.
-
-    Images the decoder rejects are kept in the segment by the content that
-    was read, with the reason. Images refused by a setting of the view (file
-    size, pixel budget), or whose bytes changed since they were
-    fingerprinted, are not kept: they are returned, fingerprint -> reason.
-    """
-    from ..data.decode import Decoding, image_batches, why_unreadable
-
-    size = config.chunk_size
-    decoding = Decoding(spec.image_size, config.decode, config.orientation, config.max_pixels,
-                        config.max_file_bytes)
-    # Image j of chunk k gets index k * size + j, so a chunk is `index // size`.
-    indices = [k * size + j for k, chunk in enumerate(chunks) for j in range(len(chunk))]
-    abs_paths = [str(root / rel) for chunk in chunks for _, rel in chunk]
-    before: dict[int, str] = {}  # index -> why it was refused before decoding
-    batches = image_batches(abs_paths, indices, decoding, config.batch_size,
-                            expected=[fp for chunk in chunks for fp, _ in chunk], refused=before)
-    todo = deque(range(len(chunks)))
-    rows: dict[int, list[np.ndarray]] = {}
-    feats: dict[int, list[np.ndarray]] = {}
-    refused: dict[str, str] = {}
-
-    def flush(k: int) -> None:
-        got = (np.concatenate(rows.pop(k)) - k * size) if k in rows else np.zeros(0, np.int64)
-        out = (np.concatenate(feats.pop(k)) if k in feats
-               else np.zeros((0, *engine.feature_shape), np.float32))
-        chunk = chunks[k]
-        bad = {}
-        for j in sorted(set(range(len(chunk))) - set(got.tolist())):
-            fp, rel = chunk[j]
-            if k * size + j in before:
-                why, by_content = before[k * size + j], False
-            else:
-                found = why_unreadable(str(root / rel), decoding, expected=fp)
-                why, by_content = found.reason, found.by_content
-            (bad if by_content else refused)[fp] = why
-            log.warning("quarantined %s: %s", rel, why)
-        store.write_segment([chunk[j][0] for j in got], out.astype(config.dtype), bad, view=tag)
-        bar.update(len(chunk) - len(got))
-
-    for idx, features in engine.map(_chunk_aligned(batches, size, config.batch_size)):
-        k = int(idx[0]) // size  # a batch never crosses a chunk (see _chunk_aligned)
-        rows.setdefault(k, []).append(idx)
-        feats.setdefault(k, []).append(features)
-        bar.update(len(idx))
-        last = int(idx[-1])
-        while todo and todo[0] * size + len(chunks[todo[0]]) - 1 <= last:
-            flush(todo.popleft())
-    while todo:
-        flush(todo.popleft())
-    return refused
-
-
-def _chunk_aligned(batches, chunk_size: int, batch_size: int):
-    """Batches that never cross a chunk boundary: ``(indices, images)``.
-
-    The decoding pipeline drops unreadable images, which would shift every
-    later batch. Here each chunk is cut into batches of its own readable
-    images, so an image meets the same batch-mates whether the chunk is
-    computed in a whole run, a shard or a resumed run: the features are
-    bit-identical (a backbone's arithmetic can depend on the batch size).
-    Batches that need no regrouping (the usual case) pass through uncopied.
-    """
-    import tensorflow as tf
-
-    pending: list[tuple[np.ndarray, object]] = []
-    held = 0
-
-    def emit(n: int):
-        nonlocal pending, held
-        idx = np.concatenate([i for i, _ in pending])
-        images = pending[0][1] if len(pending) == 1 else tf.concat([x for _, x in pending], 0)
-        pending = [(idx[n:], images[n:])] if n < len(idx) else []
-        held = len(idx) - n
-        return idx[:n], images[:n]
-
-    for idx, images in batches:
-        idx = idx.numpy()
-        chunk_of = idx // chunk_size
-        cuts = np.flatnonzero(np.diff(chunk_of)) + 1
-        for start, stop in zip([0, *cuts], [*cuts, len(idx)]):
-            part = (idx, images) if stop - start == len(idx) else (idx[start:stop], images[start:stop])
-            if pending and pending[0][0][0] // chunk_size != chunk_of[start]:
-                yield emit(held)  # the tail of the previous chunk
-            if not pending and stop - start == batch_size:
-                yield part  # the usual case: a whole batch of one chunk, not copied
-                continue
-            pending.append(part)
-            held += stop - start
-            while held >= batch_size:
-                yield emit(batch_size)
-    if pending:
-        yield emit(held)
-
-
-

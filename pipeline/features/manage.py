@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import h5py
+import numpy as np
+
 from ..errors import CacheError, ConfigError
 from . import checked
 from .checked import DamagedFile
-from .store import DAMAGED, SPEC_FILE, FeatureStore, store_root
+from .store import DAMAGED, FP, SPEC_FILE, FeatureStore, store_root
 from .view import FeatureCache
 
 log = logging.getLogger(__name__)
@@ -164,7 +167,7 @@ def _collect_store(store: FeatureStore, keep: set[str], live: list, dry_run: boo
                 "bytes_freed": freed, "removed": True}
     for _ in range(len(store.segments()) + 1):
         try:
-            return {"store": str(store.folder), "views": len(live), **store.compact(keep, chunk_size)}
+            return {"store": str(store.folder), "views": len(live), **compact(store, keep, chunk_size)}
         except DamagedFile as exc:  # a row failed its checksum: its images are computed again
             log.warning("%s Set aside; its images are computed again by the next extract.", exc)
             store.set_aside([exc.path])
@@ -266,3 +269,47 @@ def _problem(path: Path) -> str | None:
         return exc.what
     return None
 
+
+def compact(store: FeatureStore, keep: set[str], chunk_size: int) -> dict:
+    """Keep only the rows (and rejected images) in ``keep``; hold the exclusive lock.
+
+    Segments whose rows are all kept stay as they are. The kept rows of the
+    others are written into new segments first, and only then are the old
+    ones removed: a kill at any moment loses no row that is kept.
+    """
+    index = store.index()
+    keep_arr = np.asarray(sorted(keep), dtype=FP)
+    kept = np.isin(index.fingerprints, keep_arr)
+    bad_kept = {f: r for f, r in index.bad.items() if f in keep}
+    whole, partly = [], []
+    bad_in_whole: set[str] = set()
+    for s, path in enumerate(index.segments):
+        rows = np.flatnonzero(index.segment == s)
+        n_rows, bad_fps = _segment_size(path)
+        if len(rows) == n_rows and kept[rows].all() and all(f in keep for f in bad_fps):
+            whole.append(s)
+            bad_in_whole.update(bad_fps)
+        else:
+            partly.append(s)
+    moving = np.flatnonzero(kept & np.isin(index.segment, partly))
+    moving_bad = {f: r for f, r in bad_kept.items() if f not in bad_in_whole}
+    written: set[Path] = set()
+    for start in range(0, max(len(moving), 1 if moving_bad else 0), chunk_size):
+        part = moving[start:start + chunk_size]
+        written.add(store.write_segment([f.decode() for f in index.fingerprints[part]],
+                                       index.gather(part), moving_bad if start == 0 else {},
+                                       view="gc"))
+    before = sum(p.stat().st_size for p in index.segments)
+    for s in partly:
+        if index.segments[s] not in written:
+            index.segments[s].unlink()
+    store.relist()
+    return {"rows_dropped": int((~kept).sum()), "rows_kept": int(kept.sum()),
+            "segments_removed": len(partly), "segments_written": len(written),
+            "bytes_freed": before - sum(p.stat().st_size for p in store.segments())}
+
+
+def _segment_size(path: Path) -> tuple[int, list[str]]:
+    """Rows and rejected fingerprints of a segment :meth:`FeatureStore.index` read whole."""
+    with h5py.File(path, "r") as h5:
+        return h5["features"].shape[0], [f.decode() for f in h5["bad/fingerprints"][()]]

@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import stat
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,13 +214,13 @@ class FeatureStore:
         finally:
             os.close(fd)
 
-    def _relist(self) -> None:
+    def relist(self) -> None:
         """Rewrite the list as the segments there and set aside; hold the exclusive lock."""
         names = [n for n in self.listed() if os.path.lexists(self.folder / n)
                  or os.path.lexists(self.folder / DAMAGED / n)]
         atomic_write(self.folder / SEGMENTS, "".join(f"{n}\n" for n in names).encode())
 
-    @contextmanager
+    @contextlib.contextmanager
     def locked(self, exclusive: bool, what: str):
         """Hold the store's lock (see the module's docstring) while writing or collecting."""
         fd = os.open(self.folder, os.O_RDONLY)
@@ -347,7 +346,7 @@ class FeatureStore:
                 os.unlink(aside / name)
         with contextlib.suppress(OSError):  # a person's file kept in it keeps it
             os.rmdir(aside)
-        self._relist()
+        self.relist()
 
     def remove(self) -> None:
         """Remove everything the store wrote; the folder too, unless it holds other files
@@ -376,44 +375,6 @@ class FeatureStore:
                 "segments": len(index.segments),
                 "bytes": sum(p.stat().st_size for p in index.segments)}
 
-    def compact(self, keep: set[str], chunk_size: int) -> dict:
-        """Keep only the rows (and rejected images) in ``keep``; hold the exclusive lock.
-
-        Segments whose rows are all kept stay as they are. The kept rows of the
-        others are written into new segments first, and only then are the old
-        ones removed: a kill at any moment loses no row that is kept.
-        """
-        index = self.index()
-        keep_arr = np.asarray(sorted(keep), dtype=FP)
-        kept = np.isin(index.fingerprints, keep_arr)
-        bad_kept = {f: r for f, r in index.bad.items() if f in keep}
-        whole, partly = [], []
-        bad_in_whole: set[str] = set()
-        for s, path in enumerate(index.segments):
-            rows = np.flatnonzero(index.segment == s)
-            n_rows, bad_fps = _segment_size(path)
-            if len(rows) == n_rows and kept[rows].all() and all(f in keep for f in bad_fps):
-                whole.append(s)
-                bad_in_whole.update(bad_fps)
-            else:
-                partly.append(s)
-        moving = np.flatnonzero(kept & np.isin(index.segment, partly))
-        moving_bad = {f: r for f, r in bad_kept.items() if f not in bad_in_whole}
-        written: set[Path] = set()
-        for start in range(0, max(len(moving), 1 if moving_bad else 0), chunk_size):
-            part = moving[start:start + chunk_size]
-            written.add(self.write_segment([f.decode() for f in index.fingerprints[part]],
-                                           index.gather(part), moving_bad if start == 0 else {},
-                                           view="gc"))
-        before = sum(p.stat().st_size for p in index.segments)
-        for s in partly:
-            if index.segments[s] not in written:
-                index.segments[s].unlink()
-        self._relist()
-        return {"rows_dropped": int((~kept).sum()), "rows_kept": int(kept.sum()),
-                "segments_removed": len(partly), "segments_written": len(written),
-                "bytes_freed": before - sum(p.stat().st_size for p in self.segments())}
-
 
 def _read_segment(path: Path) -> tuple[np.ndarray, dict[str, str], str, tuple]:
     """A segment's fingerprints, rejected images, writer and row layout, checked."""
@@ -433,12 +394,6 @@ def _read_segment(path: Path) -> tuple[np.ndarray, dict[str, str], str, tuple]:
     except (OSError, KeyError, RuntimeError, ValueError) as exc:
         # Segments are renamed into place whole, so this is outside damage.
         raise DamagedFile(path, f"it cannot be read ({first_line(exc)})") from None
-
-
-def _segment_size(path: Path) -> tuple[int, list[str]]:
-    """Rows and rejected fingerprints of a segment :meth:`FeatureStore.index` read whole."""
-    with h5py.File(path, "r") as h5:
-        return h5["features"].shape[0], [f.decode() for f in h5["bad/fingerprints"][()]]
 
 
 def store_root(cache_dir: Path) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 from .._files import key_hash
 from ..config import ExtractConfig
 from ..console import progress_bar
-from .extract import compute_rows
+from .compute import compute_rows
 from .extractor import Extractor
 from .hashing import STAT_CACHE, fingerprint_files
 from .spec import spec_of, store_folder_name
