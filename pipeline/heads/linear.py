@@ -82,10 +82,17 @@ def _linear_parts(estimator, name: str):
     if not (isinstance(clf, LogisticRegression) or calibrated) or \
             set(steps) - {"vectorize", "scale", "clf"} or (scale and not isinstance(scale, StandardScaler)):
         raise ConfigError(
-            f"{name} ({type(clf or estimator).__name__}) is not a linear classifier, so it has no exact "
+            f"{name} ({type(_inner(clf or estimator)).__name__}) is not a linear classifier, so it has no exact "
             "form as network layers and cannot be exported. Fix: export logreg, linear_svm, dense or "
             "finetuned, or load its joblib file with pipeline.runs.load_model in Python.")
     return clf, scale, steps["vectorize"].spatial
+
+
+def _inner(model):
+    """The estimator a sampling wrapper holds (k-NN's), for the message; any other model itself."""
+    from .sampled import AtMostRows
+
+    return model.estimator if isinstance(model, AtMostRows) else model
 
 
 def _calibrated_linear(clf, x, dense):
