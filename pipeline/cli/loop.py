@@ -1,11 +1,11 @@
-"""The labelling loop's commands: ``replay``, ``suggest`` and ``drift`` (see :mod:`pipeline.loop`)."""
+"""The labelling loop's commands: ``replay``, ``suggest``, ``label`` and ``drift`` (see :mod:`pipeline.loop`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ..config import DriftConfig, ReplayConfig, SuggestConfig
+from ..config import DriftConfig, LabelConfig, ReplayConfig, SuggestConfig
 from ..words import counted
 from .options import add_settings, settings_from
 
@@ -122,5 +122,32 @@ def run_suggest(args) -> int:
     return 0
 
 
+def add_label(sub) -> None:
+    p = _against_a_run(sub, "label", "label the suggested photos in a local page; the head retrains "
+                                     "on stored features after each batch", "pool",
+                       "a folder of unlabelled photos (only read)", LabelConfig)
+    p.add_argument("--into", required=True, help="where the labels go: labels.csv and a copy of each "
+                                                 "labelled photo in a folder per class (a new or empty "
+                                                 "folder, or one `label` wrote: it resumes)")
+
+
+def run_label(args) -> int:
+    from ..loop.label import label
+
+    result = label(args.run, args.pool, args.into, settings_from(args, LabelConfig),
+                   say=lambda url: print(url, flush=True))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    before, after = result["before"], result["after"]
+    print(f"{counted(result['labels'], 'label')} in {result['into']}; validation accuracy "
+          f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} [{after['interval'][0]:.3f}, "
+          f"{after['interval'][1]:.3f}]")
+    print(f"the run's photos and the new labels, as one dataset: {result['dataset']}")
+    print("train on them (every photo's features are stored: no forward pass):")
+    print(f"  {result['next']}")
+    return 0
+
+
 COMMANDS = {"replay": (add_replay, run_replay), "suggest": (add_suggest, run_suggest),
-            "drift": (add_drift, run_drift)}
+            "label": (add_label, run_label), "drift": (add_drift, run_drift)}

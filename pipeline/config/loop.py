@@ -1,4 +1,4 @@
-"""Settings of the labelling loop's commands: ``replay``, ``suggest`` and ``drift``."""
+"""Settings of the labelling loop's commands: ``replay``, ``suggest``, ``label`` and ``drift``."""
 
 from __future__ import annotations
 
@@ -94,3 +94,28 @@ class DriftConfig:
                               f"p-values to 1e-5, finer than any `--level`. Got {self.permutations:,}.")
         if not 0 < self.level < 1:
             raise ConfigError(f"`--level` must be between 0 and 1. Got {self.level!r}.")
+
+
+@documented
+@dataclass(frozen=True)
+class LabelConfig:
+    """Settings of ``label``: a local page where a person labels the suggested photos."""
+
+    n: int = setting(12, help="photos a batch; the head is retrained after each batch")
+    strategy: str = setting("auto", choices=("auto", *STRATEGIES),
+                            help="auto (the strategy the run's replay recommended, else margin) or a "
+                                 "strategy name")
+    classifier: str = setting("logreg", choices=LOOP_HEADS, help="the head retrained after each batch")
+    port: int = setting(0, help="the port to serve on (0: a free one)")
+    host: str = setting("127.0.0.1", help="the address to serve on; another than 127.0.0.1 lets "
+                                         "other machines reach the page (with its token)")
+    no_browser: bool = setting(False, help="print the page's address without opening a browser")
+    batch_size: int = setting(32, help="images per forward pass, for pool photos the store lacks")
+    engine: str = setting("auto", choices=ENGINES, help="what computes features the store lacks")
+    weights: str | None = setting(None, help="the weights file stage 1 used, if it used one")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        _positive(self, "n", "batch_size")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"`--port` must be between 0 (a free one) and 65535. Got {self.port}.")

@@ -56,7 +56,8 @@ class SuggestResult:
                 "pool": self.pool, "unreadable": self.unreadable}
 
 
-def _strategy(reference: Run, name: str) -> tuple[str, str]:
+def choose_strategy(reference: Run, name: str) -> tuple[str, str]:
+    """The strategy asked for; for `auto`, the run's replay recommendation, else the default."""
     if name != "auto":
         return name, "given"
     replayed = reference.replay
@@ -75,7 +76,7 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
     """
     config = config or SuggestConfig()
     reference = Run.open_compared(run)
-    name, chosen_by = _strategy(reference, config.strategy)
+    name, chosen_by = choose_strategy(reference, config.strategy)
     strategy = STRATEGIES[name]
     model_name = reference.name(features_in=True)
     model = reference.load(model_name)  # a model that fails its checksum stops here, before any work

@@ -34,6 +34,7 @@ REPORT = "report.html"
 CONFIG = "config.json"  # stage 2's settings
 REPLAY, REPLAY_MD = "replay.json", "replay.md"  # the labelling loop replayed (`replay --out`)
 DRIFT = "drift.json"  # the last batch `drift` tested against the run
+LABELLING = "labelling.json"  # the last `label` session against the run
 
 
 def plot(name: str) -> str:

@@ -1,5 +1,5 @@
 """The labelling loop's pages, in the report's style: the images to label next, and a run
-report's drift section."""
+report's drift and labelling sections."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .report import render, thumbnail
 
-SECTION = re.compile(r'<section id="drift">.*?</section>\n?', re.S)
+def _section(name: str) -> re.Pattern:
+    return re.compile(rf'<section id="{name}">.*?</section>\n?', re.S)
 GENERATOR = '<meta name="generator" content="cached-transfer suggest">'  # marks a page this tool wrote
 
 
@@ -26,6 +27,16 @@ def with_drift(report: str, drift: dict, batch: str, permutations: int) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = render({**drift, "novel": novel, "batch": batch, "permutations": permutations,
                       "when": when}, "drift.html")
-    report = SECTION.sub("", report)
+    return _replaced(report, "drift", section)
+
+
+def with_labelling(report: str, session: dict) -> str:
+    """``report`` with its labelling section replaced by, or added as, ``session``'s summary."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return _replaced(report, "labelling", render({**session, "when": when}, "labelling.html"))
+
+
+def _replaced(report: str, name: str, section: str) -> str:
+    report = _section(name).sub("", report)
     at = report.rfind("</body>")
     return report[:at] + section + report[at:] if at >= 0 else report + section

@@ -1,0 +1,132 @@
+"""The folder ``label`` writes the labels into (``--into``): nothing lost, nothing of the user's touched.
+
+Layout::
+
+    .label-folder           the marker: this folder is the tool's, written by `label`
+    labels.csv              append-only, one line a label or an undo, fsynced before the page hears "done"
+    <class>/<photo>         a copy of each labelled photo (a hard link where the filesystem allows)
+
+The pool's files are only read. ``--into`` must be new, empty, or a folder
+``label`` wrote (its marker), as the run and export folders decide. Started
+again with the same ``--into``, a session reads ``labels.csv`` back and
+offers no labelled photo again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+
+MARKER = ".label-folder"
+LABELS = "labels.csv"
+FIELDS = ("time", "action", "fingerprint", "label", "copy", "source")
+MAX_LABELS_BYTES = 256 * 2**20  # a million labels is well under this
+
+
+class LabelFolder:
+    """``--into``: the labels given so far, and the copies of their photos."""
+
+    def __init__(self, path: Path, classes: list[str]):
+        self.path = path
+        self.classes = classes
+        self.labels: dict[str, tuple[str, str]] = {}  # fingerprint -> (label, copy's relative path)
+        self.order: list[str] = []  # fingerprints in the order labelled (undo takes the last)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, classes: list[str]) -> LabelFolder:
+        """``path`` made or checked, and its labels read back.
+
+        Raises:
+            ConfigError: ``path`` holds files ``label`` did not write, or is not a folder.
+        """
+        path = Path(path)
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise ConfigError(f"`--into` {path} is not a folder (a file or a link). Fix: pass a new "
+                              "folder name.")
+        if path.is_dir() and not (path / MARKER).is_file() and any(path.iterdir()):
+            raise ConfigError(f"`--into` {path} holds files `label` did not write, and the pipeline "
+                              "never writes into a folder of the user's. Fix: pass a new or empty folder, "
+                              "or one `label` wrote.")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / MARKER).touch()
+        folder = cls(path, classes)
+        folder._read_back()
+        return folder
+
+    def _read_back(self) -> None:
+        """The labels of an earlier session, from ``labels.csv`` (a torn last line is ignored)."""
+        file = self.path / LABELS
+        if file.is_symlink() or (file.exists() and not file.is_file()):
+            raise ConfigError(f"{file} is not a regular file. Fix: remove it and run again.")
+        if not file.is_file():
+            return
+        if file.stat().st_size > MAX_LABELS_BYTES:
+            raise ConfigError(f"{file} is larger than a labels file `label` writes. Fix: pass another "
+                              "`--into`.")
+        text = file.read_bytes().decode("utf-8", errors="surrogateescape")
+        for row in csv.DictReader(io.StringIO(text)):
+            if None in row.values() or row.get("action") not in ("label", "undo"):
+                continue  # a line torn by a kill
+            if row["action"] == "label" and row["label"] in self.classes:
+                self.labels[row["fingerprint"]] = (row["label"], row["copy"])
+                self.order.append(row["fingerprint"])
+            elif row["action"] == "undo" and row["fingerprint"] in self.labels:
+                del self.labels[row["fingerprint"]]
+                self.order.remove(row["fingerprint"])
+
+    def add(self, fingerprint: str, source: str, label: str) -> str:
+        """Label a photo: its copy in ``<label>/``, then a line in ``labels.csv``. Returns the copy's
+        path, relative to the folder."""
+        if label not in self.classes:
+            raise ConfigError(f"{label!r} is not a class of the run ({', '.join(self.classes)}).")
+        name = Path(source).name
+        folder = self.path / label
+        folder.mkdir(exist_ok=True)
+        target = folder / name
+        if target.exists() or target.is_symlink():
+            target = folder / f"{Path(name).stem}-{fingerprint[:8]}{Path(name).suffix}"
+        staged = folder / f".{target.name}.part-{os.getpid()}"
+        try:
+            os.link(source, staged)  # no bytes copied where the filesystem allows
+        except OSError:
+            shutil.copyfile(source, staged)
+        os.replace(staged, target)
+        copy = str(target.relative_to(self.path))
+        self._append("label", fingerprint, label, copy, source)
+        self.labels[fingerprint] = (label, copy)
+        self.order.append(fingerprint)
+        return copy
+
+    def undo(self) -> str | None:
+        """Take the last label back: its copy removed, an undo line appended. Returns its
+        fingerprint (None: nothing to undo)."""
+        if not self.order:
+            return None
+        fingerprint = self.order.pop()
+        label, copy = self.labels.pop(fingerprint)
+        target = self.path / copy
+        if target.is_file() and not target.is_symlink():
+            target.unlink()
+        self._append("undo", fingerprint, label, copy, "")
+        return fingerprint
+
+    def _append(self, action: str, fingerprint: str, label: str, copy: str, source: str) -> None:
+        """One line, written and fsynced before the caller answers (a header first, in a new file)."""
+        file = self.path / LABELS
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        if not file.exists():
+            writer.writerow(FIELDS)
+        writer.writerow([f"{time.time():.3f}", action, fingerprint, label, copy, source])
+        fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            os.write(fd, out.getvalue().encode("utf-8", errors="surrogateescape"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
