@@ -5,10 +5,11 @@
   features: about 17 s on two cores).
 - Past it, an inverted file, as faiss's ``IndexIVFFlat``: mini-batch k-means
   (fitted on at most :data:`FIT_ROWS` rows) cuts the unit vectors into cells
-  of about :data:`CELL_ROWS` rows, and each row is compared with the rows of
-  the :data:`PROBES` cells whose centres are nearest its own cell's centre.
-  The cost grows with rows x PROBES x CELL_ROWS, linearly. Its recall is
-  measured in BENCHMARKS.md.
+  of about :data:`CELL_ROWS` rows (a cell over :data:`MAX_CELL` is cut
+  again), and each row is compared with the rows of the :data:`PROBES` cells
+  whose centres are nearest its own cell's centre. The cost grows with rows
+  x PROBES x MAX_CELL at most, linearly. Its recall is measured in
+  BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ EXACT_UP_TO = 20_000
 CELL_ROWS = 256
 PROBES = 8
 FIT_ROWS = 20_000
+MAX_CELL = 4 * CELL_ROWS  # a larger cell is cut again
+SPLITS = 3  # times a large cell may be cut
 QUERY_BLOCK = 1024  # rows compared at a time: bounds memory at QUERY_BLOCK x candidates floats
 
 
@@ -63,24 +66,15 @@ def _without_self(index: np.ndarray, similarity: np.ndarray, k: int) -> tuple[np
 
 
 def _inverted_file(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.cluster import MiniBatchKMeans
-    from sklearn.neighbors import NearestNeighbors
-
-    rng = np.random.default_rng(seed)
-    cells = max(1, len(x) // CELL_ROWS)
-    sample = x if len(x) <= FIT_ROWS else x[np.sort(rng.choice(len(x), FIT_ROWS, replace=False))]
-    kmeans = MiniBatchKMeans(cells, n_init=1, random_state=seed).fit(sample)
-    cell = kmeans.predict(x)
-    probes = NearestNeighbors(n_neighbors=min(PROBES, cells)).fit(kmeans.cluster_centers_).kneighbors(
-        kmeans.cluster_centers_, return_distance=False)
+    cell, centres = _cells(x, seed)
+    cells = len(centres)
+    probes = _probes(centres, min(PROBES, cells))
     order = np.argsort(cell, kind="stable")
     starts = np.searchsorted(cell[order], np.arange(cells + 1))
     members = [order[starts[c]:starts[c + 1]] for c in range(cells)]
     index = np.zeros((len(x), k), np.int64)
     similarity = np.full((len(x), k), -1.0, np.float32)
     for c in range(cells):
-        if not len(members[c]):
-            continue
         candidates = np.concatenate([members[c], *(members[j] for j in probes[c] if j != c)])
         for start in range(0, len(members[c]), QUERY_BLOCK):
             query = members[c][start:start + QUERY_BLOCK]
@@ -94,3 +88,47 @@ def _inverted_file(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nda
             similarity[query, :kk] = np.take_along_axis(top_s, ranked, axis=1)
             index[query, kk:] = query[:, None]  # too few candidates: itself, at similarity -1
     return index, similarity
+
+
+def _cells(x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's cell (0..cells-1, none empty) and the cells' unit centres.
+
+    k-means leaves some cells far larger than the others (on spread-out
+    features, 70 times the mean): a cell of more than :data:`MAX_CELL` rows
+    is cut again by k-means of its own rows, so that no cell costs rows
+    squared.
+    """
+    cell = _kmeans(x, max(1, len(x) // CELL_ROWS), seed)
+    for _ in range(SPLITS):
+        sizes = np.bincount(cell)
+        big = np.flatnonzero(sizes > MAX_CELL)
+        if not len(big):
+            break
+        fresh = len(sizes)
+        for c in big:
+            rows = np.flatnonzero(cell == c)
+            part = _kmeans(x[rows], -(-len(rows) // CELL_ROWS), seed)
+            cell[rows] = np.where(part == 0, c, fresh + part - 1)
+            fresh += int(part.max(initial=0))
+    _, cell = np.unique(cell, return_inverse=True)
+    centres = np.zeros((cell.max() + 1, x.shape[1]))
+    np.add.at(centres, cell, x)
+    return cell, centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+
+
+def _kmeans(x: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Each row's cluster by mini-batch k-means, fitted on at most :data:`FIT_ROWS` rows."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    if clusters <= 1:
+        return np.zeros(len(x), np.int64)
+    rng = np.random.default_rng(seed)
+    sample = x if len(x) <= FIT_ROWS else x[np.sort(rng.choice(len(x), FIT_ROWS, replace=False))]
+    return MiniBatchKMeans(clusters, n_init=1, random_state=seed).fit(sample).predict(x).astype(np.int64)
+
+
+def _probes(centres: np.ndarray, probes: int) -> np.ndarray:
+    """For each cell, the ``probes`` cells with the nearest centres (itself first)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    return NearestNeighbors(n_neighbors=probes).fit(centres).kneighbors(centres, return_distance=False)
