@@ -271,9 +271,11 @@ class FinetuneConfig:
     data: str | None = setting(None, help="the image folder, when it moved since extraction")
     weights: str | None = setting(None, help="the weights file stage 1 used, if it used one")
     handoff_samples: int = setting(32, help="validation images the hand-off check compares")
-    precision: str = setting("auto", choices=PRECISIONS,
-                             help="auto (mixed float16 when a GPU is present), float32 or "
-                                  "mixed_float16; the hand-off check always runs in float32")
+    mixed_precision: str = setting("auto", choices=PRECISIONS,
+                                   help="training's compute: auto (mixed float16 when a GPU is "
+                                        "present), float32 or mixed_float16; the hand-off check "
+                                        "always runs in float32 (not extract's --precision, which "
+                                        "is stage 1's)")
     seed: int = setting(0, help="seeds shuffling, augmentation and dropout")
 
     def __post_init__(self) -> None:

@@ -132,7 +132,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     handoff = handoff_check(source, features, base, config.handoff_samples)
     log.info("hand-off check passed on %d images (max difference %.2g)", handoff["images"],
              handoff["max_abs_difference"])
-    mixed = _mixed(config.precision)
+    mixed = _mixed(config.mixed_precision)
     if mixed:
         model, core, base, features = rebuild(source, config, preprocess, like=base)
     data = _datasets(source, config)
@@ -147,7 +147,7 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     history = _read_history(training.csv)
     params = {"first_trainable_layer": first, "learning_rate": training.rate,
               "epochs": len(history["epoch"]), "augment": config.augment,
-              "precision": "mixed_float16" if mixed else "float32",
+              "mixed_precision": "mixed_float16" if mixed else "float32",
               "base_learning_rate": config.base_learning_rate}
     test = None
     if "test" in data:  # looked at once, after training

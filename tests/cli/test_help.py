@@ -84,3 +84,13 @@ def test_the_hub_listing_keeps_its_columns_whatever_the_preset_names(capsys):
     assert len(lines) > 10
     starts = {line.index(line.split()[1], len(line.split()[0])) for line in lines}
     assert len(starts) == 1  # every family starts in the same column
+
+
+def test_stage_1_s_precision_and_stage_3_s_mixed_precision_are_two_names(capsys):
+    """`--precision` is how stage 1 computes features; stage 3's training compute has its own name."""
+    for command, present, absent in (("extract", "--precision", "--mixed-precision"),
+                                     ("finetune", "--mixed-precision", "--precision ")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert present in out and absent not in out

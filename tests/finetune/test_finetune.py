@@ -169,10 +169,10 @@ def test_images_that_changed_since_extraction_are_refused(run):
 def test_mixed_precision_trains_a_float16_base_after_a_float32_hand_off(run):
     import keras
 
-    result = finetune(run, FinetuneConfig(epochs=1, unfreeze_top=4, precision="mixed_float16",
+    result = finetune(run, FinetuneConfig(epochs=1, unfreeze_top=4, mixed_precision="mixed_float16",
                                           handoff_samples=4, augment="none"))
     assert result.handoff["max_abs_difference"] <= 1e-4  # checked before switching precision
-    assert result.row["params"]["precision"] == "mixed_float16"
+    assert result.row["params"]["mixed_precision"] == "mixed_float16"
     saved = keras.models.load_model(run / "models" / "finetuned.keras")
     policies = {layer.dtype_policy.name for layer in _all_layers(saved)
                 if isinstance(layer, keras.layers.Conv2D)}
