@@ -38,7 +38,7 @@ __all__ = ["CompareResult", "compare"]
 
 @quiet
 def compare(features: str | os.PathLike, config: CompareConfig | None = None,
-            cluster=None) -> CompareResult:
+            cluster: object | None = None) -> CompareResult:
     """Stage 2: compare classifiers on a feature cache and write a run folder.
 
     Args:
