@@ -50,19 +50,28 @@ class ReplayConfig:
             raise ConfigError(f"`--seeds` must be at least 2: an interval needs repeats. Got {self.seeds}.")
 
 
-@documented
 @dataclass(frozen=True)
-class SuggestConfig:
-    """Settings of ``suggest``: which unlabelled images to label next."""
+class _NewPhotos:
+    """What a command that reads new photos through the store needs to compute those it lacks."""
 
-    n: int = setting(20, help="how many images to suggest")
-    strategy: str = setting("auto", choices=("auto", *STRATEGIES),
-                            help="auto (the strategy the run's replay recommended, else margin) or a "
-                                 "strategy name")
-    classifier: str = setting("logreg", choices=LOOP_HEADS, help="the head that ranks the images")
     batch_size: int = setting(32, help="images per forward pass, for images the store lacks")
     engine: str = setting("auto", choices=ENGINES, help="what computes features the store lacks")
     weights: str | None = setting(None, help="the weights file stage 1 used, if it used one")
+
+
+def _strategy():
+    return setting("auto", choices=("auto", *STRATEGIES),
+                   help="auto (the strategy the run's replay recommended, else margin) or a strategy name")
+
+
+@documented
+@dataclass(frozen=True)
+class SuggestConfig(_NewPhotos):
+    """Settings of ``suggest``: which unlabelled images to label next."""
+
+    n: int = setting(20, help="how many images to suggest")
+    strategy: str = _strategy()
+    classifier: str = setting("logreg", choices=LOOP_HEADS, help="the head that ranks the images")
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -71,7 +80,7 @@ class SuggestConfig:
 
 @documented
 @dataclass(frozen=True)
-class DriftConfig:
+class DriftConfig(_NewPhotos):
     """Settings of ``drift``: is a new batch drawn like the run's training images?"""
 
     permutations: int = setting(1000, help="permutations of the MMD test; its p-value is at least "
@@ -81,9 +90,6 @@ class DriftConfig:
     reference: int = setting(2000, help="training images the batch is compared with (a seeded "
                                         "sample, when there are more)")
     seed: int = setting(0, help="seeds the permutations and the sample")
-    batch_size: int = setting(32, help="images per forward pass, for images the store lacks")
-    engine: str = setting("auto", choices=ENGINES, help="what computes features the store lacks")
-    weights: str | None = setting(None, help="the weights file stage 1 used, if it used one")
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -98,21 +104,16 @@ class DriftConfig:
 
 @documented
 @dataclass(frozen=True)
-class LabelConfig:
+class LabelConfig(_NewPhotos):
     """Settings of ``label``: a local page where a person labels the suggested photos."""
 
     n: int = setting(12, help="photos a batch; the head is retrained after each batch")
-    strategy: str = setting("auto", choices=("auto", *STRATEGIES),
-                            help="auto (the strategy the run's replay recommended, else margin) or a "
-                                 "strategy name")
+    strategy: str = _strategy()
     classifier: str = setting("logreg", choices=LOOP_HEADS, help="the head retrained after each batch")
     port: int = setting(0, help="the port to serve on (0: a free one)")
     host: str = setting("127.0.0.1", help="the address to serve on; another than 127.0.0.1 lets "
                                          "other machines reach the page (with its token)")
     no_browser: bool = setting(False, help="print the page's address without opening a browser")
-    batch_size: int = setting(32, help="images per forward pass, for pool photos the store lacks")
-    engine: str = setting("auto", choices=ENGINES, help="what computes features the store lacks")
-    weights: str | None = setting(None, help="the weights file stage 1 used, if it used one")
 
     def __post_init__(self) -> None:
         check_choices(self)
