@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from ..config import LabelConfig
 from ..errors import ConfigError
 from ..runs import stats
@@ -84,7 +85,7 @@ class Session:
     def _retrain(self) -> dict:
         """The head fitted on every label so far; its validation accuracy and 95 % interval."""
         x, y = self._data(np.zeros(0, np.int64))
-        with quiet_heads():
+        with one_blas_thread(), quiet_heads():  # small matrices: one BLAS thread is ten times faster
             self.head = head(self.config.classifier, np.arange(len(self.classes)), 0).fit(x, y)
         features = self.validation.features.reshape(len(self.validation.labels), -1)
         correct = int((self.head.predict(features) == self.validation.labels).sum())
@@ -102,7 +103,7 @@ class Session:
             return []
         x, y = self._data(rows)
         offset = len(y) - len(rows)
-        with quiet_heads():
+        with one_blas_thread(), quiet_heads():
             picked, scores = query(self.strategy, x, y, min(self.config.n, len(rows)), len(self.folder.labels),
                                    self.head)
             proba = self.head.predict_proba(self.pool_x[rows[picked - offset]])

@@ -64,7 +64,8 @@ function render() {
   document.getElementById("accuracy").textContent = said;
   document.getElementById("status").textContent = state.batch.length ?
     `${state.batch.filter(i => i.label === null).length} of ${state.batch.length} photos of this batch left; ` +
-    `chosen by ${state.strategy}; retrained in ${state.seconds.toFixed(2)} s.` :
+    `chosen by ${state.strategy}` + (state.history.length > 1 ?
+      `; retrained and chosen in ${state.seconds.toFixed(2)} s.` : ".") :
     "Every photo of the pool has an answer. Press Done.";
 }
 
