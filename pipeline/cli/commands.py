@@ -87,6 +87,8 @@ def run_finetune(args) -> int:
           f"in {counted(result.epochs, 'epoch')} ({result.seconds_per_epoch:.1f} s each)")
     print(f"hand-off check: max difference {result.handoff['max_abs_difference']:.2g} "
           f"on {result.handoff['images']} images")
+    if result.kept_because:
+        print(f"note: {result.kept_because}")
     return 0
 
 

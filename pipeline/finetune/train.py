@@ -45,6 +45,9 @@ class FinetuneResult:
         epochs: epochs run (both phases); fine_tune_from: the first
             fine-tuning epoch (after the frozen phase).
         seconds_per_epoch: mean wall time of a training epoch.
+        improved: an epoch beat the start on validation; when none did, the model kept
+            is the start (the head on the unchanged base), and :attr:`kept_because` says why
+            it is kept all the same.
     """
 
     model_path: Path
@@ -56,6 +59,17 @@ class FinetuneResult:
     fine_tune_from: int
     first_trainable_layer: int
     seconds_per_epoch: float
+    improved: bool = True
+
+    @property
+    def kept_because(self) -> str:
+        """Why a model that did not beat the head is kept ("" when it beat it)."""
+        if self.improved:
+            return ""
+        return ("no epoch beat the dense head on validation, so the model kept is the start: the head "
+                "on the unchanged base, the same answers as `predict --model dense`. It is kept as the "
+                "run's pixels-in model, which `export` writes whole; train longer, or at another "
+                "learning rate or `--unfreeze-top`, to do better")
 
     def to_dict(self) -> dict:
         return {"model": str(self.model_path), "validation_accuracy_before": self.before,
@@ -63,7 +77,8 @@ class FinetuneResult:
                 "fine_tune_from_epoch": self.fine_tune_from,
                 "first_trainable_layer": self.first_trainable_layer,
                 "seconds_per_epoch": round(self.seconds_per_epoch, 2),
-                "handoff": self.handoff, "leaderboard_row": self.row}
+                "handoff": self.handoff, "leaderboard_row": self.row, "improved": self.improved,
+                "kept_because": self.kept_because}
 
 
 def _datasets(source: Source, config: FinetuneConfig) -> dict:
@@ -142,7 +157,8 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
     training = _Training(source, config, model, base, data, mixed=mixed, callbacks=callbacks)
     done, first = training.fit(before)
     # The start's weights, kept when no epoch beat them, predict what they predicted before.
-    kept = start if training.kept_start else _probabilities(core, validation[0], n_classes)
+    kept_start = training.kept_start
+    kept = start if kept_start else _probabilities(core, validation[0], n_classes)
     after = float(np.mean(np.argmax(kept, 1) == validation[1]))
     history = _read_history(training.csv)
     params = {"first_trainable_layer": first, "learning_rate": training.rate,
@@ -161,8 +177,11 @@ def _finetune(run, config: FinetuneConfig, callbacks: tuple, preprocess) -> Fine
                 params={"first_trainable_layer": first, **asdict(config)}, row=row)
     log.info("fine-tuned: validation accuracy %.4f -> %.4f", before, after)
     seconds = training.seconds
-    return FinetuneResult(source.run / FINETUNED, before, after, row, handoff, len(history["epoch"]), done,
-                          first, float(np.mean(seconds)) if seconds else 0.0)
+    result = FinetuneResult(source.run / FINETUNED, before, after, row, handoff, len(history["epoch"]), done,
+                            first, float(np.mean(seconds)) if seconds else 0.0, improved=not kept_start)
+    if not result.improved:
+        log.warning("stage 3: %s", result.kept_because)
+    return result
 
 
 class _Training:

@@ -49,6 +49,7 @@ def test_a_correct_rebuild_passes_the_hand_off_and_fine_tunes(run, caplog, predi
     assert len(history) == 1 + 3
     # Validation is predicted again after training only when an epoch beat the start (then the test split).
     beaten = max(float(row["val_accuracy"]) for row in csv.DictReader(history)) > result.before
+    assert result.improved == beaten and bool(result.kept_because) == (not beaten)
     assert [p is predicted[0] for p in predicted] == [True, *([True] if beaten else []), False]
     assert not list((run / "finetune").glob("backup-*"))
     assert list((run / "finetune" / "tensorboard").rglob("events.out.tfevents.*"))
