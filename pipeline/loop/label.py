@@ -67,7 +67,9 @@ def write_dataset(session: Session) -> Path:
     import shutil
 
     folder = session.folder.path / DATASET
-    if folder.is_dir() and not folder.is_symlink():
+    if folder.is_symlink():
+        folder.unlink()  # a link planted here: removed, its target untouched
+    elif folder.is_dir():
         shutil.rmtree(folder)  # links only: their targets are untouched
     cache = session.run.cache()
     root = Path(cache.data_root)

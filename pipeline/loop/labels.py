@@ -73,31 +73,51 @@ class LabelFolder:
         for row in csv.DictReader(io.StringIO(text)):
             if None in row.values() or row.get("action") not in ("label", "undo"):
                 continue  # a line torn by a kill
-            if row["action"] == "label" and row["label"] in self.classes:
+            if not self._own_copy(row["label"], row["copy"]):
+                continue  # not a copy this folder would have made: never followed, never removed
+            if row["action"] == "label":
                 self.labels[row["fingerprint"]] = (row["label"], row["copy"])
                 self.order.append(row["fingerprint"])
             elif row["action"] == "undo" and row["fingerprint"] in self.labels:
                 del self.labels[row["fingerprint"]]
                 self.order.remove(row["fingerprint"])
 
+    def _own_copy(self, label: str, copy: str) -> bool:
+        """Whether ``copy`` names a file this folder makes: ``<class>/<name>``, nothing else."""
+        parts = Path(copy).parts
+        return label in self.classes and len(parts) == 2 and parts[0] == label and \
+            not parts[1].startswith(".") and parts[1] not in ("", "..")
+
     def add(self, fingerprint: str, source: str, label: str) -> str:
-        """Label a photo: its copy in ``<label>/``, then a line in ``labels.csv``. Returns the copy's
-        path, relative to the folder."""
+        """Label a photo: its copy in ``<label>/`` (a new name, never over a file), then a line in
+        ``labels.csv``. Returns the copy's path, relative to the folder."""
         if label not in self.classes:
             raise ConfigError(f"{label!r} is not a class of the run ({', '.join(self.classes)}).")
-        name = Path(source).name
         folder = self.path / label
+        if folder.is_symlink():
+            raise ConfigError(f"{folder} is a link, planted in a folder `label` wrote; it is not "
+                              "followed. Fix: remove the link and label again.")
         folder.mkdir(exist_ok=True)
-        target = folder / name
-        if target.exists() or target.is_symlink():
-            target = folder / f"{Path(name).stem}-{fingerprint[:8]}{Path(name).suffix}"
-        staged = folder / f".{target.name}.part-{os.getpid()}"
+        staged = folder / f".{fingerprint}.part-{os.getpid()}"
+        staged.unlink(missing_ok=True)
         try:
             os.link(source, staged)  # no bytes copied where the filesystem allows
         except OSError:
             shutil.copyfile(source, staged)
-        os.replace(staged, target)
-        copy = str(target.relative_to(self.path))
+        name = Path(source).name
+        stem, suffix = Path(name).stem, Path(name).suffix
+        try:
+            for candidate in [name, *(f"{stem}-{fingerprint[:8]}-{i}{suffix}" for i in range(100))]:
+                try:
+                    os.link(staged, folder / candidate)  # fails on a name taken: nothing is replaced
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise ConfigError(f"{folder} holds 100 photos named like {name}. Fix: pass a new `--into`.")
+        finally:
+            staged.unlink()
+        copy = f"{label}/{candidate}"
         self._append("label", fingerprint, label, copy, source)
         self.labels[fingerprint] = (label, copy)
         self.order.append(fingerprint)

@@ -116,8 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(self.headers.get(HEADER, ""), self.server.token):
             self._send(403, b"a change needs the token in its header", "text/plain")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
             self._send(413, b"too large", "text/plain")
             return
         try:

@@ -236,3 +236,28 @@ def test_a_person_labels_by_clicks_and_keys_and_a_killed_server_loses_nothing(ru
         if process.poll() is None:
             process.kill()
     assert _digests(pool) == before
+
+
+def test_a_tampered_or_planted_label_folder_never_reaches_a_file_outside_it(tmp_path, pool):
+    into, outside = tmp_path / "into", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.jpg").write_bytes(b"a person's photo")
+    folder = LabelFolder.open(into, ["cats", "dogs"])
+    photos = sorted(pool.iterdir())
+    taken = into / "cats" / photos[0].name
+    taken.parent.mkdir()
+    taken.write_bytes(b"planted")  # a file where the copy would go: kept, the copy takes another name
+    copy = folder.add("a" * 32, str(photos[0]), "cats")
+    assert taken.read_bytes() == b"planted" and copy != f"cats/{photos[0].name}"
+    assert (into / copy).read_bytes() == photos[0].read_bytes()
+    with (into / LABELS).open("a") as f:  # a line pointing outside the folder, as a tampered file would
+        f.write(f"1.0,label,{'b' * 32},dogs,../outside/keep.jpg,x\n")
+    again = LabelFolder.open(into, ["cats", "dogs"])
+    assert list(again.labels) == ["a" * 32]
+    again.undo()
+    again.undo()  # nothing left to undo: the tampered line was never taken
+    assert (outside / "keep.jpg").read_bytes() == b"a person's photo"
+    os.symlink(outside, into / "dogs")  # a link planted where a class folder goes
+    with pytest.raises(ConfigError, match=r"dogs is a link, planted in a folder `label` wrote"):
+        again.add("c" * 32, str(photos[1]), "dogs")
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.jpg"]
