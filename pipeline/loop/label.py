@@ -56,9 +56,30 @@ def label(run: str | os.PathLike, pool: str | os.PathLike, into: str | os.PathLi
     summary = session.summary()
     dataset = write_dataset(session)
     record(session, summary)
-    command = ["python", "run_pipeline.py", "run", "--data", str(dataset),
-               "--cache-dir", str(session.run.cache_dir)]
-    return {**summary, "dataset": str(dataset), "next": shlex.join(command)}
+    return {**summary, "dataset": str(dataset), "next": shlex.join(next_command(session.run, dataset))}
+
+
+# Stage 1's settings a run's feature key holds, as `run` takes them (`--set extract.NAME=VALUE`).
+KEY_SETTINGS = ("backbone", "alpha", "image_size", "pooling", "layer", "dtype", "decode", "orientation",
+                "max_pixels", "max_file_bytes", "precision", "seed")
+
+
+def next_command(run, dataset: Path) -> list[str]:
+    """The ``run`` that extracts ``dataset`` under the run's own feature spec (so every photo's
+    row is found in the store) and compares the run's classifiers, into a new run folder."""
+    import json
+
+    key = run.key
+    command = ["python", "run_pipeline.py", "run", "--data", str(dataset), "--cache-dir", str(run.cache_dir),
+               "--out", f"{run.path}-labelled"]
+    for name in KEY_SETTINGS:
+        if key.get(name) is not None:
+            command += ["--set", f"extract.{name}={json.dumps(key[name])}"]
+    if key.get("weights_file"):
+        command += ["--weights", key["weights_file"]]
+    elif key.get("weights") is not None:
+        command += ["--set", f"extract.weights={json.dumps(key['weights'])}"]
+    return command + ["--set", f"compare.classifiers={json.dumps(run.config['classifiers'])}"]
 
 
 def write_dataset(session: Session) -> Path:

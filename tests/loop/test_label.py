@@ -171,7 +171,10 @@ def _labels(into: Path) -> list[tuple[str, str]]:
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a real browser: apt-get install chromium "
                                               "(.ci/run installs it)")
 def test_a_person_labels_by_clicks_and_keys_and_a_killed_server_loses_nothing(run, pool, tmp_path):
+    import shlex
     import signal
+    import subprocess
+    import sys
 
     from playwright.sync_api import expect, sync_playwright
 
@@ -229,6 +232,16 @@ def test_a_person_labels_by_clicks_and_keys_and_a_killed_server_loses_nothing(ru
         assert "4 labels in" in out and "run_pipeline.py run --data" in out
         dataset = into / "dataset"
         assert len(list((dataset / "train").glob("*/labelled__*"))) == 4
+        command = shlex.split(out.strip().splitlines()[-1])  # the printed command, as a user runs it
+        assert command[:3] == ["python", "run_pipeline.py", "run"]
+        done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), *command[2:], "--json",
+                               "--no-progress"], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        trained = json.loads(done.stdout)
+        assert "stage 1: decode the images and run the network" not in trained["phases"]  # no forward pass
+        labelled = json.loads(Path(trained["run_dir"], "manifest.json").read_text())["splits"]["train"]
+        assert labelled == json.loads((run / "manifest.json").read_text())["splits"]["train"] + 4
         report = (run / "report.html").read_text()
         assert '<section id="labelling">' in report and "4 new labels" in report
         assert json.loads((run / "labelling.json").read_text())["labels"] == 4
