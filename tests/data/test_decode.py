@@ -211,7 +211,7 @@ def test_fuzz_every_file_a_folder_may_hold_is_decoded_or_quarantined(tmp_path, s
     extract, peak = _peak_mib(extract_command(data, "cache"), env)
     assert extract.returncode == 0, extract.stderr[-3000:]
     assert "Traceback" not in extract.stderr and "JPEG library" not in extract.stderr
-    assert "WARNING pipeline.features.extract: quarantined cats/bomb.png: its header" in extract.stderr
+    assert "WARNING pipeline.features.compute: quarantined cats/bomb.png: its header" in extract.stderr
     assert peak < baseline + MARGIN_MIB, f"extraction peaked at {peak:.0f} MiB, plain photos at {baseline:.0f}"
     result = json.loads(extract.stdout)
     reasons = {q["path"]: q["reason"] for q in result["quarantined"]}
