@@ -37,9 +37,10 @@ def _commands() -> str:
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    said = {choice.dest: choice.help for choice in sub._choices_actions}  # each command's --help line
     out = []
     for name, command in sub.choices.items():
-        out.append(f"## `{name}`\n\n{command.description or ''}\n")
+        out.append(f"## `{name}`\n\n{said.get(name) or command.description or ''}\n")
         out.append("| option | what it sets |\n|---|---|")
         for action in command._actions:
             if not action.option_strings or action.help == argparse.SUPPRESS:
