@@ -42,6 +42,10 @@ class Session:
                  config: LabelConfig):
         self.run = Run.open_compared(run)
         self.config = config
+        inside = Path(into).resolve()
+        if inside == self.run.path.resolve() or self.run.path.resolve() in inside.parents:
+            raise ConfigError(f"`--into` {into} is inside run {self.run.path}, which the session adds its "
+                              "record to (a run folder is rewritten whole). Fix: pass a folder outside it.")
         self.strategy_name, self.chosen_by = choose_strategy(self.run, config.strategy)
         self.strategy = STRATEGIES[self.strategy_name]
         self.classes = self.run.classes

@@ -69,6 +69,13 @@ def test_into_must_be_new_empty_or_written_by_label(tmp_path):
         LabelFolder.open(tmp_path / "link", ["cats"])
 
 
+def test_into_inside_the_run_is_refused_before_any_work(run, pool):
+    with pytest.raises(ConfigError, match=r"`(--)?into` .* is inside run .*, which the session adds its "
+                                          r"record to"):
+        Session(run, pool, run / "labels", LabelConfig(no_browser=True))
+    assert not (run / "labels").exists()
+
+
 def _config(**kwargs):
     return LabelConfig(n=kwargs.pop("n", 4), no_browser=True, **kwargs)
 
