@@ -56,8 +56,32 @@ class LabelFolder:
         path.mkdir(parents=True, exist_ok=True)
         (path / MARKER).touch()
         folder = cls(path, classes)
+        folder._lock()
         folder._read_back()
         return folder
+
+    def _lock(self) -> None:
+        """Hold an ``flock`` on the folder while this session lives (the kernel drops it when the
+        process ends, even killed): a second session on the same folder is refused.
+
+        Raises:
+            ConfigError: another ``label`` is using the folder.
+        """
+        import fcntl
+
+        self._held = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(self._held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._held)
+            raise ConfigError(f"Another `label` is using `--into` {self.path}; two sessions would "
+                              "interleave their labels. Fix: finish that one, or pass another folder.") from None
+
+    def close(self) -> None:
+        """Let another session use the folder (the process's end does it too)."""
+        if getattr(self, "_held", None) is not None:
+            os.close(self._held)
+            self._held = None
 
     def _read_back(self) -> None:
         """The labels of an earlier session, from ``labels.csv`` (a torn last line is ignored)."""

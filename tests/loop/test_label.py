@@ -48,10 +48,31 @@ def test_the_label_folder_keeps_every_label_and_undo_on_disk_and_reads_them_back
         ("label", "a", "cats"), ("label", "b", "dogs"), ("label", "c", "dogs"), ("undo", "c", "dogs")]
     with (into / LABELS).open("a") as f:
         f.write("17.0,label,dddd")  # a line torn by a kill
+    folder.close()
     again = LabelFolder.open(into, ["cats", "dogs"])
     assert again.labels == {"a" * 32: ("cats", f"cats/{photos[0].name}"),
                             "b" * 32: ("dogs", f"dogs/{photos[1].name}")}
     assert (into / MARKER).is_file()
+
+
+def test_a_second_session_on_the_same_folder_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    into = tmp_path / "into"
+    held = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                             "from pipeline.loop.labels import LabelFolder; "
+                             "LabelFolder.open(sys.argv[2], ['cats']); print('held', flush=True); time.sleep(60)",
+                             str(Path(__file__).resolve().parents[2]), str(into)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=r"Another `label` is using `(--)?into` .*into; two sessions"):
+            LabelFolder.open(into, ["cats"])
+    finally:
+        held.kill()
+        held.wait()
+    LabelFolder.open(into, ["cats"])  # the lock went with its process
 
 
 def test_into_must_be_new_empty_or_written_by_label(tmp_path):
@@ -94,6 +115,7 @@ def test_a_session_retrains_after_each_batch_and_resumes_without_offering_a_labe
     assert not set(first) & {item["id"] for item in state["batch"]}  # the next batch is new photos
     assert 0 <= state["accuracy"]["interval"][0] <= state["accuracy"]["accuracy"] <= state["accuracy"]["interval"][1]
     session.label(state["batch"][0]["id"], "dogs")
+    session.folder.close()
     resumed = Session(run, pool, into, _config(strategy="margin"))
     labelled = set(resumed.folder.labels)
     assert len(labelled) == 4
@@ -224,7 +246,9 @@ def test_a_person_labels_by_clicks_and_keys_and_a_killed_server_loses_nothing(ru
         assert copies == ["cats", "cats", "dogs", "dogs"]
         process.send_signal(signal.SIGKILL)  # no chance to tidy up
         process.wait(timeout=30)
-        kept = LabelFolder.open(into, ["cats", "dogs"]).labels
+        reopened = LabelFolder.open(into, ["cats", "dogs"])
+        kept = reopened.labels
+        reopened.close()
         assert len(kept) == 4
         process, url = _start(run, pool, into)
         state = json.loads(urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=30).read())
@@ -272,6 +296,7 @@ def test_a_tampered_or_planted_label_folder_never_reaches_a_file_outside_it(tmp_
     assert (into / copy).read_bytes() == photos[0].read_bytes()
     with (into / LABELS).open("a") as f:  # a line pointing outside the folder, as a tampered file would
         f.write(f"1.0,label,{'b' * 32},dogs,../outside/keep.jpg,x\n")
+    folder.close()
     again = LabelFolder.open(into, ["cats", "dogs"])
     assert list(again.labels) == ["a" * 32]
     again.undo()
