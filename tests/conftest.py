@@ -33,6 +33,14 @@ def make_dataset(root: Path, splits=("train", "validation"), per_class=6,
     return root
 
 
+def keep_for_docs(shot: Path, name: str) -> None:
+    """A browser test's screenshot, copied into ``$PIPELINE_SCREENSHOTS`` when it is set: the docs'
+    pictures are the suite's (``PIPELINE_SCREENSHOTS=docs python -m pytest -k browser``), never by hand."""
+    folder = os.environ.get("PIPELINE_SCREENSHOTS")
+    if folder:
+        Path(folder, name).write_bytes(shot.read_bytes())
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     return make_dataset(tmp_path / "data")

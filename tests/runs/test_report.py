@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import keep_for_docs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -99,6 +100,7 @@ def test_the_labelling_loop_s_page_and_drift_section_render_in_a_real_browser(ru
         write_image(pool / f"photo.{i}.of.the.week.jpg", COLOURS["cats" if i % 2 else "dogs"], seed=i)
     page = write_page(suggest(run, pool, SuggestConfig(n=4)), tmp_path / "label.html", str(run))
     problems, seen = _open(page, tmp_path / "label.png")
+    keep_for_docs(tmp_path / "label.png", "suggest.png")
     assert problems == [] and seen["thumbnails"] == seen["decoded"] == seen["images"] == 4
     assert seen["overflowing"] == 0 and seen["too_wide"] == 0
     before = _open(run / "report.html", tmp_path / "before.png")[1]["thumbnails"]
@@ -107,3 +109,20 @@ def test_the_labelling_loop_s_page_and_drift_section_render_in_a_real_browser(ru
     assert problems == [] and seen["thumbnails"] == before + 6  # the six most novel
     assert seen["decoded"] == seen["images"]
     assert seen["overflowing"] == 0 and seen["too_wide"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a real browser: apt-get install chromium "
+                                              "(.ci/run installs it)")
+def test_the_real_photos_report_renders_in_a_real_browser(real_run, tmp_path):
+    """The shared photos' report: no console error, every image decoded; the docs' picture of it."""
+    from PIL import Image
+
+    problems, seen = _open(real_run.run_dir / "report.html", tmp_path / "report.png")
+    assert problems == []
+    assert seen["rows"] == len(real_run.leaderboard) and seen["decoded"] == seen["images"] > 0
+    assert seen["overflowing"] == 0 and seen["too_wide"] == 0
+    pixels = np.asarray(Image.open(tmp_path / "report.png").convert("L"))
+    assert pixels.shape[0] > 900 and pixels.std() > 20, "the screenshot shows content"
+    keep_for_docs(tmp_path / "report.png", "report.png")
