@@ -89,8 +89,9 @@ def finish(cache: FeatureCache, config: CompareConfig, selection: Selection, out
     run = None
     try:
         run = RunWriter(out)  # a folder beside `out`: its parent may be full or read-only
-        table, insights = _write_run(run, cache, config, selection, leaderboard)
-        run_dir = run.commit(_manifest(cache, config), config.overwrite)
+        stage1 = _stage1(cache)
+        table, insights = _write_run(run, cache, config, selection, leaderboard, stage1)
+        run_dir = run.commit({**_manifest(cache, config), **stage1}, config.overwrite)
     except OSError as exc:
         if run is not None:
             run.discard()
@@ -154,14 +155,14 @@ def _ece(model, data: SplitData, n_classes: int) -> float:
 
 
 def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, selection: Selection,
-               leaderboard: list[dict]) -> tuple[str, dict | None]:
+               leaderboard: list[dict], stage1: dict) -> tuple[str, dict | None]:
     shown = selection.shown
     has_test = "test" in shown
     with phase("stage 2: tables, plots and models"):
         table = scores.write_tables(run, leaderboard, _per_class(run, cache, selection, leaderboard),
                                     [c for s in selection.models.values() for c in s.candidates],
                                     has_test=has_test, scoring=config.scoring,
-                                    note=" ".join(filter(None, [selection.note, _precision_sentence(cache)])))
+                                    note=" ".join(filter(None, [selection.note, _precision_sentence(stage1)])))
         plots.plot_comparison(run.path(plot("comparison")), leaderboard, has_test)
         for c in selection.specs:
             model = selection.models[c.name].model
@@ -181,7 +182,7 @@ def _write_run(run: RunWriter, cache: FeatureCache, config: CompareConfig, selec
         report.write(run, title=f"{cache.path.name}: {', '.join(cache.classes)}", classes=cache.classes,
                      leaderboard=leaderboard, data=shown, probas=selection.probas, insights=insights,
                      root=root if root.is_dir() else None,
-                     note=_summary(leaderboard, insights, f"{selection.note} {_stage1_note(cache)}".strip()))
+                     note=_summary(leaderboard, insights, f"{selection.note} {_stage1_note(cache, stage1)}".strip()))
     return table, insights
 
 
@@ -214,10 +215,17 @@ def _audit(cache: FeatureCache, data: dict[str, SplitData], seed: int) -> dict:
     return audit.audit(splits, cache.classes, seed)
 
 
-def _stage1_note(cache: FeatureCache) -> str:
+def _stage1(cache: FeatureCache) -> dict:
+    """What the store keeps about how a view of lowered precision was computed, read once: the
+    int8 model's calibration, and the cost ``--compare-precision`` measured (each when there is one)."""
+    return {**({"calibration": record} if (record := calibration_of(cache)) else {}),
+            **({"precision_cost": cost} if (cost := kept_cost(cache)) else {})}
+
+
+def _stage1_note(cache: FeatureCache, stage1: dict) -> str:
     """The report's word on a view of lowered precision: what computed its rows, and what it
     costs beside float32 when ``--compare-precision`` measured it."""
-    record = calibration_of(cache)
+    record = stage1.get("calibration")
     if record is None:
         said = "" if cache.key.get("precision", "float32") == "float32" else \
             f"Stage 1 ran in {cache.key['precision']}."
@@ -225,11 +233,11 @@ def _stage1_note(cache: FeatureCache) -> str:
         said = (f"Stage 1 ran the network quantized to int8 by NNCF {record['nncf']} "
                 f"({'fast' if record['fast_bias_correction'] else 'full'} bias correction), calibrated "
                 f"on {counted(len(record['images']), 'image')} of the first dataset of this feature spec.")
-    return " ".join(filter(None, [said, _precision_sentence(cache)]))
+    return " ".join(filter(None, [said, _precision_sentence(stage1)]))
 
 
-def _precision_sentence(cache: FeatureCache) -> str:
-    cost = kept_cost(cache)
+def _precision_sentence(stage1: dict) -> str:
+    cost = stage1.get("precision_cost")
     return f"Measured by `extract --compare-precision`: {cost['sentence']}" if cost else ""
 
 
@@ -251,8 +259,6 @@ def _manifest(cache: FeatureCache, config: CompareConfig) -> dict:
         "splits": cache.counts,
         "config": asdict(config),
         "seed": config.seed,
-        **({"calibration": record} if (record := calibration_of(cache)) else {}),
-        **({"precision_cost": cost} if (cost := kept_cost(cache)) else {}),
         "library_versions": library_versions(
             ("tensorflow", "keras", "numpy", "h5py", "scikit-learn", "joblib", "matplotlib")),
     }

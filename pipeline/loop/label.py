@@ -59,20 +59,19 @@ def label(run: str | os.PathLike, pool: str | os.PathLike, into: str | os.PathLi
     return {**summary, "dataset": str(dataset), "next": shlex.join(next_command(session.run, dataset))}
 
 
-# Stage 1's settings a run's feature key holds, as `run` takes them (`--set extract.NAME=VALUE`).
-KEY_SETTINGS = ("backbone", "alpha", "image_size", "pooling", "layer", "dtype", "decode", "orientation",
-                "max_pixels", "max_file_bytes", "precision", "seed")
-
-
 def next_command(run, dataset: Path) -> list[str]:
     """The ``run`` that extracts ``dataset`` under the run's own feature spec (so every photo's
     row is found in the store) and compares the run's classifiers, into a new run folder."""
     import json
 
+    from dataclasses import fields
+
+    from ..config import ExtractConfig
+
     key = run.key
     command = ["python", "run_pipeline.py", "run", "--data", str(dataset), "--cache-dir", str(run.cache_dir),
                "--out", f"{run.path}-labelled"]
-    for name in KEY_SETTINGS:
+    for name in (f.name for f in fields(ExtractConfig) if f.name != "weights"):  # the key holds stage 1's
         if key.get(name) is not None:
             command += ["--set", f"extract.{name}={json.dumps(key[name])}"]
     if key.get("weights_file"):

@@ -35,8 +35,8 @@ class LabelFolder:
     def __init__(self, path: Path, classes: list[str]):
         self.path = path
         self.classes = classes
-        self.labels: dict[str, tuple[str, str]] = {}  # fingerprint -> (label, copy's relative path)
-        self.order: list[str] = []  # fingerprints in the order labelled (undo takes the last)
+        # fingerprint -> (label, copy's relative path), in the order given: undo takes the last
+        self.labels: dict[str, tuple[str, str]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike, classes: list[str]) -> LabelFolder:
@@ -100,11 +100,10 @@ class LabelFolder:
             if not self._own_copy(row["label"], row["copy"]):
                 continue  # not a copy this folder would have made: never followed, never removed
             if row["action"] == "label":
+                self.labels.pop(row["fingerprint"], None)  # labelled again: last in the order
                 self.labels[row["fingerprint"]] = (row["label"], row["copy"])
-                self.order.append(row["fingerprint"])
             elif row["action"] == "undo" and row["fingerprint"] in self.labels:
                 del self.labels[row["fingerprint"]]
-                self.order.remove(row["fingerprint"])
 
     def _own_copy(self, label: str, copy: str) -> bool:
         """Whether ``copy`` names a file this folder makes: ``<class>/<name>``, nothing else."""
@@ -144,15 +143,14 @@ class LabelFolder:
         copy = f"{label}/{candidate}"
         self._append("label", fingerprint, label, copy, source)
         self.labels[fingerprint] = (label, copy)
-        self.order.append(fingerprint)
         return copy
 
     def undo(self) -> str | None:
         """Take the last label back: its copy removed, an undo line appended. Returns its
         fingerprint (None: nothing to undo)."""
-        if not self.order:
+        if not self.labels:
             return None
-        fingerprint = self.order.pop()
+        fingerprint = next(reversed(self.labels))
         label, copy = self.labels.pop(fingerprint)
         target = self.path / copy
         if target.is_file() and not target.is_symlink():

@@ -16,7 +16,6 @@ Scripts and styles are served from the package: the page works offline.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import secrets
@@ -27,7 +26,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
-from ..runs.report import thumbnail
 from .session import Session
 
 STATIC = Path(__file__).with_name("static")
@@ -72,11 +70,12 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _send(self, code: int, body: bytes, kind: str, cookie: bool = False) -> None:
+    def _send(self, code: int, body: bytes, kind: str, cookie: bool = False, private: bool = False) -> None:
         self.send_response(code)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        # A photo's address holds its content digest (see Session): the page's browser may keep it.
+        self.send_header("Cache-Control", "private, max-age=86400" if private else "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         if cookie:
             self.send_header("Set-Cookie", f"{COOKIE}={self.server.token}; HttpOnly; SameSite=Strict; Path=/")
@@ -101,12 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(self.server.session.state())
         elif path.startswith("/photo/") and path[len("/photo/"):].isdigit():
             try:
-                file = self.server.session.photo(int(path[len("/photo/"):]))
+                with self.server.lock:
+                    image = self.server.session.thumbnail(int(path[len("/photo/"):]))
             except KeyError:
                 self._send(404, b"no such photo in this session", "text/plain")
                 return
-            uri = thumbnail(file)
-            self._send(200, base64.b64decode(uri.split(",", 1)[1]) if uri else b"", "image/jpeg")
+            self._send(200, image, "image/jpeg", private=True)
         else:
             self._send(404, b"not found", "text/plain")
 

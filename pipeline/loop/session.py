@@ -8,7 +8,7 @@ costs a head's fit on stored rows and a strategy's ranking, no forward pass.
 
 from __future__ import annotations
 
-import json
+import base64
 import os
 import time
 from dataclasses import dataclass
@@ -20,10 +20,11 @@ from .._blas import one_blas_thread
 from ..config import LabelConfig
 from ..errors import ConfigError
 from ..runs import stats
+from ..runs.report import thumbnail
 from ..runs.run import Run
 from .labels import LabelFolder
 from .strategies import MISSING, STRATEGIES, head, query, quiet_heads
-from .suggest import choose_strategy
+from .suggest import choose_strategy, new_photos
 
 
 @dataclass(frozen=True)
@@ -53,28 +54,21 @@ class Session:
         if "validation" not in cache.splits or not cache.counts["validation"]:
             raise ConfigError(f"Run {self.run.path} has no validation images to score the retrained "
                               "head on. Fix: label against a run whose features have a validation split.")
+        self.folder = LabelFolder.open(into, self.classes)  # refused before the pool costs anything
         train, self.validation = cache.load("train"), cache.load("validation")
         self.train_x = train.features.reshape(len(train.labels), -1)
         self.train_y = train.labels.astype(np.int64)
         got = self.run.images(pool, "pool", batch_size=config.batch_size, engine=config.engine,
                               weights=config.weights)
-        known, seen, keep = self.run.labelled(), set(), []
-        for i, fp in enumerate(got.fingerprints):
-            if fp not in known and fp not in seen:  # a copy within the pool is offered once
-                seen.add(fp)
-                keep.append(i)
-        if not keep:
-            raise ConfigError(f"Every readable image under {pool} is already labelled in run "
-                              f"{self.run.path}, or none could be read. Fix: pass a folder of new photos.")
+        keep, _ = new_photos(got, self.run.labelled(), pool, self.run.path)
         self.photos = [Photo(n, got.paths[i], got.fingerprints[i]) for n, i in enumerate(keep)]
         self.pool_x = got.features[keep].reshape(len(keep), -1)
-        self.folder = LabelFolder.open(into, self.classes)
+        self.thumbnails: dict[int, bytes] = {}  # each photo's, made once: the page asks on every render
         self.skipped: set[int] = set()
         self.started = time.time()
         self.history: list[dict] = []
         self.seconds = 0.0  # the last retrain and next batch
-        self.before = self._retrain()
-        self.history.append({"labels": 0, **self.before})
+        self.history.append({"labels": 0, **self._retrain()})  # the run's labels alone
         self.batch = self._next_batch()
 
     def _data(self, pool_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,10 +105,12 @@ class Session:
             picked, scores = query(self.strategy, x, y, min(self.config.n, len(rows)), len(self.folder.labels),
                                    self.head)
             proba = self.head.predict_proba(self.pool_x[rows[picked - offset]])
-        return [{"id": int(rows[r - offset]), "name": Path(self.photos[rows[r - offset]].path).name,
+        chosen = [self.photos[rows[r - offset]] for r in picked]
+        # Its content in a photo's address: a copy the browser keeps can only be of this photo.
+        return [{"id": photo.id, "name": Path(photo.path).name, "src": f"/photo/{photo.id}?content={photo.fingerprint}",
                  "predicted": self.classes[int(p.argmax())], "probability": round(float(p.max()), 3),
                  "why": f"{self.strategy.reason} (score {s:.3g})", "label": None}
-                for r, s, p in zip(picked, scores, proba)]
+                for photo, s, p in zip(chosen, scores, proba)]
 
     def _after_batch(self) -> None:
         """Once every photo of the batch has its answer: retrain, then the next batch."""
@@ -156,29 +152,32 @@ class Session:
             if fingerprint is not None and self.photos[item["id"]].fingerprint == fingerprint:
                 item["label"] = None
 
-    def photo(self, photo_id: int) -> Path:
-        """The file of a photo the session offered (KeyError: not one)."""
+    def thumbnail(self, photo_id: int) -> bytes:
+        """A small JPEG of a photo the session may offer, made once (KeyError: not one)."""
         if not 0 <= photo_id < len(self.photos):
             raise KeyError(photo_id)
-        return Path(self.photos[photo_id].path)
+        if photo_id not in self.thumbnails:
+            uri = thumbnail(Path(self.photos[photo_id].path))
+            self.thumbnails[photo_id] = base64.b64decode(uri.split(",", 1)[1]) if uri else b""
+        return self.thumbnails[photo_id]
 
     def state(self) -> dict:
         """What the page shows."""
-        now = self.history[-1]
+        now, before = self.history[-1], self.history[0]
         return {"classes": self.classes, "batch": self.batch, "strategy": self.strategy_name,
                 "chosen_by": self.chosen_by, "given": len(self.folder.labels),
                 "pool": len(self.photos), "left": int(len(self._open_rows())),
-                "accuracy": {**now, "run": self.before["accuracy"],
-                             "change": round(now["accuracy"] - self.before["accuracy"], 4)},
+                "accuracy": {**now, "run": before["accuracy"],
+                             "change": round(now["accuracy"] - before["accuracy"], 4)},
                 "replay": self._replay(len(self.train_y) + len(self.folder.labels)),
                 "seconds": round(self.seconds, 3), "history": self.history}
 
     def _replay(self, labels: int) -> dict | None:
         """The run's replay at this many labels: the recommended strategy's mean accuracy there
         (linear between its budgets), or where its budgets end."""
-        if not self.run.replay.is_file():
+        replay = self.run.replay
+        if replay is None:
             return None
-        replay = json.loads(self.run.replay.read_text(encoding="utf-8"))
         budgets, name = replay["budgets"], replay["recommended"]
         mean = replay["strategies"][name]["mean"]
         said = {"strategy": name, "all_labels": replay["all_labels"], "budgets": budgets, "mean": mean}
@@ -190,4 +189,4 @@ class Session:
         """The session for the run's record: labels given, time spent, accuracy before and after."""
         return {"labels": len(self.folder.labels), "into": str(self.folder.path),
                 "seconds": round(time.time() - self.started, 1), "strategy": self.strategy_name,
-                "before": self.before, "after": self.history[-1], "history": self.history}
+                "before": self.history[0], "after": self.history[-1], "history": self.history}

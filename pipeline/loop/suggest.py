@@ -9,7 +9,6 @@ already has a label for is never suggested, whatever its name.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -61,30 +60,19 @@ def choose_strategy(reference: Run, name: str) -> tuple[str, str]:
     """The strategy asked for; for `auto`, the run's replay recommendation, else the default."""
     if name != "auto":
         return name, "given"
-    replayed = reference.replay
-    if replayed.is_file():
-        return json.loads(replayed.read_text(encoding="utf-8"))["recommended"], "replay"
+    if reference.replay is not None:
+        return reference.replay["recommended"], "replay"
     return DEFAULT, "default"
 
 
-def suggest(run: str | os.PathLike, pool: str | os.PathLike,
-            config: SuggestConfig | None = None) -> SuggestResult:
-    """Rank the images under ``pool`` for labelling, against run ``run``'s labelled images.
+def new_photos(got, labelled: dict[str, str], pool, run) -> tuple[list[int], int]:
+    """The rows of ``got`` (a pool's features) to offer, a copy within the pool once, and how many
+    of its photos the run already has labels for.
 
     Raises:
-        RunError: ``run`` is not a run, or its features are gone.
-        ConfigError: ``pool`` has no image, or only images the run already has labels for.
+        ConfigError: no photo of the pool could be read, or every one is labelled in the run.
     """
-    config = config or SuggestConfig()
-    reference = Run.open_compared(run)
-    name, chosen_by = choose_strategy(reference, config.strategy)
-    strategy = STRATEGIES[name]
-    model_name = reference.name(features_in=True)
-    model = reference.load(model_name)  # a model that fails its checksum stops here, before any work
-    cache = reference.cache()
-    got = reference.images(pool, "pool", batch_size=config.batch_size, engine=config.engine,
-                           weights=config.weights)
-    labelled, seen, fresh = reference.labelled(), set(), []
+    seen, fresh = set(), []
     for i, fp in enumerate(got.fingerprints):
         if fp not in labelled and fp not in seen:  # a copy within the pool is offered once
             seen.add(fp)
@@ -105,6 +93,27 @@ def suggest(run: str | os.PathLike, pool: str | os.PathLike,
             f"Every readable image under {pool} ({counted(len(got.paths), 'image')}) is already "
             f"labelled in run {run} (every split of a run counts as labelled): {where}. Fix: pass "
             "a folder of new photos.")
+    return fresh, already
+
+
+def suggest(run: str | os.PathLike, pool: str | os.PathLike,
+            config: SuggestConfig | None = None) -> SuggestResult:
+    """Rank the images under ``pool`` for labelling, against run ``run``'s labelled images.
+
+    Raises:
+        RunError: ``run`` is not a run, or its features are gone.
+        ConfigError: ``pool`` has no image, or only images the run already has labels for.
+    """
+    config = config or SuggestConfig()
+    reference = Run.open_compared(run)
+    name, chosen_by = choose_strategy(reference, config.strategy)
+    strategy = STRATEGIES[name]
+    model_name = reference.name(features_in=True)
+    model = reference.load(model_name)  # a model that fails its checksum stops here, before any work
+    cache = reference.cache()
+    got = reference.images(pool, "pool", batch_size=config.batch_size, engine=config.engine,
+                           weights=config.weights)
+    fresh, already = new_photos(got, reference.labelled(), pool, run)
     train = cache.load("train")
     candidates = got.features[fresh].reshape(len(fresh), -1)
     features = np.vstack([train.features.reshape(len(train.labels), -1), candidates])

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..runs.neighbours import kmeans
+
 MAX_CLUSTERS = 500
-KMEANS_UP_TO = 50  # clusters; past this, mini-batch k-means
 MIN_CLUSTER = 5
 NEIGHBOURS = 20
 FIT_ROWS = 20_000
@@ -42,7 +43,7 @@ def typiclust(features: np.ndarray, labelled: np.ndarray, n: int, seed: int) -> 
     labelled = np.asarray(labelled, dtype=bool)
     rng = np.random.default_rng(seed)
     clusters = max(1, min(int(labelled.sum()) + n, MAX_CLUSTERS, len(x)))
-    assign = _assign(x, clusters, seed, rng)
+    assign = kmeans(x, clusters, seed, FIT_ROWS)
     candidates = ~labelled
     taken = np.bincount(assign[labelled], minlength=clusters).astype(np.int64)
     left = np.bincount(assign[candidates], minlength=clusters)
@@ -69,20 +70,6 @@ def typiclust(features: np.ndarray, labelled: np.ndarray, n: int, seed: int) -> 
     scores = np.searchsorted(pool, density[rows], side="right") / max(len(pool), 1)
     order = np.argsort(-scores, kind="stable")
     return rows[order], scores[order]
-
-
-def _assign(x: np.ndarray, clusters: int, seed: int, rng: np.random.Generator) -> np.ndarray:
-    """Each row's cluster: k-means (mini-batch past :data:`KMEANS_UP_TO`) fitted on a sample."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
-
-    if clusters == 1:
-        return np.zeros(len(x), dtype=np.int64)
-    sample = x if len(x) <= FIT_ROWS else x[np.sort(rng.choice(len(x), FIT_ROWS, replace=False))]
-    if clusters <= KMEANS_UP_TO:
-        model = KMeans(clusters, n_init=1, random_state=seed)
-    else:
-        model = MiniBatchKMeans(clusters, n_init=1, random_state=seed)
-    return model.fit(sample).predict(x).astype(np.int64)
 
 
 def _typicality(x: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -20,6 +20,7 @@ EXACT_UP_TO = 20_000
 CELL_ROWS = 256
 PROBES = 8
 FIT_ROWS = 20_000
+KMEANS_UP_TO = 50  # clusters; past this, mini-batch k-means
 MAX_CELL = 4 * CELL_ROWS  # a larger cell is cut again
 SPLITS = 3  # times a large cell may be cut
 QUERY_BLOCK = 1024  # rows compared at a time: bounds memory at QUERY_BLOCK x candidates floats
@@ -98,7 +99,7 @@ def _cells(x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     is cut again by k-means of its own rows, so that no cell costs rows
     squared.
     """
-    cell = _kmeans(x, max(1, len(x) // CELL_ROWS), seed)
+    cell = kmeans(x, max(1, len(x) // CELL_ROWS), seed)
     for _ in range(SPLITS):
         sizes = np.bincount(cell)
         big = np.flatnonzero(sizes > MAX_CELL)
@@ -107,7 +108,7 @@ def _cells(x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         fresh = len(sizes)
         for c in big:
             rows = np.flatnonzero(cell == c)
-            part = _kmeans(x[rows], -(-len(rows) // CELL_ROWS), seed)
+            part = kmeans(x[rows], -(-len(rows) // CELL_ROWS), seed)
             cell[rows] = np.where(part == 0, c, fresh + part - 1)
             fresh += int(part.max(initial=0))
     _, cell = np.unique(cell, return_inverse=True)
@@ -116,15 +117,18 @@ def _cells(x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return cell, centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
 
 
-def _kmeans(x: np.ndarray, clusters: int, seed: int) -> np.ndarray:
-    """Each row's cluster by mini-batch k-means, fitted on at most :data:`FIT_ROWS` rows."""
-    from sklearn.cluster import MiniBatchKMeans
+def kmeans(x: np.ndarray, clusters: int, seed: int, fit_rows: int = FIT_ROWS) -> np.ndarray:
+    """Each row's cluster by k-means fitted on at most ``fit_rows`` seeded rows (every row is then
+    assigned to its nearest centre): Lloyd's up to :data:`KMEANS_UP_TO` clusters, mini-batch past."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
 
     if clusters <= 1:
         return np.zeros(len(x), np.int64)
     rng = np.random.default_rng(seed)
-    sample = x if len(x) <= FIT_ROWS else x[np.sort(rng.choice(len(x), FIT_ROWS, replace=False))]
-    return MiniBatchKMeans(clusters, n_init=1, random_state=seed).fit(sample).predict(x).astype(np.int64)
+    sample = x if len(x) <= fit_rows else x[np.sort(rng.choice(len(x), fit_rows, replace=False))]
+    model = (KMeans(clusters, n_init=1, random_state=seed) if clusters <= KMEANS_UP_TO
+             else MiniBatchKMeans(clusters, n_init=1, random_state=seed))
+    return model.fit(sample).predict(x).astype(np.int64)
 
 
 def _probes(centres: np.ndarray, probes: int) -> np.ndarray:

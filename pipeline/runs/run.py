@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +107,11 @@ class Run:
         """The cache folder the run's features came from (the feature store is in it)."""
         return self.cache_path.parent
 
-    @property
-    def replay(self) -> Path:
-        """Where ``replay --out`` put the loop's replay (it may be absent)."""
-        return self.path / REPLAY
+    @functools.cached_property
+    def replay(self) -> dict | None:
+        """The loop's replay that ``replay --out`` added to the run (None: it has none), read once."""
+        path = self.path / REPLAY
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     @property
     def models(self) -> dict[str, Format]:

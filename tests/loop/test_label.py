@@ -97,6 +97,19 @@ def test_into_inside_the_run_is_refused_before_any_work(run, pool):
     assert not (run / "labels").exists()
 
 
+def test_a_folder_of_the_user_s_as_into_is_refused_before_the_pool_costs_anything(run, pool, tmp_path,
+                                                                                  monkeypatch):
+    from pipeline.runs.run import Run
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a person's file")
+    monkeypatch.setattr(Run, "images", lambda *a, **k: pytest.fail("the pool was read first"))
+    with pytest.raises(ConfigError, match=r"holds files `label` did not write"):
+        Session(run, pool, mine, LabelConfig(no_browser=True))
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def _config(**kwargs):
     return LabelConfig(n=kwargs.pop("n", 4), no_browser=True, **kwargs)
 
@@ -161,8 +174,13 @@ def test_only_its_user_reaches_the_page(server):
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert _request(server, "/photo/99999")[0] == 404  # not an id of the session
     assert _request(server, "/photo/..%2F..%2Fetc%2Fpasswd")[0] == 404
-    status, photo, _ = _request(server, "/photo/0")
+    status, photo, headers = _request(server, "/photo/0")
     assert status == 200 and photo[:2] == b"\xff\xd8"  # a JPEG thumbnail
+    assert headers["Cache-Control"].startswith("private") and _request(server, "/photo/0")[1] == photo
+    assert list(server.session.thumbnails) == [0]  # made once, however often the page asks
+    batch = json.loads(_request(server, "/api/state")[1])["batch"]
+    assert all(item["src"] == f"/photo/{item['id']}?content={server.session.photos[item['id']].fingerprint}"
+               for item in batch)  # a cached copy can only be of the photo the address names
     item = json.loads(_request(server, "/api/state")[1])["batch"][0]
     assert _request(server, "/api/label", method="POST", body={"id": item["id"], "label": "cats"},
                     header=False)[0] == 403  # a change needs the token in its header

@@ -25,7 +25,7 @@ function render() {
     if (item.label !== null) li.classList.add("answered");
     if (next && item.id === next.id) li.classList.add("current");
     const img = document.createElement("img");
-    img.src = `/photo/${item.id}`;
+    img.src = item.src;
     img.alt = item.name;
     const meta = document.createElement("p");
     meta.className = "meta";
