@@ -13,6 +13,7 @@ leaderboard and report.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -88,13 +89,14 @@ def precision_cost(data: str | os.PathLike, config: ExtractConfig, lowered: Extr
     cost["sentence"] = _sentence(cost)
     view = Path(lowered.path)
     atomic_write(view.with_name(view.stem + KEPT),
-                 json.dumps({"view_key_hash": key_hash(FeatureCache(view).key), "cost": cost}).encode())
+                 json.dumps({"view_key_hash": key_hash(FeatureCache(view).key), "cost": cost,
+                             "sha256": _digest(cost)}).encode())
     return cost
 
 
 def kept_cost(cache: FeatureCache) -> dict | None:
-    """The cost ``--compare-precision`` kept beside this view (None: none, or not for this view's
-    key: a regular file of at most :data:`KEPT_BYTES`, never a link)."""
+    """The cost ``--compare-precision`` kept beside this view (None: none, not for this view's key,
+    or failing its checksum: a regular file of at most :data:`KEPT_BYTES`, never a link)."""
     path = cache.path.with_name(cache.path.stem + KEPT)
     try:
         info = path.lstat()
@@ -106,7 +108,14 @@ def kept_cost(cache: FeatureCache) -> dict | None:
     if not isinstance(record, dict) or record.get("view_key_hash") != key_hash(cache.key):
         return None
     cost = record.get("cost")
-    return cost if isinstance(cost, dict) and isinstance(cost.get("sentence"), str) else None
+    if not (isinstance(cost, dict) and isinstance(cost.get("sentence"), str)
+            and record.get("sha256") == _digest(cost)):
+        return None  # a byte changed since it was kept: its figures are not said
+    return cost
+
+
+def _digest(cost: dict) -> str:
+    return hashlib.sha256(json.dumps(cost, sort_keys=True).encode()).hexdigest()
 
 
 def _sentence(cost: dict) -> str:

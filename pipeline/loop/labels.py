@@ -3,7 +3,8 @@
 Layout::
 
     .label-folder           the marker: this folder is the tool's, written by `label`
-    labels.csv              append-only, one line a label or an undo, fsynced before the page hears "done"
+    labels.csv              append-only, one line a label or an undo, fsynced before the page hears
+                            back; each line ends with a checksum of itself
     <class>/<photo>         a copy of each labelled photo (a hard link where the filesystem allows)
 
 The pool's files are only read. ``--into`` must be new, empty, or a folder
@@ -15,18 +16,33 @@ offers no labelled photo again.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import logging
 import os
 import shutil
 import time
 from pathlib import Path
 
+from ..data.files import fingerprint_file
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 MARKER = ".label-folder"
 LABELS = "labels.csv"
-FIELDS = ("time", "action", "fingerprint", "label", "copy", "source")
+FIELDS = ("time", "action", "fingerprint", "label", "copy", "source", "check")
 MAX_LABELS_BYTES = 256 * 2**20  # a million labels is well under this
+
+
+class Changed(Exception):
+    """A pool photo is no longer the one whose features the session holds (the message says how)."""
+
+
+def _check(values) -> str:
+    """The checksum a line of ``labels.csv`` ends with: a flipped byte in it is seen."""
+    return hashlib.blake2b("\x1f".join(values).encode("utf-8", errors="surrogateescape"),
+                           digest_size=8).hexdigest()
 
 
 class LabelFolder:
@@ -49,7 +65,11 @@ class LabelFolder:
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             raise ConfigError(f"`--into` {path} is not a folder (a file or a link). Fix: pass a new "
                               "folder name.")
-        if path.is_dir() and not (path / MARKER).is_file() and any(path.iterdir()):
+        marker = path / MARKER
+        if marker.is_symlink():
+            raise ConfigError(f"{marker} is a link, planted where `label` keeps its marker; it is not "
+                              "followed. Fix: remove it, or pass another `--into`.")
+        if path.is_dir() and not marker.is_file() and any(path.iterdir()):
             raise ConfigError(f"`--into` {path} holds files `label` did not write, and the pipeline "
                               "never writes into a folder of the user's. Fix: pass a new or empty folder, "
                               "or one `label` wrote.")
@@ -94,9 +114,13 @@ class LabelFolder:
             raise ConfigError(f"{file} is larger than a labels file `label` writes. Fix: pass another "
                               "`--into`.")
         text = file.read_bytes().decode("utf-8", errors="surrogateescape")
-        for row in csv.DictReader(io.StringIO(text)):
+        for n, row in enumerate(csv.DictReader(io.StringIO(text)), 2):
             if None in row.values() or row.get("action") not in ("label", "undo"):
                 continue  # a line torn by a kill
+            if row["check"] != _check(row[f] for f in FIELDS[:-1]):
+                log.warning("%s line %d fails its checksum (a byte changed since it was written); it "
+                            "is not taken", file, n)
+                continue
             if not self._own_copy(row["label"], row["copy"]):
                 continue  # not a copy this folder would have made: never followed, never removed
             if row["action"] == "label":
@@ -111,9 +135,13 @@ class LabelFolder:
         return label in self.classes and len(parts) == 2 and parts[0] == label and \
             not parts[1].startswith(".") and parts[1] not in ("", "..")
 
-    def add(self, fingerprint: str, source: str, label: str) -> str:
+    def add(self, fingerprint: str, source: str, label: str, max_bytes: int) -> str:
         """Label a photo: its copy in ``<label>/`` (a new name, never over a file), then a line in
-        ``labels.csv``. Returns the copy's path, relative to the folder."""
+        ``labels.csv``. Returns the copy's path, relative to the folder.
+
+        Raises:
+            Changed: the photo's bytes are no longer those of ``fingerprint`` (nothing is kept).
+        """
         if label not in self.classes:
             raise ConfigError(f"{label!r} is not a class of the run ({', '.join(self.classes)}).")
         folder = self.path / label
@@ -127,6 +155,14 @@ class LabelFolder:
             os.link(source, staged)  # no bytes copied where the filesystem allows
         except OSError:
             shutil.copyfile(source, staged)
+        try:
+            copied = fingerprint_file(str(staged), max_bytes)
+        except (OSError, ValueError):
+            copied = None
+        if copied != fingerprint:  # the label is for the photo the page showed, or for none
+            staged.unlink()
+            raise Changed(f"{source} changed since its features were computed; it was not labelled. "
+                          "Fix: skip it, or start `label` again to see it as it is now")
         name = Path(source).name
         stem, suffix = Path(name).stem, Path(name).suffix
         try:
@@ -165,7 +201,8 @@ class LabelFolder:
         writer = csv.writer(out, lineterminator="\n")
         if not file.exists():
             writer.writerow(FIELDS)
-        writer.writerow([f"{time.time():.3f}", action, fingerprint, label, copy, source])
+        values = [f"{time.time():.3f}", action, fingerprint, label, copy, source]
+        writer.writerow([*values, _check(values)])
         fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         try:
             os.write(fd, out.getvalue().encode("utf-8", errors="surrogateescape"))

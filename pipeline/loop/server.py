@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
+from .labels import Changed
 from .session import Session
 
 STATIC = Path(__file__).with_name("static")
@@ -105,6 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
             except KeyError:
                 self._send(404, b"no such photo in this session", "text/plain")
                 return
+            except Changed as exc:
+                self._send(409, str(exc).encode(), "text/plain")
+                return
             self._send(200, image, "image/jpeg", private=True)
         else:
             self._send(404, b"not found", "text/plain")
@@ -132,6 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"no such photo in this batch", "text/plain")
         except (ValueError, TypeError, ConfigError) as exc:
             self._send(400, str(exc).encode(), "text/plain")
+        except Changed as exc:
+            self._send(409, str(exc).encode(), "text/plain")
 
     def _act(self, action: str, body: dict) -> None:
         session = self.server.session

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from .._blas import one_blas_thread
-from ..config import LabelConfig
-from ..errors import ConfigError
+from ..config import MAX_FILE_BYTES, LabelConfig
+from ..data.files import fingerprint_bytes, read_bytes
+from ..errors import ConfigError, first_line
 from ..runs import stats
 from ..runs.report import thumbnail
 from ..runs.run import Run
-from .labels import LabelFolder
+from .labels import Changed, LabelFolder
 from .strategies import MISSING, STRATEGIES, head, query, quiet_heads
 from .suggest import choose_strategy, new_photos
 
@@ -134,7 +135,7 @@ class Session:
         if item["label"] is not None:
             return  # answered already (a double click)
         photo = self.photos[photo_id]
-        self.folder.add(photo.fingerprint, photo.path, label)
+        self.folder.add(photo.fingerprint, photo.path, label, self.run.key.get("max_file_bytes", MAX_FILE_BYTES))
         item["label"] = label
         self._after_batch()
 
@@ -157,7 +158,14 @@ class Session:
         if not 0 <= photo_id < len(self.photos):
             raise KeyError(photo_id)
         if photo_id not in self.thumbnails:
-            uri = thumbnail(Path(self.photos[photo_id].path))
+            photo = self.photos[photo_id]
+            try:  # a regular file within the size limit, whose bytes are still those labelled
+                data = read_bytes(photo.path, self.run.key.get("max_file_bytes", MAX_FILE_BYTES))
+            except (OSError, ValueError) as exc:
+                raise Changed(f"{photo.path} cannot be read now ({first_line(exc)})") from None
+            if fingerprint_bytes(data) != photo.fingerprint:
+                raise Changed(f"{photo.path} changed since its features were computed")
+            uri = thumbnail(data)
             self.thumbnails[photo_id] = base64.b64decode(uri.split(",", 1)[1]) if uri else b""
         return self.thumbnails[photo_id]
 

@@ -25,12 +25,13 @@ def _data_uri(data: bytes, kind: str) -> str:
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
 
-def thumbnail(path: Path) -> str:
-    """A small upright JPEG of one image, as a data URI ("" when it cannot be read)."""
+def thumbnail(path: Path | bytes) -> str:
+    """A small upright JPEG of one image (a file, or its bytes already read and checked), as a
+    data URI ("" when it cannot be read)."""
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
             small = ImageOps.exif_transpose(image).convert("RGB")
             small.thumbnail((THUMB, THUMB))
             out = io.BytesIO()

@@ -376,6 +376,10 @@ def test_the_precision_cost_is_in_the_leaderboard_and_report_of_every_run_on_tha
     assert said in html.unescape((run / "report.html").read_text())
     assert json.loads((run / "manifest.json").read_text())["precision_cost"]["sentence"] == sentence
     record = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**record, "cost": {**record["cost"], "sentence": record["cost"]["sentence"]
+                                                    .replace("+0.0 points", "+9.0 points")}}))  # a byte flipped
+    flipped = compare(int8.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "flipped"))).run_dir
+    assert "compare-precision" not in (flipped / "leaderboard.md").read_text()
     record["view_key_hash"] = "0" * 16  # kept for another view
     kept.write_text(json.dumps(record))
     other = compare(int8.path, CompareConfig(classifiers=("logreg",), out=str(tmp_path / "other"))).run_dir

@@ -14,7 +14,8 @@ import pytest
 from conftest import COLOURS, write_image
 from pipeline.config import LabelConfig
 from pipeline.errors import ConfigError
-from pipeline.loop.labels import LABELS, MARKER, LabelFolder
+from pipeline.data.files import fingerprint_file
+from pipeline.loop.labels import LABELS, MARKER, LabelFolder, _check
 from pipeline.loop.server import LabelServer
 from pipeline.loop.session import Session
 
@@ -33,26 +34,54 @@ def _digests(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+def _print(path) -> str:
+    return fingerprint_file(str(path), 2**30)
+
+
 def test_the_label_folder_keeps_every_label_and_undo_on_disk_and_reads_them_back(tmp_path, pool):
     into = tmp_path / "into"
     folder = LabelFolder.open(into, ["cats", "dogs"])
     photos = sorted(pool.iterdir())
-    folder.add("a" * 32, str(photos[0]), "cats")
-    folder.add("b" * 32, str(photos[1]), "dogs")
-    folder.add("c" * 32, str(photos[2]), "dogs")
-    assert folder.undo() == "c" * 32
+    a, b, c = (_print(p) for p in photos[:3])
+    folder.add(a, str(photos[0]), "cats", 2**30)
+    folder.add(b, str(photos[1]), "dogs", 2**30)
+    folder.add(c, str(photos[2]), "dogs", 2**30)
+    assert folder.undo() == c
     assert not (into / "dogs" / photos[2].name).exists()  # the copy it made is removed
     assert (into / "cats" / photos[0].name).read_bytes() == photos[0].read_bytes()
     rows = list(csv.DictReader((into / LABELS).open()))
-    assert [(r["action"], r["fingerprint"][0], r["label"]) for r in rows] == [
-        ("label", "a", "cats"), ("label", "b", "dogs"), ("label", "c", "dogs"), ("undo", "c", "dogs")]
-    with (into / LABELS).open("a") as f:
-        f.write("17.0,label,dddd")  # a line torn by a kill
+    assert [(r["action"], r["fingerprint"], r["label"]) for r in rows] == [
+        ("label", a, "cats"), ("label", b, "dogs"), ("label", c, "dogs"), ("undo", c, "dogs")]
+    text = (into / LABELS).read_text()
+    flipped = text.replace(f"{b},dogs", f"{b},cats")  # a byte that changed on disk
+    (into / LABELS).write_text(flipped + "17.0,label,dddd")  # and a line torn by a kill
     folder.close()
     again = LabelFolder.open(into, ["cats", "dogs"])
-    assert again.labels == {"a" * 32: ("cats", f"cats/{photos[0].name}"),
-                            "b" * 32: ("dogs", f"dogs/{photos[1].name}")}
+    assert again.labels == {a: ("cats", f"cats/{photos[0].name}")}  # the changed line is not taken
     assert (into / MARKER).is_file()
+
+
+def test_a_photo_that_changed_since_its_features_is_not_labelled(tmp_path, pool):
+    from pipeline.loop.labels import Changed
+
+    folder = LabelFolder.open(tmp_path / "into", ["cats", "dogs"])
+    photo = sorted(pool.iterdir())[0]
+    fingerprint = _print(photo)
+    photo.write_bytes(photo.read_bytes() + b"edited")  # changed after its features were computed
+    with pytest.raises(Changed, match=r"changed since its features were computed; it was not labelled"):
+        folder.add(fingerprint, str(photo), "cats", 2**30)
+    assert folder.labels == {} and not list((tmp_path / "into").glob("cats/*"))
+    assert not (tmp_path / "into" / LABELS).exists()
+
+
+def test_a_marker_planted_as_a_link_is_refused(tmp_path):
+    into = tmp_path / "into"
+    into.mkdir()
+    (tmp_path / "theirs.txt").write_text("a person's file")
+    os.symlink(tmp_path / "theirs.txt", into / MARKER)
+    with pytest.raises(ConfigError, match=r"is a link, planted where `label` keeps its marker"):
+        LabelFolder.open(into, ["cats"])
+    assert (tmp_path / "theirs.txt").read_text() == "a person's file"
 
 
 def test_a_second_session_on_the_same_folder_is_refused(tmp_path):
@@ -309,18 +338,31 @@ def test_a_tampered_or_planted_label_folder_never_reaches_a_file_outside_it(tmp_
     taken = into / "cats" / photos[0].name
     taken.parent.mkdir()
     taken.write_bytes(b"planted")  # a file where the copy would go: kept, the copy takes another name
-    copy = folder.add("a" * 32, str(photos[0]), "cats")
+    a = _print(photos[0])
+    copy = folder.add(a, str(photos[0]), "cats", 2**30)
     assert taken.read_bytes() == b"planted" and copy != f"cats/{photos[0].name}"
     assert (into / copy).read_bytes() == photos[0].read_bytes()
-    with (into / LABELS).open("a") as f:  # a line pointing outside the folder, as a tampered file would
-        f.write(f"1.0,label,{'b' * 32},dogs,../outside/keep.jpg,x\n")
+    values = ["1.0", "label", "b" * 32, "dogs", "../outside/keep.jpg", "x"]
+    with (into / LABELS).open("a") as f:  # a line pointing outside, its checksum right: as if forged
+        f.write(",".join([*values, _check(values)]) + "\n")
     folder.close()
     again = LabelFolder.open(into, ["cats", "dogs"])
-    assert list(again.labels) == ["a" * 32]
+    assert list(again.labels) == [a]
     again.undo()
     again.undo()  # nothing left to undo: the tampered line was never taken
     assert (outside / "keep.jpg").read_bytes() == b"a person's photo"
     os.symlink(outside, into / "dogs")  # a link planted where a class folder goes
     with pytest.raises(ConfigError, match=r"dogs is a link, planted in a folder `label` wrote"):
-        again.add("c" * 32, str(photos[1]), "dogs")
+        again.add(_print(photos[1]), str(photos[1]), "dogs", 2**30)
     assert sorted(p.name for p in outside.iterdir()) == ["keep.jpg"]
+
+
+def test_a_photo_changed_under_the_page_is_neither_shown_nor_labelled(server):
+    item = json.loads(_request(server, "/api/state")[1])["batch"][0]
+    photo = Path(server.session.photos[item["id"]].path)
+    photo.write_bytes(photo.read_bytes() + b"edited")
+    status, said, _ = _request(server, f"/photo/{item['id']}")
+    assert status == 409 and b"changed since its features were computed" in said
+    status, said, _ = _request(server, "/api/label", method="POST", body={"id": item["id"], "label": "cats"})
+    assert status == 409 and b"it was not labelled" in said
+    assert json.loads(_request(server, "/api/state")[1])["given"] == 0
